@@ -1,0 +1,64 @@
+//! rustls configurations for a gateway's federation connections: TLS 1.3 only, mutual, SPIFFE.
+
+use std::sync::Arc;
+
+use rustls::crypto::CryptoProvider;
+use rustls::{ClientConfig, ServerConfig};
+
+use crate::spiffe::{SpiffeId, TrustDomain};
+use crate::store::TrustStore;
+use crate::svid::Svid;
+use crate::verify::{PeerClientVerifier, PeerServerVerifier, VerifierError};
+
+/// A TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the SVID or the protocol settings.
+    #[error("rustls: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// A client verifier could not be built from the trust store.
+    #[error(transparent)]
+    Verifier(#[from] VerifierError),
+}
+
+/// The one crypto provider meshfed uses (ring).
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// A server configuration that presents `svid` and requires a client SVID from any trust domain
+/// in `store`, each verified against its own roots.
+pub fn server_config(
+    svid: &Svid,
+    store: &TrustStore,
+    alpn: &[&[u8]],
+) -> Result<ServerConfig, TlsError> {
+    let provider = provider();
+    let verifier = PeerClientVerifier::new(store, provider.clone())?;
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .with_client_cert_verifier(Arc::new(verifier))
+        .with_single_cert(svid.chain().to_vec(), svid.key().clone_key())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+/// A client configuration for dialling one peer: it presents `svid` and accepts only a server
+/// identity in `peer` (and, if given, exactly `peer_id`), verified against `peer`'s roots.
+pub fn client_config(
+    svid: &Svid,
+    store: Arc<TrustStore>,
+    peer: TrustDomain,
+    peer_id: Option<SpiffeId>,
+    alpn: &[&[u8]],
+) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let verifier = PeerServerVerifier::new(peer, peer_id, store, provider.clone());
+    let mut config = ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_client_auth_cert(svid.chain().to_vec(), svid.key().clone_key())?;
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
