@@ -1,0 +1,161 @@
+//! Gateway configuration: one YAML file per gateway, validated whole before anything starts.
+//!
+//! [`Config::parse`] turns text into a [`Config`] whose fields cannot hold bad values (a
+//! [`TrustDomain`], a [`Label`], a [`SocketAddr`]), or into [`ConfigErrors`] listing every problem
+//! at once with its key path, line, value and reason. Nothing past this module re-checks.
+//! `docs/config.md` is the reference for the format.
+
+mod duration;
+mod error;
+mod raw;
+mod validate;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use meshfed_discovery::{Label, ServiceKey};
+use meshfed_trust::TrustDomain;
+
+pub use error::{ConfigError, ConfigErrors};
+
+/// A validated gateway configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// This cluster's name, unique in the federation.
+    pub cluster: Label,
+    /// This cluster's SPIFFE trust domain.
+    pub trust_domain: TrustDomain,
+    /// Where the gateway listens.
+    pub listeners: Listeners,
+    /// Where the gateway's own SVID comes from.
+    pub identity: Identity,
+    /// The gateways of the other clusters.
+    pub peers: Vec<Peer>,
+    /// The local services this cluster offers to peers.
+    pub exports: Vec<Export>,
+    /// The DNS zones the gateway answers for.
+    pub dns: Dns,
+    /// How long in-flight requests may take to finish once shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+/// The gateway's listening sockets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listeners {
+    /// Local HTTP listener that applications call (TCP).
+    pub http: SocketAddr,
+    /// Federation port: QUIC (UDP) from peer gateways.
+    pub federation: SocketAddr,
+    /// Authoritative DNS (UDP and TCP).
+    pub dns: SocketAddr,
+    /// Admin HTTP: `/healthz`, `/readyz` (TCP). Loopback by default.
+    pub admin: SocketAddr,
+}
+
+/// Where the gateway's X.509-SVID comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Identity {
+    /// A CA directory (`ca.pem`, `ca.key`, as `meshfed ca init` writes): the gateway issues its
+    /// own SVID from it.
+    Ca {
+        /// The CA directory.
+        dir: PathBuf,
+        /// How long each issued SVID is valid.
+        svid_lifetime: Duration,
+    },
+    /// An SVID written by another system (cert-manager, a SPIRE helper).
+    Files {
+        /// PEM certificate chain, leaf first.
+        cert: PathBuf,
+        /// PEM private key of the leaf.
+        key: PathBuf,
+        /// PEM roots of this cluster's own trust domain.
+        bundle: PathBuf,
+    },
+}
+
+/// Another cluster's gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Peer {
+    /// The peer cluster's name.
+    pub name: Label,
+    /// The peer gateway's federation address (QUIC, UDP).
+    pub address: SocketAddr,
+    /// The peer's trust domain: its certificate must chain to this domain's roots only.
+    pub trust_domain: TrustDomain,
+    /// PEM file with the peer trust domain's root certificates.
+    pub bundle: PathBuf,
+    /// Services the peer exports to us. Until catalog exchange lands, this is configured.
+    pub services: Vec<ServiceKey>,
+}
+
+/// A local service offered to peers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Export {
+    /// The service's name and namespace.
+    pub service: ServiceKey,
+    /// The service's ports.
+    pub ports: Vec<Port>,
+    /// Local endpoints that serve it.
+    pub endpoints: Vec<SocketAddr>,
+    /// Peers (by cluster name) allowed to reach it. Nobody else is.
+    pub export_to: Vec<Label>,
+}
+
+/// One port of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Port {
+    /// The port's name, as in a Kubernetes Service (`http`, `grpc`).
+    pub name: Option<Label>,
+    /// The service port number.
+    pub port: u16,
+    /// What the port speaks.
+    pub protocol: Protocol,
+}
+
+/// The application protocol of a port.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Protocol {
+    /// HTTP/1.1.
+    Http,
+}
+
+/// The DNS zones the gateway serves.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Dns {
+    /// The Multi-Cluster Services zone, `clusterset.local` by default.
+    pub zone: String,
+    /// The cluster-pinned zone, `meshfed.internal` by default.
+    pub pinned_zone: String,
+    /// TTL of every answer.
+    pub ttl: Duration,
+}
+
+impl Config {
+    /// Reads and validates a config file. Relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+            file: Some(path.to_owned()),
+            errors: vec![ConfigError {
+                path: String::new(),
+                line: None,
+                value: None,
+                reason: format!("cannot read the file: {e}"),
+            }],
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Config::parse(&text, base).map_err(|mut e| {
+            e.file = Some(path.to_owned());
+            e
+        })
+    }
+
+    /// Validates config text. Relative paths in it are taken relative to `base`.
+    pub fn parse(text: &str, base: &Path) -> Result<Config, ConfigErrors> {
+        validate::parse(text, base).map_err(|errors| ConfigErrors { file: None, errors })
+    }
+}

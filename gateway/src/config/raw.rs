@@ -1,0 +1,76 @@
+//! The config file as YAML gives it: every field optional and every leaf a string with its
+//! location, so that one pass can report every missing key and every bad value at once.
+//! Unknown keys are collected by `serde_ignored` rather than refused one at a time by serde.
+
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+/// A scalar as written, with where it was written.
+pub(crate) type Text = Spanned<String>;
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawConfig {
+    pub(crate) cluster: Option<Text>,
+    pub(crate) trust_domain: Option<Text>,
+    pub(crate) listeners: Option<RawListeners>,
+    pub(crate) identity: Option<RawIdentity>,
+    #[serde(default)]
+    pub(crate) peers: Vec<RawPeer>,
+    #[serde(default)]
+    pub(crate) exports: Vec<RawExport>,
+    pub(crate) dns: Option<RawDns>,
+    pub(crate) shutdown_grace: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawListeners {
+    pub(crate) http: Option<Text>,
+    pub(crate) federation: Option<Text>,
+    pub(crate) dns: Option<Text>,
+    pub(crate) admin: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawIdentity {
+    pub(crate) ca_dir: Option<Text>,
+    pub(crate) svid_lifetime: Option<Text>,
+    pub(crate) cert: Option<Text>,
+    pub(crate) key: Option<Text>,
+    pub(crate) bundle: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawPeer {
+    pub(crate) name: Option<Text>,
+    pub(crate) address: Option<Text>,
+    pub(crate) trust_domain: Option<Text>,
+    pub(crate) bundle: Option<Text>,
+    #[serde(default)]
+    pub(crate) services: Vec<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawExport {
+    pub(crate) name: Option<Text>,
+    pub(crate) namespace: Option<Text>,
+    #[serde(default)]
+    pub(crate) ports: Vec<RawPort>,
+    #[serde(default)]
+    pub(crate) endpoints: Vec<Text>,
+    #[serde(default)]
+    pub(crate) export_to: Vec<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawPort {
+    pub(crate) name: Option<Text>,
+    pub(crate) port: Option<Text>,
+    pub(crate) protocol: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawDns {
+    pub(crate) zone: Option<Text>,
+    pub(crate) pinned_zone: Option<Text>,
+    pub(crate) ttl: Option<Text>,
+}

@@ -1,0 +1,172 @@
+//! Config parsing: what a good file turns into, and that a bad one is refused with every problem.
+
+use std::path::Path;
+
+use super::*;
+
+const GOOD: &str = r#"
+cluster: east
+trust_domain: east.example
+listeners:
+  http: 127.0.1.1:15080
+  federation: 127.0.1.1:15443
+identity:
+  ca_dir: ca
+peers:
+  - name: west
+    address: 10.1.0.5:15443
+    trust_domain: west.example
+    bundle: /etc/meshfed/west.pem
+    services: [greeter.demo]
+exports:
+  - name: checkout
+    namespace: shop
+    ports: [{ name: http, port: 80, protocol: http }]
+    endpoints: ["10.0.0.7:8080", "[::1]:8080"]
+    export_to: [west]
+dns:
+  ttl: 30s
+"#;
+
+fn errors(text: &str) -> Vec<ConfigError> {
+    Config::parse(text, Path::new("/cfg")).expect_err("must be refused").errors
+}
+
+#[test]
+fn good_config_parses_with_defaults_filled_in() {
+    let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
+    assert_eq!(config.cluster.as_str(), "east");
+    assert_eq!(config.listeners.http, "127.0.1.1:15080".parse().expect("addr"));
+    assert_eq!(config.listeners.admin, "127.0.0.1:15000".parse().expect("addr"));
+    assert_eq!(
+        config.identity,
+        Identity::Ca {
+            dir: "/cfg/ca".into(),
+            svid_lifetime: Duration::from_secs(86_400)
+        }
+    );
+    assert_eq!(config.peers[0].services[0].to_string(), "greeter.demo");
+    assert_eq!(config.exports[0].endpoints.len(), 2);
+    assert_eq!(config.dns.zone, "clusterset.local");
+    assert_eq!(config.dns.ttl, Duration::from_secs(30));
+}
+
+#[test]
+fn every_mistake_is_reported_with_path_line_and_value() {
+    let text = r#"
+cluster: East
+trust_domain: east.example
+listeners:
+  http: 127.0.1.1
+identity:
+  ca_dir: ca
+  svid_lifetime: 10s
+peers:
+  - name: west
+    address: 10.1.0.5:15443
+    trust_domain: east.example
+    bundle: west.pem
+  - name: west
+    address: 10.1.0.6:15443
+    trust_domain: north.example
+    bundle: north.pem
+    servcies: [a.b]
+exports:
+  - name: checkout
+    namespace: shop
+    ports: [{ port: 0, protocol: http }]
+    endpoints: []
+    export_to: [south]
+"#;
+    let got = errors(text);
+    let summary: Vec<(String, Option<u64>)> =
+        got.iter().map(|e| (e.path.clone(), e.line)).collect();
+    let want = [
+        ("peers[1].servcies", None),
+        ("cluster", Some(2)),
+        ("listeners.http", Some(5)),
+        ("identity.svid_lifetime", Some(8)),
+        ("exports[0].endpoints", None),
+        ("exports[0].ports[0].port", Some(22)),
+    ];
+    for (path, line) in want {
+        assert!(
+            summary.contains(&(path.to_owned(), line)),
+            "missing {path} at {line:?} in {got:#?}"
+        );
+    }
+    assert_eq!(got.len(), want.len(), "{got:#?}");
+    let cluster = got.iter().find(|e| e.path == "cluster").expect("cluster error");
+    assert_eq!(cluster.value.as_deref(), Some("East"));
+    assert!(cluster.reason.contains("'E'") || cluster.reason.contains("\"E\""), "{cluster}");
+}
+
+#[test]
+fn cross_field_mistakes_are_reported_once_fields_parse() {
+    let text = r#"
+cluster: east
+trust_domain: east.example
+listeners:
+  http: 127.0.0.1:15080
+  admin: 127.0.0.1:15080
+identity:
+  ca_dir: ca
+peers:
+  - { name: west, address: "10.1.0.5:15443", trust_domain: east.example, bundle: w.pem }
+  - { name: west, address: "10.1.0.6:15443", trust_domain: north.example, bundle: n.pem }
+  - { name: east, address: "10.1.0.7:15443", trust_domain: north.example, bundle: e.pem }
+exports:
+  - { name: a, namespace: b, ports: [{port: 80, protocol: http}], endpoints: ["10.0.0.1:80"], export_to: [south] }
+  - { name: a, namespace: b, ports: [{port: 80, protocol: http}], endpoints: ["10.0.0.1:80"] }
+"#;
+    let mut paths: Vec<String> = errors(text).into_iter().map(|e| e.path).collect();
+    paths.sort();
+    assert_eq!(
+        paths,
+        [
+            "exports[0].export_to[0]",
+            "exports[1].name",
+            "listeners.admin",
+            "peers[0].trust_domain",
+            "peers[1].name",
+            "peers[2].name",
+            "peers[2].trust_domain",
+        ]
+    );
+}
+
+#[test]
+fn structural_mistakes_are_refused_with_a_line() {
+    let cases = [
+        ("cluster: [a, b]\n", 1),
+        ("cluster: a\ncluster: b\n", 2),
+        ("cluster: a\n  bad: indent\n", 2),
+    ];
+    for (text, line) in cases {
+        let got = errors(text);
+        assert!(
+            got.iter().any(|e| e.line == Some(line)),
+            "{text:?}: {got:#?}"
+        );
+    }
+}
+
+#[test]
+fn identity_needs_exactly_one_source() {
+    let base = "cluster: east\ntrust_domain: east.example\n";
+    let both = format!("{base}identity: {{ ca_dir: ca, cert: c.pem }}\n");
+    let partial = format!("{base}identity: {{ cert: c.pem }}\n");
+    let none = format!("{base}identity: {{}}\n");
+    assert_eq!(errors(&both)[0].path, "identity.ca_dir");
+    let partial: Vec<String> = errors(&partial).into_iter().map(|e| e.path).collect();
+    assert_eq!(partial, ["identity.key", "identity.bundle"]);
+    assert_eq!(errors(&none)[0].path, "identity");
+}
+
+#[test]
+fn errors_display_path_line_value_and_reason() {
+    let err = Config::parse("cluster: East\n", Path::new("/")).expect_err("bad");
+    let text = err.to_string();
+    assert!(text.contains("cluster (line 1): \"East\": not a DNS label"), "{text}");
+    assert!(text.contains("trust_domain: is required"), "{text}");
+}

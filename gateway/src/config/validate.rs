@@ -1,0 +1,574 @@
+//! From raw YAML to a [`Config`], collecting every problem on the way.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use meshfed_discovery::{Label, ServiceKey};
+use meshfed_trust::TrustDomain;
+use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy, MessageFormatter};
+
+use super::raw::{RawConfig, RawDns, RawExport, RawIdentity, RawListeners, RawPeer, RawPort, Text};
+use super::{
+    Config, ConfigError, Dns, Export, Identity, Listeners, Peer, Port, Protocol, duration,
+};
+
+const DEFAULT_HTTP: &str = "127.0.0.1:15080";
+const DEFAULT_FEDERATION: &str = "0.0.0.0:15443";
+const DEFAULT_DNS: &str = "127.0.0.1:15053";
+const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
+const DEFAULT_SVID_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_TTL: Duration = Duration::from_secs(5);
+const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>> {
+    let mut check = Checker::default();
+    let raw = deserialize(text, &mut check)?;
+    let config = check.config(&raw, base);
+    match config {
+        Some(config) if check.errors.is_empty() => Ok(config),
+        _ => Err(check.errors),
+    }
+}
+
+/// Deserializes the YAML, noting unknown keys. A YAML syntax or shape error is fatal, but it
+/// comes together with any unknown keys seen before it.
+fn deserialize(text: &str, check: &mut Checker) -> Result<RawConfig, Vec<ConfigError>> {
+    let options = serde_saphyr::options! {
+        duplicate_keys: DuplicateKeyPolicy::Error,
+        merge_keys: MergeKeyPolicy::Error,
+        with_snippet: false,
+        budget: serde_saphyr::budget! { max_depth: 32, max_aliases: 100, max_anchors: 100 },
+    };
+    let mut unknown = Vec::new();
+    let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
+        serde_ignored::deserialize(de, |path| {
+            // `Spanned` reads a private marker key that serde_ignored reports; it is not the user's.
+            if let Some(path) = key_path(&path) {
+                unknown.push(path);
+            }
+        })
+    });
+    for path in unknown {
+        check.errors.push(ConfigError {
+            path,
+            line: None,
+            value: None,
+            reason: "unknown key".into(),
+        });
+    }
+    match result {
+        // An empty document deserializes to nothing at all; treat it as an empty mapping.
+        Ok(raw) => Ok(raw),
+        Err(error) => {
+            let location = error.location().filter(|l| l.line() > 0);
+            let reason = serde_saphyr::DefaultMessageFormatter
+                .format_message(error.without_snippet())
+                .to_string();
+            check.errors.push(ConfigError {
+                path: String::new(),
+                line: location.map(|l| l.line()),
+                value: None,
+                reason,
+            });
+            Err(std::mem::take(&mut check.errors))
+        }
+    }
+}
+
+/// A serde_ignored path as a config key path (`peers[0].name`), or `None` for serde-saphyr's
+/// own bookkeeping keys.
+fn key_path(path: &serde_ignored::Path<'_>) -> Option<String> {
+    use serde_ignored::Path;
+    fn walk(path: &Path<'_>, out: &mut String) -> bool {
+        match path {
+            Path::Root => true,
+            Path::Seq { parent, index } => {
+                let ok = walk(parent, out);
+                out.push_str(&format!("[{index}]"));
+                ok
+            }
+            Path::Map { parent, key } => {
+                if key.starts_with("__serde_saphyr") {
+                    return false;
+                }
+                let ok = walk(parent, out);
+                // Inside a `Spanned`, the value sits under a synthetic `value` key.
+                if key == "value" && matches!(**parent, Path::NewtypeStruct { .. }) {
+                    return ok;
+                }
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+                ok
+            }
+            Path::Some { parent }
+            | Path::NewtypeStruct { parent }
+            | Path::NewtypeVariant { parent } => walk(parent, out),
+        }
+    }
+    let mut out = String::new();
+    walk(path, &mut out).then_some(out)
+}
+
+#[derive(Default)]
+struct Checker {
+    errors: Vec<ConfigError>,
+}
+
+impl Checker {
+    fn config(&mut self, raw: &RawConfig, base: &Path) -> Option<Config> {
+        let cluster = self.required("cluster", raw.cluster.as_ref(), parse_label);
+        let trust_domain = self.required("trust_domain", raw.trust_domain.as_ref(), parse_td);
+        let listeners = self.listeners(raw.listeners.as_ref());
+        let identity = match &raw.identity {
+            Some(identity) => self.identity(identity, base),
+            None => {
+                self.missing("identity", "say where the gateway's SVID comes from: `ca_dir`, or `cert`, `key` and `bundle`");
+                None
+            }
+        };
+        let peers: Vec<Option<Peer>> = raw
+            .peers
+            .iter()
+            .enumerate()
+            .map(|(i, peer)| self.peer(&format!("peers[{i}]"), peer, base))
+            .collect();
+        let exports: Vec<Option<Export>> = raw
+            .exports
+            .iter()
+            .enumerate()
+            .map(|(i, export)| self.export(&format!("exports[{i}]"), export))
+            .collect();
+        let dns = self.dns(raw.dns.as_ref());
+        let shutdown_grace = self.optional(
+            "shutdown_grace",
+            raw.shutdown_grace.as_ref(),
+            DEFAULT_SHUTDOWN_GRACE,
+            duration::parse,
+        );
+
+        let peers: Option<Vec<Peer>> = peers.into_iter().collect();
+        let exports: Option<Vec<Export>> = exports.into_iter().collect();
+        let config = Config {
+            cluster: cluster?,
+            trust_domain: trust_domain?,
+            listeners: listeners?,
+            identity: identity?,
+            peers: peers?,
+            exports: exports?,
+            dns: dns?,
+            shutdown_grace: shutdown_grace?,
+        };
+        self.cross_check(raw, &config);
+        Some(config)
+    }
+
+    fn listeners(&mut self, raw: Option<&RawListeners>) -> Option<Listeners> {
+        let field = |f: fn(&RawListeners) -> &Option<Text>| raw.and_then(|r| f(r).as_ref());
+        let http = self.socket("listeners.http", field(|r| &r.http), DEFAULT_HTTP);
+        let federation =
+            self.socket("listeners.federation", field(|r| &r.federation), DEFAULT_FEDERATION);
+        let dns = self.socket("listeners.dns", field(|r| &r.dns), DEFAULT_DNS);
+        let admin = self.socket("listeners.admin", field(|r| &r.admin), DEFAULT_ADMIN);
+        if let (Some(http), Some(text)) = (http, field(|r| &r.http))
+            && http.ip().is_unspecified()
+        {
+            self.invalid(
+                "listeners.http",
+                text,
+                "must be a specific address: the gateway's DNS answers with it",
+            );
+        }
+        Some(Listeners {
+            http: http?,
+            federation: federation?,
+            dns: dns?,
+            admin: admin?,
+        })
+    }
+
+    fn identity(&mut self, raw: &RawIdentity, base: &Path) -> Option<Identity> {
+        let files = [&raw.cert, &raw.key, &raw.bundle];
+        match (&raw.ca_dir, files.iter().any(|f| f.is_some())) {
+            (Some(dir), false) => {
+                let svid_lifetime = self.optional(
+                    "identity.svid_lifetime",
+                    raw.svid_lifetime.as_ref(),
+                    DEFAULT_SVID_LIFETIME,
+                    parse_lifetime,
+                );
+                Some(Identity::Ca {
+                    dir: base.join(&dir.value),
+                    svid_lifetime: svid_lifetime?,
+                })
+            }
+            (None, true) => {
+                if let Some(lifetime) = &raw.svid_lifetime {
+                    self.invalid(
+                        "identity.svid_lifetime",
+                        lifetime,
+                        "applies only with `ca_dir`: an SVID from files keeps its own lifetime",
+                    );
+                }
+                let path = |c: &mut Self, key: &str, text: &Option<Text>| {
+                    c.required(&format!("identity.{key}"), text.as_ref(), |s| Ok(base.join(s)))
+                };
+                let cert = path(self, "cert", &raw.cert);
+                let key = path(self, "key", &raw.key);
+                let bundle = path(self, "bundle", &raw.bundle);
+                Some(Identity::Files {
+                    cert: cert?,
+                    key: key?,
+                    bundle: bundle?,
+                })
+            }
+            (Some(dir), true) => {
+                self.invalid(
+                    "identity.ca_dir",
+                    dir,
+                    "give either `ca_dir` or `cert`, `key` and `bundle`, not both",
+                );
+                None
+            }
+            (None, false) => {
+                self.missing(
+                    "identity",
+                    "give `ca_dir`, or `cert`, `key` and `bundle`",
+                );
+                None
+            }
+        }
+    }
+
+    fn peer(&mut self, at: &str, raw: &RawPeer, base: &Path) -> Option<Peer> {
+        let name = self.required(&format!("{at}.name"), raw.name.as_ref(), parse_label);
+        let address = self.required(&format!("{at}.address"), raw.address.as_ref(), parse_socket);
+        let trust_domain =
+            self.required(&format!("{at}.trust_domain"), raw.trust_domain.as_ref(), parse_td);
+        let bundle = self.required(&format!("{at}.bundle"), raw.bundle.as_ref(), |s| {
+            Ok(base.join(s))
+        });
+        let services: Option<Vec<ServiceKey>> = raw
+            .services
+            .iter()
+            .enumerate()
+            .map(|(i, s)| self.value(&format!("{at}.services[{i}]"), s, parse_service))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .collect();
+        Some(Peer {
+            name: name?,
+            address: address?,
+            trust_domain: trust_domain?,
+            bundle: bundle?,
+            services: services?,
+        })
+    }
+
+    fn export(&mut self, at: &str, raw: &RawExport) -> Option<Export> {
+        let name = self.required(&format!("{at}.name"), raw.name.as_ref(), parse_label);
+        let namespace =
+            self.required(&format!("{at}.namespace"), raw.namespace.as_ref(), parse_label);
+        if raw.ports.is_empty() {
+            self.missing(&format!("{at}.ports"), "a service needs at least one port");
+        }
+        if raw.endpoints.is_empty() {
+            self.missing(&format!("{at}.endpoints"), "a service needs at least one endpoint");
+        }
+        let ports: Vec<Option<Port>> = raw
+            .ports
+            .iter()
+            .enumerate()
+            .map(|(i, p)| self.port(&format!("{at}.ports[{i}]"), p))
+            .collect();
+        let endpoints: Vec<Option<SocketAddr>> = raw
+            .endpoints
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.value(&format!("{at}.endpoints[{i}]"), e, parse_socket))
+            .collect();
+        let export_to: Vec<Option<Label>> = raw
+            .export_to
+            .iter()
+            .enumerate()
+            .map(|(i, e)| self.value(&format!("{at}.export_to[{i}]"), e, parse_label))
+            .collect();
+        Some(Export {
+            service: ServiceKey {
+                name: name?,
+                namespace: namespace?,
+            },
+            ports: ports.into_iter().collect::<Option<_>>()?,
+            endpoints: endpoints.into_iter().collect::<Option<_>>()?,
+            export_to: export_to.into_iter().collect::<Option<_>>()?,
+        })
+    }
+
+    fn port(&mut self, at: &str, raw: &RawPort) -> Option<Port> {
+        let name = raw
+            .name
+            .as_ref()
+            .map(|n| self.value(&format!("{at}.name"), n, parse_label));
+        let port = self.required(&format!("{at}.port"), raw.port.as_ref(), parse_port);
+        let protocol = self.required(&format!("{at}.protocol"), raw.protocol.as_ref(), |s| {
+            match s {
+                "http" => Ok(Protocol::Http),
+                other => Err(format!("unknown protocol {other:?}; this version carries `http`")),
+            }
+        });
+        Some(Port {
+            name: name.map_or(Some(None), |n| n.map(Some))?,
+            port: port?,
+            protocol: protocol?,
+        })
+    }
+
+    fn dns(&mut self, raw: Option<&RawDns>) -> Option<Dns> {
+        let field = |f: fn(&RawDns) -> &Option<Text>| raw.and_then(|r| f(r).as_ref());
+        let zone = self.optional(
+            "dns.zone",
+            field(|r| &r.zone),
+            "clusterset.local".to_owned(),
+            parse_zone,
+        );
+        let pinned_zone = self.optional(
+            "dns.pinned_zone",
+            field(|r| &r.pinned_zone),
+            "meshfed.internal".to_owned(),
+            parse_zone,
+        );
+        let ttl = self.optional("dns.ttl", field(|r| &r.ttl), DEFAULT_TTL, |s| {
+            let ttl = duration::parse(s)?;
+            if ttl.subsec_millis() != 0 || ttl.as_secs() > u64::from(u32::MAX >> 1) {
+                return Err("must be a whole number of seconds below 2^31".into());
+            }
+            Ok(ttl)
+        });
+        if let (Some(zone), Some(pinned)) = (&zone, &pinned_zone)
+            && zone == pinned
+        {
+            self.invalid_at("dns.pinned_zone", pinned, "must differ from `dns.zone`");
+        }
+        Some(Dns {
+            zone: zone?,
+            pinned_zone: pinned_zone?,
+            ttl: ttl?,
+        })
+    }
+
+    /// Rules that span several keys.
+    fn cross_check(&mut self, raw: &RawConfig, config: &Config) {
+        let mut names = BTreeMap::new();
+        let mut domains = BTreeMap::new();
+        for (i, peer) in config.peers.iter().enumerate() {
+            let at = format!("peers[{i}]");
+            let name_text = raw.peers[i].name.as_ref();
+            let td_text = raw.peers[i].trust_domain.as_ref();
+            if peer.name == config.cluster {
+                self.error(&format!("{at}.name"), name_text, "is this gateway's own cluster");
+            } else if let Some(first) = names.insert(&peer.name, i) {
+                self.error(&format!("{at}.name"), name_text, &format!("repeats peers[{first}]"));
+            }
+            if peer.trust_domain == config.trust_domain {
+                self.error(
+                    &format!("{at}.trust_domain"),
+                    td_text,
+                    "is this gateway's own trust domain; each cluster has its own",
+                );
+            } else if let Some(first) = domains.insert(&peer.trust_domain, i) {
+                self.error(
+                    &format!("{at}.trust_domain"),
+                    td_text,
+                    &format!("repeats peers[{first}]: a trust domain names one peer"),
+                );
+            }
+        }
+        let mut services = BTreeMap::new();
+        for (i, export) in config.exports.iter().enumerate() {
+            let at = format!("exports[{i}]");
+            let raw_export = &raw.exports[i];
+            if let Some(first) = services.insert(&export.service, i) {
+                self.error(
+                    &format!("{at}.name"),
+                    raw_export.name.as_ref(),
+                    &format!("{} repeats exports[{first}]", export.service),
+                );
+            }
+            for (j, to) in export.export_to.iter().enumerate() {
+                if !names.contains_key(to) {
+                    self.error(
+                        &format!("{at}.export_to[{j}]"),
+                        raw_export.export_to.get(j),
+                        "names no configured peer",
+                    );
+                }
+            }
+            let mut port_names = BTreeSet::new();
+            for (j, port) in export.ports.iter().enumerate() {
+                if let Some(name) = &port.name
+                    && !port_names.insert(name)
+                {
+                    self.error(
+                        &format!("{at}.ports[{j}].name"),
+                        raw_export.ports[j].name.as_ref(),
+                        "repeats another port's name",
+                    );
+                }
+            }
+        }
+        self.distinct_listeners(raw, &config.listeners);
+    }
+
+    fn distinct_listeners(&mut self, raw: &RawConfig, l: &Listeners) {
+        let all = [
+            ("http", l.http),
+            ("federation", l.federation),
+            ("dns", l.dns),
+            ("admin", l.admin),
+        ];
+        for (i, (name, addr)) in all.iter().enumerate() {
+            if addr.port() == 0 {
+                continue;
+            }
+            if let Some((other, _)) = all[..i].iter().find(|(_, a)| a == addr) {
+                let text = raw.listeners.as_ref().and_then(|r| match *name {
+                    "http" => r.http.as_ref(),
+                    "federation" => r.federation.as_ref(),
+                    "dns" => r.dns.as_ref(),
+                    _ => r.admin.as_ref(),
+                });
+                self.error(
+                    &format!("listeners.{name}"),
+                    text,
+                    &format!("is the same address as listeners.{other}"),
+                );
+            }
+        }
+    }
+
+    // --- helpers ---
+
+    fn required<T>(
+        &mut self,
+        path: &str,
+        text: Option<&Text>,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match text {
+            Some(text) => self.value(path, text, parse),
+            None => {
+                self.missing(path, "is required");
+                None
+            }
+        }
+    }
+
+    fn optional<T>(
+        &mut self,
+        path: &str,
+        text: Option<&Text>,
+        default: T,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match text {
+            Some(text) => self.value(path, text, parse),
+            None => Some(default),
+        }
+    }
+
+    fn socket(&mut self, path: &str, text: Option<&Text>, default: &str) -> Option<SocketAddr> {
+        match text {
+            Some(text) => self.value(path, text, parse_socket),
+            None => default.parse().ok(),
+        }
+    }
+
+    fn value<T>(
+        &mut self,
+        path: &str,
+        text: &Text,
+        parse: impl FnOnce(&str) -> Result<T, String>,
+    ) -> Option<T> {
+        match parse(text.value.trim()) {
+            Ok(value) => Some(value),
+            Err(reason) => {
+                self.invalid(path, text, &reason);
+                None
+            }
+        }
+    }
+
+    fn invalid(&mut self, path: &str, text: &Text, reason: &str) {
+        self.error(path, Some(text), reason);
+    }
+
+    fn invalid_at(&mut self, path: &str, value: &str, reason: &str) {
+        self.errors.push(ConfigError {
+            path: path.to_owned(),
+            line: None,
+            value: Some(value.to_owned()),
+            reason: reason.to_owned(),
+        });
+    }
+
+    fn missing(&mut self, path: &str, reason: &str) {
+        self.error(path, None, reason);
+    }
+
+    fn error(&mut self, path: &str, text: Option<&Text>, reason: &str) {
+        self.errors.push(ConfigError {
+            path: path.to_owned(),
+            line: text.map(|t| t.referenced.line()).filter(|l| *l > 0),
+            value: text.map(|t| t.value.clone()),
+            reason: reason.to_owned(),
+        });
+    }
+}
+
+fn parse_label(s: &str) -> Result<Label, String> {
+    s.parse().map_err(|e| format!("not a DNS label: {e}"))
+}
+
+fn parse_td(s: &str) -> Result<TrustDomain, String> {
+    s.parse().map_err(|e| format!("not a SPIFFE trust domain: {e}"))
+}
+
+fn parse_service(s: &str) -> Result<ServiceKey, String> {
+    s.parse().map_err(|e| format!("not a service `<name>.<namespace>`: {e}"))
+}
+
+fn parse_socket(s: &str) -> Result<SocketAddr, String> {
+    s.parse()
+        .map_err(|_| "expected an IP address and port, as in `10.0.0.7:8080` or `[::1]:8080`".into())
+}
+
+fn parse_port(s: &str) -> Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".into()),
+        Ok(port) => Ok(port),
+    }
+}
+
+fn parse_lifetime(s: &str) -> Result<Duration, String> {
+    let lifetime = duration::parse(s)?;
+    if lifetime < Duration::from_secs(60) {
+        return Err("must be at least 1m: SVIDs are renewed at half their lifetime".into());
+    }
+    Ok(lifetime)
+}
+
+fn parse_zone(s: &str) -> Result<String, String> {
+    let zone = s.trim_end_matches('.').to_ascii_lowercase();
+    if zone.is_empty() {
+        return Err("must not be empty or the root".into());
+    }
+    for label in zone.split('.') {
+        label
+            .parse::<Label>()
+            .map_err(|e| format!("label {label:?} {e}"))?;
+    }
+    Ok(zone)
+}
