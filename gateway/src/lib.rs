@@ -1,3 +1,25 @@
-//! The meshfed gateway: config, routing, the local and federation data planes, DNS, admin.
+//! The meshfed gateway: one binary at each cluster's edge that joins clusters over QUIC.
+//!
+//! This crate is the gateway itself: config ([`config`]), routing ([`route`], no I/O), the local
+//! listener and upstream pool ([`proxy`]), the HTTP/3 federation data plane ([`federation`]),
+//! the DNS zones it serves and admin. The `meshfed` command line is the binary's (`main.rs`, `cmd/`). Identity and trust live in
+//! `meshfed-trust`; service naming and the DNS server in `meshfed-discovery`.
 
+pub mod admin;
+pub mod bind;
 pub mod config;
+pub mod credentials;
+pub mod federation;
+pub mod proxy;
+pub mod reason;
+pub mod route;
+pub mod runtime;
+pub(crate) mod state;
+pub mod stats;
+pub mod telemetry;
+pub(crate) mod zone;
+
+pub use bind::Bound;
+pub use config::Config;
+pub use credentials::Credentials;
+pub use runtime::{Running, start};

@@ -1,0 +1,52 @@
+//! The admin listener: health and readiness for orchestrators. Loopback by default.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, header};
+use hyper::body::Incoming;
+use tokio_util::sync::CancellationToken;
+
+use crate::proxy::body::{self, Body};
+use crate::stats::Stats;
+
+/// Answers one admin request. `draining` is cancelled once shutdown begins: the gateway is then
+/// alive (`/healthz`) but no longer ready (`/readyz`), so load balancers stop sending to it.
+pub(crate) async fn handle(
+    request: Request<Incoming>,
+    draining: CancellationToken,
+    stats: Arc<Stats>,
+) -> Response<Body> {
+    match request.uri().path() {
+        "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/readyz" if draining.is_cancelled() => {
+            text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
+        }
+        "/readyz" => text(StatusCode::OK, "ready\n".into()),
+        "/stats" => {
+            let counters = [
+                ("peer_connections_opened", &stats.peer_connections_opened),
+                ("peer_connections_accepted", &stats.peer_connections_accepted),
+                ("peer_requests", &stats.peer_requests),
+                ("local_requests", &stats.local_requests),
+            ];
+            let lines: String = counters
+                .iter()
+                .map(|(name, value)| format!("{name} {}\n", value.load(Ordering::Relaxed)))
+                .collect();
+            text(StatusCode::OK, lines)
+        }
+        _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
+    }
+}
+
+fn text(status: StatusCode, body: String) -> Response<Body> {
+    let mut response = Response::new(body::full(Bytes::from(body)));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}

@@ -1,0 +1,76 @@
+//! Binding every listening socket before anything runs, so that a port in use fails start-up
+//! with a clear error, and so that tests can bind port 0 and learn the addresses first.
+
+use std::io;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+
+use crate::config::Listeners;
+
+/// The gateway's sockets, bound and not yet served.
+#[derive(Debug)]
+pub struct Bound {
+    pub(crate) http: TcpListener,
+    pub(crate) federation: UdpSocket,
+    pub(crate) dns_udp: UdpSocket,
+    pub(crate) dns_tcp: TcpListener,
+    pub(crate) admin: TcpListener,
+}
+
+/// A listener could not be bound.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot bind listeners.{listener} ({address}): {error}")]
+pub struct BindError {
+    /// Which listener.
+    pub listener: &'static str,
+    /// The address it was to bind.
+    pub address: SocketAddr,
+    /// The operating system's reason.
+    pub error: io::Error,
+}
+
+impl Bound {
+    /// Binds every listener in `listeners`. Port 0 picks a free port; the DNS listener then uses
+    /// the same port for TCP as the system picked for UDP.
+    pub fn bind(listeners: &Listeners) -> Result<Bound, BindError> {
+        let err = |listener, address| move |error| BindError {
+            listener,
+            address,
+            error,
+        };
+        let http = tcp(listeners.http).map_err(err("http", listeners.http))?;
+        let federation = udp(listeners.federation).map_err(err("federation", listeners.federation))?;
+        let dns_udp = udp(listeners.dns).map_err(err("dns", listeners.dns))?;
+        let dns_addr = dns_udp.local_addr().map_err(err("dns", listeners.dns))?;
+        let dns_tcp = tcp(dns_addr).map_err(err("dns", dns_addr))?;
+        let admin = tcp(listeners.admin).map_err(err("admin", listeners.admin))?;
+        Ok(Bound {
+            http,
+            federation,
+            dns_udp,
+            dns_tcp,
+            admin,
+        })
+    }
+
+    /// The addresses actually bound.
+    pub fn addrs(&self) -> io::Result<Listeners> {
+        Ok(Listeners {
+            http: self.http.local_addr()?,
+            federation: self.federation.local_addr()?,
+            dns: self.dns_udp.local_addr()?,
+            admin: self.admin.local_addr()?,
+        })
+    }
+}
+
+fn tcp(address: SocketAddr) -> io::Result<TcpListener> {
+    let listener = TcpListener::bind(address)?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+fn udp(address: SocketAddr) -> io::Result<UdpSocket> {
+    let socket = UdpSocket::bind(address)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket)
+}

@@ -1,0 +1,191 @@
+//! `meshfed demo`: a whole federation on this machine, with nothing to prepare.
+//!
+//! Two clusters, each with its own generated CA and trust domain, each gateway on its own
+//! loopback address with the standard ports, demo services behind them. The configs and CAs
+//! are written to a temporary directory and loaded through the same path `meshfed run` uses, so
+//! the demo shows real config files a newcomer can open.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use meshfed_gateway::{Bound, Config, Credentials, Running};
+use meshfed_trust::Ca;
+use tokio_util::sync::CancellationToken;
+
+use super::demo_service::{self, Identity};
+
+struct Cluster {
+    name: &'static str,
+    trust_domain: &'static str,
+    ip: Ipv4Addr,
+    services: &'static [(&'static str, &'static str, &'static str)],
+}
+
+/// `(name, namespace, version)` of each demo service.
+const CLUSTERS: [Cluster; 2] = [
+    Cluster {
+        name: "east",
+        trust_domain: "east.demo",
+        ip: Ipv4Addr::new(127, 0, 1, 1),
+        services: &[("greeter", "demo", "v1"), ("checkout", "shop", "v1")],
+    },
+    Cluster {
+        name: "west",
+        trust_domain: "west.demo",
+        ip: Ipv4Addr::new(127, 0, 2, 1),
+        services: &[("greeter", "demo", "v2")],
+    },
+];
+
+pub(crate) fn run() -> ExitCode {
+    let runtime = match super::runtime() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("meshfed: cannot start the async runtime: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let dir = std::env::temp_dir().join(format!("meshfed-demo-{}", std::process::id()));
+    let result = runtime.block_on(demo(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("meshfed demo: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn demo(dir: &Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let now = SystemTime::now();
+    let cas = CLUSTERS
+        .iter()
+        .map(|c| Ca::generate(c.trust_domain.parse()?, now).context("cannot generate a CA"))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+
+    let services_stop = CancellationToken::new();
+    let mut configs = Vec::new();
+    for (i, cluster) in CLUSTERS.iter().enumerate() {
+        let cluster_dir = dir.join(cluster.name);
+        cas[i].write(&cluster_dir.join("ca"))?;
+        let peer = &CLUSTERS[1 - i];
+        let bundle = cluster_dir.join(format!("{}-bundle.pem", peer.name));
+        std::fs::write(&bundle, cas[1 - i].root_pem())?;
+        let mut endpoints = Vec::new();
+        for &(service, _, version) in cluster.services {
+            let listener = TcpListener::bind(SocketAddr::new(IpAddr::V4(cluster.ip), 0))
+                .with_context(|| format!("cannot bind a demo service on {}", cluster.ip))?;
+            endpoints.push(listener.local_addr()?);
+            let identity = Identity {
+                service,
+                version,
+                cluster: cluster.name,
+            };
+            tokio::spawn(demo_service::serve(listener, identity, services_stop.clone()));
+        }
+        let path = dir.join(format!("{}.yaml", cluster.name));
+        std::fs::write(&path, config_yaml(cluster, peer, &endpoints))?;
+        configs.push(path);
+    }
+
+    let mut gateways: Vec<Running> = Vec::new();
+    for path in &configs {
+        gateways.push(start(path).await?);
+    }
+    print!("{}", guide(dir));
+
+    super::stop_signal().await;
+    let stopping: Vec<_> = gateways.into_iter().map(Running::shutdown).collect();
+    futures_join_all(stopping).await;
+    services_stop.cancel();
+    Ok(())
+}
+
+async fn start(path: &PathBuf) -> anyhow::Result<Running> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let credentials =
+        Credentials::load(&config, SystemTime::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let bound = Bound::bind(&config.listeners).context(
+        "is another meshfed demo running? (each gateway needs ports 15000, 15053, 15080, 15443)",
+    )?;
+    Ok(meshfed_gateway::start(config, bound, credentials)?)
+}
+
+/// Awaits every future, concurrently.
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futures: Vec<F>) {
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+fn config_yaml(cluster: &Cluster, peer: &Cluster, endpoints: &[SocketAddr]) -> String {
+    let ip = cluster.ip;
+    let mut yaml = format!(
+        "# meshfed demo: the gateway of cluster {name}.\n\
+         cluster: {name}\n\
+         trust_domain: {td}\n\
+         listeners:\n  http: {ip}:15080\n  federation: {ip}:15443\n  dns: {ip}:15053\n  admin: {ip}:15000\n\
+         identity:\n  ca_dir: {name}/ca\n  svid_lifetime: 24h\n\
+         peers:\n  - name: {peer}\n    address: {peer_ip}:15443\n    trust_domain: {peer_td}\n    bundle: {name}/{peer}-bundle.pem\n    services: [{peer_services}]\n\
+         exports:\n",
+        name = cluster.name,
+        td = cluster.trust_domain,
+        peer = peer.name,
+        peer_ip = peer.ip,
+        peer_td = peer.trust_domain,
+        peer_services = peer
+            .services
+            .iter()
+            .map(|(s, ns, _)| format!("{s}.{ns}"))
+            .collect::<Vec<_>>()
+            .join(", "),
+    );
+    for ((service, namespace, _), endpoint) in cluster.services.iter().zip(endpoints) {
+        let _ = write!(
+            yaml,
+            "  - name: {service}\n    namespace: {namespace}\n    ports: [{{ name: http, port: 80, protocol: http }}]\n    endpoints: [\"{endpoint}\"]\n    export_to: [{}]\n",
+            peer.name
+        );
+    }
+    yaml
+}
+
+fn guide(dir: &Path) -> String {
+    format!(
+        r#"
+meshfed demo is running: two clusters, each with its own CA and trust domain.
+
+  cluster  trust domain  gateway    services
+  east     east.demo     127.0.1.1  greeter.demo (v1), checkout.shop (v1)
+  west     west.demo     127.0.2.1  greeter.demo (v2)
+
+Try these in another terminal.
+
+  # greeter in west, called through east's gateway: it crosses to west over QUIC with mTLS
+  curl -si -H 'Host: greeter.demo.west.meshfed.internal' http://127.0.1.1:15080/
+
+  # checkout runs only in east; west's gateway reaches it by its clusterset name
+  curl -s -H 'Host: checkout.shop.svc.clusterset.local' http://127.0.2.1:15080/
+
+  # greeter runs in both clusters: its clusterset name spreads over both (run it twice)
+  curl -s -H 'Host: greeter.demo.svc.clusterset.local' http://127.0.1.1:15080/
+
+  # each gateway answers DNS for the services it can route, with its own address
+  dig @127.0.1.1 -p 15053 +short greeter.demo.svc.clusterset.local
+  dig @127.0.2.1 -p 15053 +short checkout.shop.east.meshfed.internal
+
+  # a name nobody serves gets NXDOMAIN
+  dig @127.0.1.1 -p 15053 nothing.demo.svc.clusterset.local
+
+Configs and CAs: {dir} (removed on exit). Ctrl-C stops.
+"#,
+        dir = dir.display()
+    )
+}

@@ -1,0 +1,70 @@
+//! The gateway's QUIC endpoint and its transport settings.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+/// Flow-control window of one stream: enough for a 100 ms, 100 Mbit/s path per stream.
+const STREAM_RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
+/// Flow-control window of a whole connection. quinn's default is unbounded; a peer must not be
+/// able to make us buffer without limit.
+const CONNECTION_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
+/// Concurrent requests a peer may have open on one connection.
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// A connection with no traffic for this long is gone.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keep-alives keep an idle connection (and NAT bindings) open well inside the idle timeout.
+const KEEP_ALIVE: Duration = Duration::from_secs(10);
+
+/// The endpoint could not be created.
+#[derive(Debug, thiserror::Error)]
+pub enum EndpointError {
+    /// The TLS configuration cannot do QUIC (it lacks TLS 1.3 or its initial cipher suite).
+    #[error("TLS configuration is unusable for QUIC: {0}")]
+    Tls(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// The socket could not be used.
+    #[error("cannot use the federation socket: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A quinn endpoint on `socket` that accepts peers with `server_tls`.
+pub(crate) fn endpoint(
+    socket: std::net::UdpSocket,
+    server_tls: rustls::ServerConfig,
+) -> Result<quinn::Endpoint, EndpointError> {
+    let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(
+        server_tls,
+    )?));
+    server.transport_config(transport());
+    let runtime = Arc::new(quinn::TokioRuntime);
+    Ok(quinn::Endpoint::new(
+        quinn::EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )?)
+}
+
+/// A client configuration for dialling one peer.
+pub(crate) fn client_config(
+    client_tls: rustls::ClientConfig,
+) -> Result<quinn::ClientConfig, EndpointError> {
+    let mut config = quinn::ClientConfig::new(Arc::new(QuicClientConfig::try_from(client_tls)?));
+    config.transport_config(transport());
+    Ok(config)
+}
+
+fn transport() -> Arc<TransportConfig> {
+    let mut transport = TransportConfig::default();
+    transport
+        .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
+        .receive_window(VarInt::from_u32(CONNECTION_RECEIVE_WINDOW))
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
+        .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
+            IDLE_TIMEOUT.as_millis() as u32,
+        ))))
+        .keep_alive_interval(Some(KEEP_ALIVE));
+    Arc::new(transport)
+}

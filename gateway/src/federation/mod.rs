@@ -1,0 +1,11 @@
+//! The federation data plane: HTTP/3 over QUIC between gateways, with mutual TLS on SVIDs.
+//!
+//! `endpoint` builds the one quinn endpoint a gateway has (server and client on one UDP socket);
+//! `client` keeps one long-lived connection per peer and sends requests over it; `server` accepts
+//! peers' connections and hands their requests to local endpoints; `wire` is what crosses
+//! (see `docs/protocol.md`).
+
+pub(crate) mod client;
+pub(crate) mod endpoint;
+pub(crate) mod server;
+pub mod wire;

@@ -1,0 +1,154 @@
+//! The way in from peers: accept QUIC connections, identify the peer by its verified SVID, and
+//! serve its HTTP/3 requests from local endpoints of services exported to it.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http::Response;
+use meshfed_discovery::Label;
+use rustls::pki_types::CertificateDer;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::wire;
+use crate::proxy::body;
+use crate::state::State;
+
+/// QUIC application error code sent when closing a connection from an unknown peer.
+const CLOSE_UNKNOWN_PEER: u32 = 0x0101; // H3_GENERAL_PROTOCOL_ERROR
+/// QUIC application error code for an orderly close.
+pub(crate) const CLOSE_NO_ERROR: u32 = 0x0100; // H3_NO_ERROR
+
+/// Accepts peers on `endpoint` until `shutdown`.
+pub(crate) async fn serve(
+    endpoint: quinn::Endpoint,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    loop {
+        let incoming = tokio::select! {
+            () = shutdown.cancelled() => break,
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => break,
+            },
+        };
+        let span = tracing::debug_span!(
+            "peer_conn",
+            peer.addr = %incoming.remote_address(),
+            peer.cluster = tracing::field::Empty,
+        );
+        tracker.spawn(
+            connection(incoming, state.clone(), shutdown.clone(), tracker.clone()).instrument(span),
+        );
+    }
+}
+
+async fn connection(
+    incoming: quinn::Incoming,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            tracing::info!(%error, "peer handshake failed");
+            return;
+        }
+    };
+    let Some(peer) = identify(&connection, &state) else {
+        connection.close(CLOSE_UNKNOWN_PEER.into(), b"unknown peer");
+        return;
+    };
+    tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
+    state
+        .stats
+        .peer_connections_accepted
+        .fetch_add(1, Ordering::Relaxed);
+    tracing::info!(peer.cluster = %peer, "peer connected");
+
+    let h3 = h3::server::builder()
+        .max_field_section_size(wire::MAX_FIELD_SECTION_SIZE)
+        .build::<_, Bytes>(h3_quinn::Connection::new(connection))
+        .await;
+    let mut h3 = match h3 {
+        Ok(h3) => h3,
+        Err(error) => {
+            tracing::info!(peer.cluster = %peer, %error, "HTTP/3 setup with peer failed");
+            return;
+        }
+    };
+    // This connection's requests, so that shutdown can wait for exactly them.
+    let requests = TaskTracker::new();
+    loop {
+        let accepted = tokio::select! {
+            accepted = h3.accept() => accepted,
+            () = shutdown.cancelled() => {
+                // GOAWAY: the peer opens no new requests here; those in flight finish, then the
+                // connection closes (dropping `h3` closes it with H3_NO_ERROR).
+                if let Err(error) = h3.shutdown(0).await {
+                    tracing::debug!(%error, "could not send GOAWAY");
+                }
+                requests.close();
+                requests.wait().await;
+                break;
+            }
+        };
+        match accepted {
+            Ok(Some(resolver)) => {
+                let request = request(resolver, peer.clone(), state.clone()).in_current_span();
+                tracker.spawn(requests.track_future(request));
+            }
+            Ok(None) => break,
+            Err(error) => {
+                if !error.is_h3_no_error() {
+                    tracing::debug!(%error, "peer connection ended");
+                }
+                break;
+            }
+        }
+    }
+}
+
+async fn request(
+    resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
+    peer: Label,
+    state: Arc<State>,
+) {
+    let (request, stream) = match resolver.resolve_request().await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            tracing::debug!(%error, "malformed request from peer");
+            return;
+        }
+    };
+    let (mut send, recv) = stream.split();
+    let response = state.serve_peer(request, recv, &peer).await;
+    let (parts, body) = response.into_parts();
+    if let Err(error) = send.send_response(Response::from_parts(parts, ())).await {
+        tracing::debug!(%error, "could not send response head to peer");
+        return;
+    }
+    if let Err(error) = body::send_to_h3(body, send).await {
+        tracing::debug!(%error, "response body to peer failed");
+    }
+}
+
+/// The configured peer this connection's verified SVID belongs to. The TLS verifier has
+/// already checked the chain against the roots of the trust domain the SVID names.
+fn identify(connection: &quinn::Connection, state: &State) -> Option<Label> {
+    let chain = connection
+        .peer_identity()?
+        .downcast::<Vec<CertificateDer<'static>>>()
+        .ok()?;
+    let id = meshfed_trust::x509::spiffe_id(chain.first()?).ok()?;
+    let peer = state.peer_by_trust_domain(id.trust_domain());
+    if peer.is_none() {
+        tracing::warn!(peer.id = %id, "verified peer has no configured cluster");
+    }
+    peer
+}

@@ -1,0 +1,113 @@
+//! Header hygiene at every hop.
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::Version;
+
+/// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), and may
+/// never cross a hop. HTTP/3 forbids them outright.
+const HOP_BY_HOP: [HeaderName; 6] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+    header::TE,
+];
+
+/// Removes hop-by-hop headers, including any named in `Connection`. `TE: trailers` survives:
+/// gRPC needs it end to end, and HTTP/2 and HTTP/3 allow it.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|name| HeaderName::from_bytes(name.trim().as_bytes()).ok())
+        .collect();
+    let te_trailers = headers
+        .get_all(header::TE)
+        .iter()
+        .any(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    if te_trailers {
+        headers.insert(header::TE, HeaderValue::from_static("trailers"));
+    }
+}
+
+/// Removes identity and control headers a client may not set for itself: the gateway sets
+/// them only from what it verified.
+pub(crate) fn strip_untrusted(headers: &mut HeaderMap) {
+    let forged: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            name.as_str().starts_with("x-meshfed-") || name.as_str() == "x-forwarded-client-cert"
+        })
+        .cloned()
+        .collect();
+    for name in forged {
+        headers.remove(name);
+    }
+}
+
+/// Appends this gateway to `Via`, as every forwarding intermediary must (RFC 9110 section 7.6.3).
+pub(crate) fn append_via(headers: &mut HeaderMap, received: Version, pseudonym: &str) {
+    let protocol = match received {
+        Version::HTTP_10 => "1.0",
+        Version::HTTP_2 => "2",
+        Version::HTTP_3 => "3",
+        _ => "1.1",
+    };
+    if let Ok(value) = HeaderValue::from_str(&format!("{protocol} {pseudonym}")) {
+        headers.append(header::VIA, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_te_trailers_stays() {
+        let mut headers = HeaderMap::new();
+        for (name, value) in [
+            ("connection", "keep-alive, x-private"),
+            ("keep-alive", "timeout=5"),
+            ("x-private", "secret"),
+            ("transfer-encoding", "chunked"),
+            ("te", "trailers"),
+            ("content-type", "text/plain"),
+        ] {
+            headers.append(name, HeaderValue::from_static(value));
+        }
+        strip_hop_by_hop(&mut headers);
+        let mut left: Vec<&str> = headers.keys().map(|k| k.as_str()).collect();
+        left.sort();
+        assert_eq!(left, ["content-type", "te"]);
+    }
+
+    #[test]
+    fn forged_identity_headers_are_removed() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-meshfed-source-cluster", HeaderValue::from_static("west"));
+        headers.insert("x-forwarded-client-cert", HeaderValue::from_static("By=x"));
+        headers.insert("x-request-id", HeaderValue::from_static("1"));
+        strip_untrusted(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert!(headers.contains_key("x-request-id"));
+    }
+
+    #[test]
+    fn via_names_the_protocol_received() {
+        let mut headers = HeaderMap::new();
+        append_via(&mut headers, Version::HTTP_11, "meshfed-east");
+        append_via(&mut headers, Version::HTTP_3, "meshfed-west");
+        let via: Vec<&str> = headers
+            .get_all(header::VIA)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        assert_eq!(via, ["1.1 meshfed-east", "3 meshfed-west"]);
+    }
+}

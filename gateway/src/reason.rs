@@ -1,0 +1,84 @@
+//! Stable reason codes for every failure a client can meet.
+//!
+//! A reason travels in the `x-meshfed-error` response header, in logs (`reason` field) and later
+//! in metrics. The codes are an interface: never rename one. `docs/operations.md` says what each
+//! means and what to do about it.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode};
+
+use crate::proxy::body::{self, Body};
+
+/// The response header that carries a reason code.
+pub const ERROR_HEADER: &str = "x-meshfed-error";
+
+/// Why the gateway answered a request itself instead of forwarding it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reason {
+    /// The request has no `Host` (or `:authority`).
+    MissingAuthority,
+    /// The authority is outside the gateway's zones: the request was sent to the wrong place.
+    NotOurZone,
+    /// The authority is in our zones but names no service we can route.
+    UnknownService,
+    /// A peer asked for a service that is not exported to it.
+    NotExported,
+    /// The peer gateway cannot be reached (connect failed, handshake refused, timed out).
+    PeerUnavailable,
+    /// The peer gateway was reached but the stream failed before a response arrived.
+    PeerStreamFailed,
+    /// No local endpoint of the service accepted a connection.
+    UpstreamUnavailable,
+    /// A local endpoint was reached but failed before a response arrived.
+    UpstreamFailed,
+}
+
+impl Reason {
+    /// The stable code, as sent in `x-meshfed-error`.
+    pub fn code(self) -> &'static str {
+        match self {
+            Reason::MissingAuthority => "missing_authority",
+            Reason::NotOurZone => "not_our_zone",
+            Reason::UnknownService => "unknown_service",
+            Reason::NotExported => "not_exported",
+            Reason::PeerUnavailable => "peer_unavailable",
+            Reason::PeerStreamFailed => "peer_stream_failed",
+            Reason::UpstreamUnavailable => "upstream_unavailable",
+            Reason::UpstreamFailed => "upstream_failed",
+        }
+    }
+
+    /// The HTTP status the gateway answers with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            Reason::MissingAuthority => StatusCode::BAD_REQUEST,
+            Reason::NotOurZone => StatusCode::MISDIRECTED_REQUEST,
+            Reason::UnknownService | Reason::NotExported => StatusCode::NOT_FOUND,
+            Reason::PeerUnavailable | Reason::UpstreamUnavailable => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            Reason::PeerStreamFailed | Reason::UpstreamFailed => StatusCode::BAD_GATEWAY,
+        }
+    }
+
+    /// The gateway's own response for this reason: status, reason header and a one-line body.
+    pub fn response(self) -> Response<Body> {
+        let text = format!("meshfed: {}\n", self.code());
+        let mut response = Response::new(body::full(Bytes::from(text)));
+        *response.status_mut() = self.status();
+        response
+            .headers_mut()
+            .insert(ERROR_HEADER, HeaderValue::from_static(self.code()));
+        response.headers_mut().insert(
+            http::header::CONTENT_TYPE,
+            HeaderValue::from_static("text/plain; charset=utf-8"),
+        );
+        response
+    }
+}
+
+impl std::fmt::Display for Reason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.code())
+    }
+}

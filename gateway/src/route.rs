@@ -1,0 +1,227 @@
+//! Request routing: from a `Host` to a destination. No I/O.
+//!
+//! Two kinds of name reach the local listener:
+//!
+//! - `<svc>.<ns>.svc.<zone>` (the MCS clusterset name): any cluster that serves the service;
+//! - `<svc>.<ns>.<cluster>.<pinned_zone>`: that cluster only.
+//!
+//! A [`RouteTable`] is an immutable snapshot. The caller supplies the spread counter, so the
+//! choice among clusters is deterministic under test.
+
+use std::collections::BTreeMap;
+
+use meshfed_discovery::{Label, ServiceKey};
+
+use crate::config::Config;
+use crate::reason::Reason;
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Destination {
+    /// This cluster's own endpoints of the service.
+    Local(ServiceKey),
+    /// A peer gateway that serves the service.
+    Peer {
+        /// The peer's cluster name.
+        peer: Label,
+        /// The service.
+        service: ServiceKey,
+    },
+}
+
+/// A cluster that serves a service.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Backend {
+    /// This cluster.
+    Local,
+    /// A peer cluster, by name.
+    Peer(Label),
+}
+
+/// What the gateway can route: every service and the clusters that serve it.
+#[derive(Clone, Debug)]
+pub struct RouteTable {
+    cluster: Label,
+    zone: String,
+    pinned_zone: String,
+    services: BTreeMap<ServiceKey, Vec<Backend>>,
+}
+
+impl RouteTable {
+    /// The routes a config describes: local exports, and what each peer is known to export.
+    pub fn from_config(config: &Config) -> Self {
+        let mut services: BTreeMap<ServiceKey, Vec<Backend>> = BTreeMap::new();
+        for export in &config.exports {
+            services
+                .entry(export.service.clone())
+                .or_default()
+                .push(Backend::Local);
+        }
+        for peer in &config.peers {
+            for service in &peer.services {
+                services
+                    .entry(service.clone())
+                    .or_default()
+                    .push(Backend::Peer(peer.name.clone()));
+            }
+        }
+        for backends in services.values_mut() {
+            backends.sort();
+            backends.dedup();
+        }
+        RouteTable {
+            cluster: config.cluster.clone(),
+            zone: config.dns.zone.clone(),
+            pinned_zone: config.dns.pinned_zone.clone(),
+            services,
+        }
+    }
+
+    /// Routes a request by its `Host`/`:authority` (a port, trailing dot and case are ignored).
+    /// `spread` picks among clusters when several serve the service.
+    pub fn route(&self, authority: &str, spread: u64) -> Result<Destination, Reason> {
+        let host = normalize(authority);
+        if host.is_empty() {
+            return Err(Reason::MissingAuthority);
+        }
+        if let Some(service) = strip_zone(&host, &self.zone).and_then(|h| h.strip_suffix(".svc")) {
+            let service: ServiceKey = service.parse().map_err(|_| Reason::UnknownService)?;
+            let backends = self.services.get(&service).ok_or(Reason::UnknownService)?;
+            let index = (spread % backends.len() as u64) as usize;
+            return Ok(self.destination(&backends[index], service));
+        }
+        if let Some(rest) = strip_zone(&host, &self.pinned_zone) {
+            let (service, cluster) = rest.rsplit_once('.').ok_or(Reason::UnknownService)?;
+            let service: ServiceKey = service.parse().map_err(|_| Reason::UnknownService)?;
+            let backend = if cluster == self.cluster.as_str() {
+                Backend::Local
+            } else {
+                Backend::Peer(cluster.parse().map_err(|_| Reason::UnknownService)?)
+            };
+            let served = self
+                .services
+                .get(&service)
+                .is_some_and(|backends| backends.contains(&backend));
+            if !served {
+                return Err(Reason::UnknownService);
+            }
+            return Ok(self.destination(&backend, service));
+        }
+        Err(Reason::NotOurZone)
+    }
+
+    /// Every routable service with the clusters that serve it.
+    pub fn services(&self) -> impl Iterator<Item = (&ServiceKey, &[Backend])> {
+        self.services.iter().map(|(k, v)| (k, v.as_slice()))
+    }
+
+    /// The cluster name of a backend, for DNS names and logs.
+    pub fn cluster_of<'a>(&'a self, backend: &'a Backend) -> &'a Label {
+        match backend {
+            Backend::Local => &self.cluster,
+            Backend::Peer(name) => name,
+        }
+    }
+
+    /// The MCS zone.
+    pub fn zone(&self) -> &str {
+        &self.zone
+    }
+
+    /// The cluster-pinned zone.
+    pub fn pinned_zone(&self) -> &str {
+        &self.pinned_zone
+    }
+
+    fn destination(&self, backend: &Backend, service: ServiceKey) -> Destination {
+        match backend {
+            Backend::Local => Destination::Local(service),
+            Backend::Peer(peer) => Destination::Peer {
+                peer: peer.clone(),
+                service,
+            },
+        }
+    }
+}
+
+/// Lower-cases and drops a port and a trailing dot.
+fn normalize(authority: &str) -> String {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    host.trim_end_matches('.').to_ascii_lowercase()
+}
+
+fn strip_zone<'a>(host: &'a str, zone: &str) -> Option<&'a str> {
+    host.strip_suffix(zone)?.strip_suffix('.')
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn table() -> RouteTable {
+        let config = Config::parse(
+            r#"
+cluster: east
+trust_domain: east.example
+identity: { ca_dir: ca }
+peers:
+  - { name: west, address: "127.0.2.1:15443", trust_domain: west.example, bundle: w.pem,
+      services: [greeter.demo, only-west.demo] }
+exports:
+  - { name: greeter, namespace: demo, ports: [{port: 80, protocol: http}], endpoints: ["127.0.0.1:1"] }
+  - { name: checkout, namespace: shop, ports: [{port: 80, protocol: http}], endpoints: ["127.0.0.1:2"] }
+"#,
+            Path::new("/"),
+        )
+        .expect("valid");
+        RouteTable::from_config(&config)
+    }
+
+    fn key(s: &str) -> ServiceKey {
+        s.parse().expect("key")
+    }
+
+    fn peer(name: &str, service: &str) -> Destination {
+        Destination::Peer {
+            peer: name.parse().expect("label"),
+            service: key(service),
+        }
+    }
+
+    #[test]
+    fn routes_by_authority() {
+        let table = table();
+        let cases = [
+            ("checkout.shop.svc.clusterset.local", Ok(Destination::Local(key("checkout.shop")))),
+            ("Checkout.Shop.svc.clusterset.local.:15080", Ok(Destination::Local(key("checkout.shop")))),
+            ("only-west.demo.svc.clusterset.local", Ok(peer("west", "only-west.demo"))),
+            ("greeter.demo.west.meshfed.internal", Ok(peer("west", "greeter.demo"))),
+            ("greeter.demo.east.meshfed.internal", Ok(Destination::Local(key("greeter.demo")))),
+            ("checkout.shop.west.meshfed.internal", Err(Reason::UnknownService)),
+            ("checkout.shop.north.meshfed.internal", Err(Reason::UnknownService)),
+            ("nope.shop.svc.clusterset.local", Err(Reason::UnknownService)),
+            ("a.b.c.svc.clusterset.local", Err(Reason::UnknownService)),
+            ("svc.clusterset.local", Err(Reason::UnknownService)),
+            ("checkout.shop.svc.cluster.local", Err(Reason::NotOurZone)),
+            ("example.com", Err(Reason::NotOurZone)),
+            ("", Err(Reason::MissingAuthority)),
+        ];
+        for (authority, want) in cases {
+            assert_eq!(table.route(authority, 0), want, "{authority}");
+        }
+    }
+
+    #[test]
+    fn spread_reaches_every_cluster_that_serves_a_service() {
+        let table = table();
+        let seen: std::collections::BTreeSet<String> = (0..4)
+            .map(|i| format!("{:?}", table.route("greeter.demo.svc.clusterset.local", i)))
+            .collect();
+        assert_eq!(seen.len(), 2, "{seen:?}");
+    }
+}

@@ -1,0 +1,196 @@
+//! Starting and stopping a gateway.
+//!
+//! [`start`] takes a validated config, bound sockets and loaded credentials, so that everything
+//! that can fail for a reason an operator must fix fails before anything serves. What runs:
+//!
+//! - the local HTTP listener (applications call services here);
+//! - the QUIC federation endpoint (peers deliver here; we dial peers from the same socket);
+//! - the DNS server for the clusterset and cluster-pinned zones;
+//! - the admin listener.
+//!
+//! [`Running::shutdown`] stops accepting everywhere, lets in-flight requests finish within the
+//! configured grace, then closes the QUIC endpoint.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use meshfed_discovery::dns::{DnsServer, ZoneError};
+use meshfed_trust::tls;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::bind::Bound;
+use crate::config::{Config, Listeners};
+use crate::credentials::Credentials;
+use crate::federation::client::PeerClient;
+use crate::federation::endpoint::{self, EndpointError};
+use crate::federation::{server, wire};
+use crate::proxy::local;
+use crate::proxy::serve::serve_http1;
+use crate::state::State;
+use crate::stats::Stats;
+use crate::{admin, zone};
+
+/// How long the QUIC endpoint may take to tell peers it is closing.
+const ENDPOINT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket's address could not be read.
+    #[error("cannot read a bound address: {0}")]
+    Address(#[from] std::io::Error),
+    /// The TLS configuration could not be built from the credentials.
+    #[error("cannot build TLS configuration: {0}")]
+    Tls(#[from] tls::TlsError),
+    /// The QUIC endpoint could not be made.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+    /// The DNS zone could not be built.
+    #[error("cannot build the DNS zone: {0}")]
+    Zone(#[from] ZoneError),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Running {
+    addrs: Listeners,
+    stats: Arc<Stats>,
+    grace: Duration,
+    shutdown: CancellationToken,
+    admin_shutdown: CancellationToken,
+    tracker: TaskTracker,
+    endpoint: quinn::Endpoint,
+    dns: DnsServer,
+    /// Kept so the DNS server's snapshot channel stays open.
+    _zones: watch::Sender<meshfed_discovery::dns::ZoneSet>,
+}
+
+/// Starts a gateway. Must be called within a tokio runtime.
+pub fn start(config: Config, bound: Bound, credentials: Credentials) -> Result<Running, StartError> {
+    let addrs = bound.addrs()?;
+    let stats = Arc::new(Stats::default());
+    let Credentials { svid, trust } = credentials;
+    let trust = Arc::new(trust);
+
+    let server_tls = tls::server_config(&svid, &trust, &[wire::ALPN])?;
+    let endpoint = endpoint::endpoint(bound.federation, server_tls)?;
+    let mut peers = BTreeMap::new();
+    for peer in &config.peers {
+        let client_tls = tls::client_config(
+            &svid,
+            trust.clone(),
+            peer.trust_domain.clone(),
+            None,
+            &[wire::ALPN],
+        )?;
+        let client = PeerClient::new(
+            peer.name.clone(),
+            peer.address,
+            peer.trust_domain.to_string(),
+            endpoint.clone(),
+            endpoint::client_config(client_tls)?,
+            stats.clone(),
+        );
+        peers.insert(peer.name.clone(), client);
+    }
+    let state = Arc::new(State::new(&config, peers, stats.clone()));
+
+    let ttl = u32::try_from(config.dns.ttl.as_secs()).unwrap_or(u32::MAX);
+    let serial = u32::try_from(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    )
+    .unwrap_or(u32::MAX);
+    let (zones_tx, zones_rx) = watch::channel(zone::zones(&state.routes, addrs.http.ip(), ttl, serial)?);
+    let dns = DnsServer::serve(
+        tokio::net::UdpSocket::from_std(bound.dns_udp)?,
+        tokio::net::TcpListener::from_std(bound.dns_tcp)?,
+        zones_rx,
+    );
+
+    let shutdown = CancellationToken::new();
+    let admin_shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
+    let grace = config.shutdown_grace;
+
+    let local_state = state.clone();
+    tracker.spawn(serve_http1(
+        tokio::net::TcpListener::from_std(bound.http)?,
+        move |request| local::handle(local_state.clone(), request),
+        shutdown.clone(),
+        grace,
+    ));
+    tracker.spawn(server::serve(
+        endpoint.clone(),
+        state.clone(),
+        shutdown.clone(),
+        tracker.clone(),
+    ));
+    let admin_stats = stats.clone();
+    let draining = shutdown.clone();
+    tokio::spawn(serve_http1(
+        tokio::net::TcpListener::from_std(bound.admin)?,
+        move |request| admin::handle(request, draining.clone(), admin_stats.clone()),
+        admin_shutdown.clone(),
+        Duration::from_secs(1),
+    ));
+
+    tracing::info!(
+        cluster = %config.cluster,
+        id = %svid.id(),
+        http = %addrs.http,
+        federation = %addrs.federation,
+        dns = %addrs.dns,
+        admin = %addrs.admin,
+        peers = config.peers.len(),
+        exports = config.exports.len(),
+        "gateway started"
+    );
+    Ok(Running {
+        addrs,
+        stats,
+        grace,
+        shutdown,
+        admin_shutdown,
+        tracker,
+        endpoint,
+        dns,
+        _zones: zones_tx,
+    })
+}
+
+impl Running {
+    /// The addresses the gateway listens on.
+    pub fn addrs(&self) -> Listeners {
+        self.addrs
+    }
+
+    /// The gateway's counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// Stops accepting, lets in-flight requests finish (up to the configured grace), and closes.
+    pub async fn shutdown(self) {
+        tracing::info!(grace = ?self.grace, "shutting down");
+        self.shutdown.cancel();
+        self.tracker.close();
+        // The listeners bound their own drain by the grace; the margin covers their last steps.
+        let deadline = self.grace + Duration::from_millis(500);
+        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+            tracing::warn!("requests still in flight at the shutdown deadline were cut");
+        }
+        self.endpoint
+            .close(server::CLOSE_NO_ERROR.into(), b"shutting down");
+        let _ = tokio::time::timeout(ENDPOINT_CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
+        if let Err(error) = self.dns.shutdown().await {
+            tracing::debug!(%error, "dns server ended with an error");
+        }
+        self.admin_shutdown.cancel();
+        tracing::info!("stopped");
+    }
+}

@@ -1,0 +1,129 @@
+//! What every request handler shares: routes, exports, peers, the upstream pool.
+//!
+//! Built once from a validated config and never mutated; a config change will build a new
+//! `State` and swap it whole.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use http::{HeaderValue, Request, Response, header};
+use meshfed_discovery::{Label, ServiceKey};
+use meshfed_trust::TrustDomain;
+
+use crate::config::{Config, Export};
+use crate::federation::client::PeerClient;
+use crate::federation::wire;
+use crate::proxy::body::{self, Body};
+use crate::proxy::headers;
+use crate::proxy::upstream::Upstream;
+use crate::reason::Reason;
+use crate::route::RouteTable;
+use crate::stats::Stats;
+
+#[derive(Debug)]
+pub(crate) struct State {
+    /// How this gateway names itself in `Via`.
+    pub(crate) pseudonym: String,
+    pub(crate) routes: RouteTable,
+    pub(crate) peers: BTreeMap<Label, PeerClient>,
+    pub(crate) stats: Arc<Stats>,
+    exports: BTreeMap<ServiceKey, Export>,
+    peers_by_trust_domain: BTreeMap<TrustDomain, Label>,
+    upstream: Upstream,
+    /// Spreads requests over the clusters that serve a service.
+    next_backend: AtomicU64,
+    /// Spreads requests over a service's local endpoints.
+    next_endpoint: AtomicU64,
+}
+
+impl State {
+    pub(crate) fn new(config: &Config, peers: BTreeMap<Label, PeerClient>, stats: Arc<Stats>) -> Self {
+        State {
+            pseudonym: format!("meshfed-{}", config.cluster),
+            routes: RouteTable::from_config(config),
+            peers,
+            stats,
+            exports: config
+                .exports
+                .iter()
+                .map(|e| (e.service.clone(), e.clone()))
+                .collect(),
+            peers_by_trust_domain: config
+                .peers
+                .iter()
+                .map(|p| (p.trust_domain.clone(), p.name.clone()))
+                .collect(),
+            upstream: Upstream::new(),
+            next_backend: AtomicU64::new(0),
+            next_endpoint: AtomicU64::new(0),
+        }
+    }
+
+    /// The next value of the cluster-spreading counter, for [`RouteTable::route`].
+    pub(crate) fn next_backend(&self) -> u64 {
+        self.next_backend.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub(crate) fn peer_by_trust_domain(&self, trust_domain: &TrustDomain) -> Option<Label> {
+        self.peers_by_trust_domain.get(trust_domain).cloned()
+    }
+
+    /// Sends a request to one of this cluster's endpoints of `service`.
+    pub(crate) async fn forward_local(
+        &self,
+        service: &ServiceKey,
+        request: Request<Body>,
+    ) -> Result<Response<Body>, Reason> {
+        let export = self.exports.get(service).ok_or(Reason::UnknownService)?;
+        let turn = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        let index = (turn % export.endpoints.len() as u64) as usize;
+        self.upstream.forward(request, export.endpoints[index]).await
+    }
+
+    /// Serves one request from `peer`: only services exported to that peer are reachable.
+    pub(crate) async fn serve_peer(
+        &self,
+        request: Request<()>,
+        body: h3::server::RequestStream<h3_quinn::RecvStream, bytes::Bytes>,
+        peer: &Label,
+    ) -> Response<Body> {
+        self.stats.peer_requests.fetch_add(1, Ordering::Relaxed);
+        let authority = request
+            .uri()
+            .authority()
+            .map(|a| a.as_str().to_owned())
+            .unwrap_or_default();
+        let Some(service) = wire::service_of(&authority) else {
+            return Reason::UnknownService.response();
+        };
+        let Some(export) = self.exports.get(&service) else {
+            tracing::debug!(%service, "peer asked for a service we do not export");
+            return Reason::UnknownService.response();
+        };
+        if !export.export_to.contains(peer) {
+            tracing::info!(%service, peer.cluster = %peer, "peer asked for a service not exported to it");
+            return Reason::NotExported.response();
+        }
+        let (mut parts, ()) = request.into_parts();
+        headers::strip_hop_by_hop(&mut parts.headers);
+        headers::strip_untrusted(&mut parts.headers);
+        headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
+        if let Ok(host) = HeaderValue::from_str(&authority) {
+            parts.headers.insert(header::HOST, host);
+        }
+        let request = Request::from_parts(parts, body::from_h3(body));
+        match self.forward_local(&service, request).await {
+            Ok(response) => self.forwarded(response),
+            Err(reason) => reason.response(),
+        }
+    }
+
+    /// Readies a response received from the next hop to be sent back to the previous one.
+    pub(crate) fn forwarded(&self, mut response: Response<Body>) -> Response<Body> {
+        let version = response.version();
+        headers::strip_hop_by_hop(response.headers_mut());
+        headers::append_via(response.headers_mut(), version, &self.pseudonym);
+        response
+    }
+}

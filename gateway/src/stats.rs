@@ -1,0 +1,17 @@
+//! Counters the gateway keeps about itself. Prometheus export comes with the metrics work;
+//! these are what tests and the admin endpoint read today.
+
+use std::sync::atomic::AtomicU64;
+
+/// Running totals since start.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// QUIC connections this gateway opened to peers.
+    pub peer_connections_opened: AtomicU64,
+    /// QUIC connections from peers this gateway accepted (after identifying the peer).
+    pub peer_connections_accepted: AtomicU64,
+    /// Requests served from peers.
+    pub peer_requests: AtomicU64,
+    /// Requests served from local clients.
+    pub local_requests: AtomicU64,
+}
