@@ -282,12 +282,42 @@ mod tests {
     fn answers_by_name_and_type() {
         let zone = zone();
         let cases = [
-            ("greeter.demo.svc.clusterset.local", RecordType::A, 1, ResponseCode::NoError),
-            ("GREETER.demo.svc.clusterset.local", RecordType::A, 1, ResponseCode::NoError),
-            ("greeter.demo.svc.clusterset.local", RecordType::AAAA, 0, ResponseCode::NoError),
-            ("demo.svc.clusterset.local", RecordType::A, 0, ResponseCode::NoError),
-            ("nope.demo.svc.clusterset.local", RecordType::A, 0, ResponseCode::NXDomain),
-            ("clusterset.local", RecordType::SOA, 1, ResponseCode::NoError),
+            (
+                "greeter.demo.svc.clusterset.local",
+                RecordType::A,
+                1,
+                ResponseCode::NoError,
+            ),
+            (
+                "GREETER.demo.svc.clusterset.local",
+                RecordType::A,
+                1,
+                ResponseCode::NoError,
+            ),
+            (
+                "greeter.demo.svc.clusterset.local",
+                RecordType::AAAA,
+                0,
+                ResponseCode::NoError,
+            ),
+            (
+                "demo.svc.clusterset.local",
+                RecordType::A,
+                0,
+                ResponseCode::NoError,
+            ),
+            (
+                "nope.demo.svc.clusterset.local",
+                RecordType::A,
+                0,
+                ResponseCode::NXDomain,
+            ),
+            (
+                "clusterset.local",
+                RecordType::SOA,
+                1,
+                ResponseCode::NoError,
+            ),
             ("clusterset.local", RecordType::NS, 1, ResponseCode::NoError),
             ("clusterset.local", RecordType::A, 0, ResponseCode::NoError),
         ];

@@ -143,7 +143,10 @@ mod tests {
         assert_eq!(key.name.as_str(), "checkout");
         assert_eq!(key.namespace.as_str(), "shop");
         assert_eq!(key.to_string(), "checkout.shop");
-        assert_eq!("checkout".parse::<ServiceKey>(), Err(ServiceKeyError::Shape));
+        assert_eq!(
+            "checkout".parse::<ServiceKey>(),
+            Err(ServiceKeyError::Shape)
+        );
         assert_eq!("a.b.c".parse::<ServiceKey>(), Err(ServiceKeyError::Shape));
         assert_eq!(
             "Checkout.shop".parse::<ServiceKey>(),

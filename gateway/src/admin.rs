@@ -27,7 +27,10 @@ pub(crate) async fn handle(
         "/stats" => {
             let counters = [
                 ("peer_connections_opened", &stats.peer_connections_opened),
-                ("peer_connections_accepted", &stats.peer_connections_accepted),
+                (
+                    "peer_connections_accepted",
+                    &stats.peer_connections_accepted,
+                ),
                 ("peer_requests", &stats.peer_requests),
                 ("local_requests", &stats.local_requests),
             ];

@@ -32,13 +32,16 @@ impl Bound {
     /// Binds every listener in `listeners`. Port 0 picks a free port; the DNS listener then uses
     /// the same port for TCP as the system picked for UDP.
     pub fn bind(listeners: &Listeners) -> Result<Bound, BindError> {
-        let err = |listener, address| move |error| BindError {
-            listener,
-            address,
-            error,
+        let err = |listener, address| {
+            move |error| BindError {
+                listener,
+                address,
+                error,
+            }
         };
         let http = tcp(listeners.http).map_err(err("http", listeners.http))?;
-        let federation = udp(listeners.federation).map_err(err("federation", listeners.federation))?;
+        let federation =
+            udp(listeners.federation).map_err(err("federation", listeners.federation))?;
         let dns_udp = udp(listeners.dns).map_err(err("dns", listeners.dns))?;
         let dns_addr = dns_udp.local_addr().map_err(err("dns", listeners.dns))?;
         let dns_tcp = tcp(dns_addr).map_err(err("dns", dns_addr))?;

@@ -197,14 +197,38 @@ exports:
     fn routes_by_authority() {
         let table = table();
         let cases = [
-            ("checkout.shop.svc.clusterset.local", Ok(Destination::Local(key("checkout.shop")))),
-            ("Checkout.Shop.svc.clusterset.local.:15080", Ok(Destination::Local(key("checkout.shop")))),
-            ("only-west.demo.svc.clusterset.local", Ok(peer("west", "only-west.demo"))),
-            ("greeter.demo.west.meshfed.internal", Ok(peer("west", "greeter.demo"))),
-            ("greeter.demo.east.meshfed.internal", Ok(Destination::Local(key("greeter.demo")))),
-            ("checkout.shop.west.meshfed.internal", Err(Reason::UnknownService)),
-            ("checkout.shop.north.meshfed.internal", Err(Reason::UnknownService)),
-            ("nope.shop.svc.clusterset.local", Err(Reason::UnknownService)),
+            (
+                "checkout.shop.svc.clusterset.local",
+                Ok(Destination::Local(key("checkout.shop"))),
+            ),
+            (
+                "Checkout.Shop.svc.clusterset.local.:15080",
+                Ok(Destination::Local(key("checkout.shop"))),
+            ),
+            (
+                "only-west.demo.svc.clusterset.local",
+                Ok(peer("west", "only-west.demo")),
+            ),
+            (
+                "greeter.demo.west.meshfed.internal",
+                Ok(peer("west", "greeter.demo")),
+            ),
+            (
+                "greeter.demo.east.meshfed.internal",
+                Ok(Destination::Local(key("greeter.demo"))),
+            ),
+            (
+                "checkout.shop.west.meshfed.internal",
+                Err(Reason::UnknownService),
+            ),
+            (
+                "checkout.shop.north.meshfed.internal",
+                Err(Reason::UnknownService),
+            ),
+            (
+                "nope.shop.svc.clusterset.local",
+                Err(Reason::UnknownService),
+            ),
             ("a.b.c.svc.clusterset.local", Err(Reason::UnknownService)),
             ("svc.clusterset.local", Err(Reason::UnknownService)),
             ("checkout.shop.svc.cluster.local", Err(Reason::NotOurZone)),

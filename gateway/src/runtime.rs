@@ -69,7 +69,11 @@ pub struct Running {
 }
 
 /// Starts a gateway. Must be called within a tokio runtime.
-pub fn start(config: Config, bound: Bound, credentials: Credentials) -> Result<Running, StartError> {
+pub fn start(
+    config: Config,
+    bound: Bound,
+    credentials: Credentials,
+) -> Result<Running, StartError> {
     let addrs = bound.addrs()?;
     let stats = Arc::new(Stats::default());
     let Credentials { svid, trust } = credentials;
@@ -105,7 +109,8 @@ pub fn start(config: Config, bound: Bound, credentials: Credentials) -> Result<R
             .map_or(0, |d| d.as_secs()),
     )
     .unwrap_or(u32::MAX);
-    let (zones_tx, zones_rx) = watch::channel(zone::zones(&state.routes, addrs.http.ip(), ttl, serial)?);
+    let (zones_tx, zones_rx) =
+        watch::channel(zone::zones(&state.routes, addrs.http.ip(), ttl, serial)?);
     let dns = DnsServer::serve(
         tokio::net::UdpSocket::from_std(bound.dns_udp)?,
         tokio::net::TcpListener::from_std(bound.dns_tcp)?,
@@ -181,7 +186,10 @@ impl Running {
         self.tracker.close();
         // The listeners bound their own drain by the grace; the margin covers their last steps.
         let deadline = self.grace + Duration::from_millis(500);
-        if tokio::time::timeout(deadline, self.tracker.wait()).await.is_err() {
+        if tokio::time::timeout(deadline, self.tracker.wait())
+            .await
+            .is_err()
+        {
             tracing::warn!("requests still in flight at the shutdown deadline were cut");
         }
         self.endpoint

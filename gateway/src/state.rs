@@ -38,7 +38,11 @@ pub(crate) struct State {
 }
 
 impl State {
-    pub(crate) fn new(config: &Config, peers: BTreeMap<Label, PeerClient>, stats: Arc<Stats>) -> Self {
+    pub(crate) fn new(
+        config: &Config,
+        peers: BTreeMap<Label, PeerClient>,
+        stats: Arc<Stats>,
+    ) -> Self {
         State {
             pseudonym: format!("meshfed-{}", config.cluster),
             routes: RouteTable::from_config(config),
@@ -78,7 +82,9 @@ impl State {
         let export = self.exports.get(service).ok_or(Reason::UnknownService)?;
         let turn = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
         let index = (turn % export.endpoints.len() as u64) as usize;
-        self.upstream.forward(request, export.endpoints[index]).await
+        self.upstream
+            .forward(request, export.endpoints[index])
+            .await
     }
 
     /// Serves one request from `peer`: only services exported to that peer are reachable.

@@ -17,7 +17,12 @@ pub(crate) fn zones(
     let mut clusterset = Zone::new(routes.zone(), ttl, serial)?;
     let mut pinned = Zone::new(routes.pinned_zone(), ttl, serial)?;
     for (service, backends) in routes.services() {
-        let name = format!("{}.{}.svc.{}", service.name, service.namespace, routes.zone());
+        let name = format!(
+            "{}.{}.svc.{}",
+            service.name,
+            service.namespace,
+            routes.zone()
+        );
         clusterset.add_address(&name, address)?;
         for backend in backends {
             let cluster = routes.cluster_of(backend);

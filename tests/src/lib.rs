@@ -1,1 +1,13 @@
-//! placeholder
+//! Test support for meshfed: federations of real gateways on port 0, with real CAs, real QUIC
+//! and real mutual TLS, and upstream servers to put behind them.
+//!
+//! Nothing here is a mock. A [`Federation`] writes each cluster's CA, peer bundles and YAML
+//! config into a temporary directory and starts gateways through the same `Config::load` →
+//! `Credentials::load` → `Bound::bind` → `start` path that `meshfed run` takes.
+
+pub mod binary;
+pub mod client;
+pub mod echo;
+pub mod federation;
+
+pub use federation::{Cluster, Federation};

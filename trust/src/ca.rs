@@ -105,12 +105,11 @@ impl Ca {
         let key_path = dir.join(CA_KEY_FILE);
         let cert_pem = read_to_string(&cert_path)?;
         let key_pem = read_to_string(&key_path)?;
-        let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| {
-            CaError::Invalid {
+        let cert =
+            CertificateDer::from_pem_slice(cert_pem.as_bytes()).map_err(|e| CaError::Invalid {
                 path: cert_path.clone(),
                 what: format!("holds no certificate: {e}"),
-            }
-        })?;
+            })?;
         let id = x509::spiffe_id(&cert).map_err(|source| CaError::RootIdentity {
             path: cert_path.clone(),
             source,
@@ -148,7 +147,12 @@ impl Ca {
     /// Issues an X.509-SVID for `id`, valid from now for `lifetime`, with a fresh key.
     ///
     /// The SVID is good for both sides of mutual TLS (serverAuth and clientAuth).
-    pub fn issue(&self, id: &SpiffeId, now: SystemTime, lifetime: Duration) -> Result<Svid, CaError> {
+    pub fn issue(
+        &self,
+        id: &SpiffeId,
+        now: SystemTime,
+        lifetime: Duration,
+    ) -> Result<Svid, CaError> {
         let key = KeyPair::generate()?;
         let mut params = CertificateParams::default();
         params.distinguished_name = distinguished_name(&id.to_string());
@@ -240,14 +244,22 @@ mod tests {
         ca.write(&dir).expect("write");
         assert!(ca.write(&dir).is_err(), "must refuse to overwrite");
 
-        let mode = std::fs::metadata(dir.join(CA_KEY_FILE)).expect("key").permissions();
-        assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o600);
+        let mode = std::fs::metadata(dir.join(CA_KEY_FILE))
+            .expect("key")
+            .permissions();
+        assert_eq!(
+            std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
+            0o600
+        );
 
         let loaded = Ca::load(&dir).expect("load");
         assert_eq!(loaded.trust_domain().as_str(), "east.example");
         assert_eq!(loaded.root(), ca.root());
-        let id = SpiffeId::new(loaded.trust_domain().clone(), ["meshfed", "gateway", "a"]).expect("id");
-        let svid = loaded.issue(&id, now, Duration::from_secs(3600)).expect("issue");
+        let id =
+            SpiffeId::new(loaded.trust_domain().clone(), ["meshfed", "gateway", "a"]).expect("id");
+        let svid = loaded
+            .issue(&id, now, Duration::from_secs(3600))
+            .expect("issue");
         assert_eq!(svid.id(), &id);
         let _ = std::fs::remove_dir_all(&dir);
     }
@@ -255,6 +267,10 @@ mod tests {
     #[test]
     fn loading_a_missing_ca_names_the_file() {
         let err = Ca::load(Path::new("/nonexistent/meshfed-ca")).expect_err("missing");
-        assert!(err.to_string().starts_with("/nonexistent/meshfed-ca/ca.pem:"), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("/nonexistent/meshfed-ca/ca.pem:"),
+            "{err}"
+        );
     }
 }

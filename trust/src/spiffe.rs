@@ -43,7 +43,9 @@ pub enum SpiffeIdError {
     #[error("trust domain is longer than {MAX_TRUST_DOMAIN_LEN} bytes")]
     TrustDomainTooLong,
     /// The trust domain has a character outside `[a-z0-9.-_]`.
-    #[error("trust domain has {0:?}; only lower-case letters, digits, `.`, `-` and `_` are allowed")]
+    #[error(
+        "trust domain has {0:?}; only lower-case letters, digits, `.`, `-` and `_` are allowed"
+    )]
     TrustDomainChar(char),
     /// The ID is longer than 2048 bytes.
     #[error("is longer than {MAX_ID_LEN} bytes")]

@@ -20,7 +20,9 @@ pub struct TrustStore {
 
 /// A root certificate that could not be added to a trust domain's root set.
 #[derive(Debug, thiserror::Error)]
-#[error("trust domain {trust_domain}: root certificate {index} is unusable as a trust anchor: {reason}")]
+#[error(
+    "trust domain {trust_domain}: root certificate {index} is unusable as a trust anchor: {reason}"
+)]
 pub struct RootError {
     /// The trust domain whose roots were being set.
     pub trust_domain: TrustDomain,
@@ -44,11 +46,13 @@ impl TrustStore {
     ) -> Result<Self, RootError> {
         let mut store = RootCertStore::empty();
         for (index, root) in roots.iter().enumerate() {
-            store.add(root.clone().into_owned()).map_err(|reason| RootError {
-                trust_domain: trust_domain.clone(),
-                index,
-                reason,
-            })?;
+            store
+                .add(root.clone().into_owned())
+                .map_err(|reason| RootError {
+                    trust_domain: trust_domain.clone(),
+                    index,
+                    reason,
+                })?;
         }
         self.domains.insert(trust_domain, Arc::new(store));
         Ok(self)

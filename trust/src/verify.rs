@@ -138,7 +138,12 @@ impl ServerCertVerifier for PeerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -147,7 +152,12 @@ impl ServerCertVerifier for PeerServerVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -210,7 +220,12 @@ impl ClientCertVerifier for PeerClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls12_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn verify_tls13_signature(
@@ -219,7 +234,12 @@ impl ClientCertVerifier for PeerClientVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, Error> {
-        verify_tls13_signature(message, cert, dss, &self.provider.signature_verification_algorithms)
+        verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
     }
 
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
@@ -286,10 +306,17 @@ mod tests {
     }
 
     fn check_server(w: &World, expect: &str, svid: &Svid) -> Result<(), Error> {
-        let verifier = PeerServerVerifier::new(td(expect), None, w.store.clone(), crate::tls::provider());
+        let verifier =
+            PeerServerVerifier::new(td(expect), None, w.store.clone(), crate::tls::provider());
         let name = ServerName::try_from("peer.invalid").expect("name");
         verifier
-            .verify_server_cert(&svid.chain()[0], &svid.chain()[1..], &name, &[], UnixTime::now())
+            .verify_server_cert(
+                &svid.chain()[0],
+                &svid.chain()[1..],
+                &name,
+                &[],
+                UnixTime::now(),
+            )
             .map(|_| ())
     }
 
@@ -303,7 +330,10 @@ mod tests {
     #[test]
     fn svid_from_own_trust_domain_is_accepted_both_ways() {
         let w = world();
-        let svid = w.west.issue(&gateway("west.example"), w.now, DAY).expect("svid");
+        let svid = w
+            .west
+            .issue(&gateway("west.example"), w.now, DAY)
+            .expect("svid");
         assert_eq!(svid.id(), &gateway("west.example"));
         check_server(&w, "west.example", &svid).expect("server side");
         check_client(&w, &svid).expect("client side");
@@ -312,7 +342,10 @@ mod tests {
     #[test]
     fn peer_from_another_trust_domain_is_refused() {
         let w = world();
-        let east_svid = w.east.issue(&gateway("east.example"), w.now, DAY).expect("svid");
+        let east_svid = w
+            .east
+            .issue(&gateway("east.example"), w.now, DAY)
+            .expect("svid");
         let err = check_server(&w, "west.example", &east_svid).expect_err("must refuse");
         // Chain verification against west's roots fails before the ID is even considered.
         assert!(matches!(err, Error::InvalidCertificate(_)), "{err:?}");
@@ -323,7 +356,10 @@ mod tests {
         // East's CA signs an SVID that claims to be west's gateway. Both roots are trusted, but
         // west identities must chain to west's roots only.
         let w = world();
-        let forged = w.east.issue(&gateway("west.example"), w.now, DAY).expect("svid");
+        let forged = w
+            .east
+            .issue(&gateway("west.example"), w.now, DAY)
+            .expect("svid");
         check_server(&w, "west.example", &forged).expect_err("server side must refuse");
         check_client(&w, &forged).expect_err("client side must refuse");
     }
@@ -332,7 +368,9 @@ mod tests {
     fn unknown_trust_domain_is_refused() {
         let w = world();
         let rogue = Ca::generate(td("rogue.example"), w.now).expect("CA");
-        let svid = rogue.issue(&gateway("rogue.example"), w.now, DAY).expect("svid");
+        let svid = rogue
+            .issue(&gateway("rogue.example"), w.now, DAY)
+            .expect("svid");
         let err = check_client(&w, &svid).expect_err("must refuse");
         assert!(
             matches!(peer_error(&err), Some(PeerError::UnknownTrustDomain(id)) if id == &svid.id().clone()),
@@ -344,7 +382,10 @@ mod tests {
     fn expired_svid_is_refused() {
         let w = world();
         let long_ago = w.now - 10 * DAY;
-        let svid = w.west.issue(&gateway("west.example"), long_ago, DAY).expect("svid");
+        let svid = w
+            .west
+            .issue(&gateway("west.example"), long_ago, DAY)
+            .expect("svid");
         check_server(&w, "west.example", &svid).expect_err("expired");
         check_client(&w, &svid).expect_err("expired");
     }

@@ -87,7 +87,11 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
                 version,
                 cluster: cluster.name,
             };
-            tokio::spawn(demo_service::serve(listener, identity, services_stop.clone()));
+            tokio::spawn(demo_service::serve(
+                listener,
+                identity,
+                services_stop.clone(),
+            ));
         }
         let path = dir.join(format!("{}.yaml", cluster.name));
         std::fs::write(&path, config_yaml(cluster, peer, &endpoints))?;

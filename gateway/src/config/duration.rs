@@ -42,7 +42,15 @@ mod tests {
         for (text, want) in ok {
             assert_eq!(parse(text), Ok(want), "{text}");
         }
-        for bad in ["", "30", "s", "1.5s", "30 sec", "-1s", "99999999999999999999d"] {
+        for bad in [
+            "",
+            "30",
+            "s",
+            "1.5s",
+            "30 sec",
+            "-1s",
+            "99999999999999999999d",
+        ] {
             assert!(parse(bad).is_err(), "{bad}");
         }
     }

@@ -29,7 +29,11 @@ impl std::error::Error for ConfigErrors {}
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let path = if self.path.is_empty() { "(top level)" } else { &self.path };
+        let path = if self.path.is_empty() {
+            "(top level)"
+        } else {
+            &self.path
+        };
         f.write_str(path)?;
         if let Some(line) = self.line {
             write!(f, " (line {line})")?;

@@ -14,9 +14,9 @@ pub(crate) struct RawConfig {
     pub(crate) trust_domain: Option<Text>,
     pub(crate) listeners: Option<RawListeners>,
     pub(crate) identity: Option<RawIdentity>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq")]
     pub(crate) peers: Vec<RawPeer>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq")]
     pub(crate) exports: Vec<RawExport>,
     pub(crate) dns: Option<RawDns>,
     pub(crate) shutdown_grace: Option<Text>,
@@ -45,7 +45,7 @@ pub(crate) struct RawPeer {
     pub(crate) address: Option<Text>,
     pub(crate) trust_domain: Option<Text>,
     pub(crate) bundle: Option<Text>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq")]
     pub(crate) services: Vec<Text>,
 }
 
@@ -53,11 +53,11 @@ pub(crate) struct RawPeer {
 pub(crate) struct RawExport {
     pub(crate) name: Option<Text>,
     pub(crate) namespace: Option<Text>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq")]
     pub(crate) ports: Vec<RawPort>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq")]
     pub(crate) endpoints: Vec<Text>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "seq")]
     pub(crate) export_to: Vec<Text>,
 }
 
@@ -73,4 +73,14 @@ pub(crate) struct RawDns {
     pub(crate) zone: Option<Text>,
     pub(crate) pinned_zone: Option<Text>,
     pub(crate) ttl: Option<Text>,
+}
+
+/// A list that may also be written as nothing at all (`exports:` with every entry commented
+/// out reads as null).
+fn seq<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Ok(Option::<Vec<T>>::deserialize(deserializer)?.unwrap_or_default())
 }

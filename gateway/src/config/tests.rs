@@ -29,15 +29,23 @@ dns:
 "#;
 
 fn errors(text: &str) -> Vec<ConfigError> {
-    Config::parse(text, Path::new("/cfg")).expect_err("must be refused").errors
+    Config::parse(text, Path::new("/cfg"))
+        .expect_err("must be refused")
+        .errors
 }
 
 #[test]
 fn good_config_parses_with_defaults_filled_in() {
     let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
     assert_eq!(config.cluster.as_str(), "east");
-    assert_eq!(config.listeners.http, "127.0.1.1:15080".parse().expect("addr"));
-    assert_eq!(config.listeners.admin, "127.0.0.1:15000".parse().expect("addr"));
+    assert_eq!(
+        config.listeners.http,
+        "127.0.1.1:15080".parse().expect("addr")
+    );
+    assert_eq!(
+        config.listeners.admin,
+        "127.0.0.1:15000".parse().expect("addr")
+    );
     assert_eq!(
         config.identity,
         Identity::Ca {
@@ -96,9 +104,15 @@ exports:
         );
     }
     assert_eq!(got.len(), want.len(), "{got:#?}");
-    let cluster = got.iter().find(|e| e.path == "cluster").expect("cluster error");
+    let cluster = got
+        .iter()
+        .find(|e| e.path == "cluster")
+        .expect("cluster error");
     assert_eq!(cluster.value.as_deref(), Some("East"));
-    assert!(cluster.reason.contains("'E'") || cluster.reason.contains("\"E\""), "{cluster}");
+    assert!(
+        cluster.reason.contains("'E'") || cluster.reason.contains("\"E\""),
+        "{cluster}"
+    );
 }
 
 #[test]
@@ -167,6 +181,26 @@ fn identity_needs_exactly_one_source() {
 fn errors_display_path_line_value_and_reason() {
     let err = Config::parse("cluster: East\n", Path::new("/")).expect_err("bad");
     let text = err.to_string();
-    assert!(text.contains("cluster (line 1): \"East\": not a DNS label"), "{text}");
+    assert!(
+        text.contains("cluster (line 1): \"East\": not a DNS label"),
+        "{text}"
+    );
     assert!(text.contains("trust_domain: is required"), "{text}");
+}
+
+#[test]
+fn a_shape_error_names_its_key_path() {
+    let text = "cluster: east\npeers:\n  - name: west\n    services: { a: b }\n";
+    let got = errors(text);
+    assert_eq!(got.len(), 1, "{got:#?}");
+    assert_eq!(got[0].path, "peers[0].services");
+    assert_eq!(got[0].line, Some(4));
+}
+
+#[test]
+fn empty_lists_may_be_written_as_nothing() {
+    let text =
+        "cluster: east\ntrust_domain: east.example\nidentity: { ca_dir: ca }\npeers:\nexports:\n";
+    let config = Config::parse(text, Path::new("/")).expect("valid");
+    assert!(config.peers.is_empty() && config.exports.is_empty());
 }

@@ -42,12 +42,18 @@ fn deserialize(text: &str, check: &mut Checker) -> Result<RawConfig, Vec<ConfigE
         budget: serde_saphyr::budget! { max_depth: 32, max_aliases: 100, max_anchors: 100 },
     };
     let mut unknown = Vec::new();
+    let mut failed_at = None;
     let result = serde_saphyr::with_deserializer_from_str_with_options(text, options, |de| {
-        serde_ignored::deserialize(de, |path| {
+        let mut note_unknown = |path: serde_ignored::Path<'_>| {
             // `Spanned` reads a private marker key that serde_ignored reports; it is not the user's.
             if let Some(path) = key_path(&path) {
                 unknown.push(path);
             }
+        };
+        let de = serde_ignored::Deserializer::new(de, &mut note_unknown);
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            failed_at = Some(clean_path(&e.path().to_string()));
+            e.into_inner()
         })
     });
     for path in unknown {
@@ -67,7 +73,7 @@ fn deserialize(text: &str, check: &mut Checker) -> Result<RawConfig, Vec<ConfigE
                 .format_message(error.without_snippet())
                 .to_string();
             check.errors.push(ConfigError {
-                path: String::new(),
+                path: failed_at.unwrap_or_default(),
                 line: location.map(|l| l.line()),
                 value: None,
                 reason,
@@ -111,6 +117,15 @@ fn key_path(path: &serde_ignored::Path<'_>) -> Option<String> {
     }
     let mut out = String::new();
     walk(path, &mut out).then_some(out)
+}
+
+/// serde_path_to_error's path without serde-saphyr's `Spanned` internals and `?` for options.
+fn clean_path(path: &str) -> String {
+    let path = path.replace(".?", "").replace(".value", "");
+    match path.as_str() {
+        "." | "?" => String::new(),
+        _ => path,
+    }
 }
 
 #[derive(Default)]
@@ -169,8 +184,11 @@ impl Checker {
     fn listeners(&mut self, raw: Option<&RawListeners>) -> Option<Listeners> {
         let field = |f: fn(&RawListeners) -> &Option<Text>| raw.and_then(|r| f(r).as_ref());
         let http = self.socket("listeners.http", field(|r| &r.http), DEFAULT_HTTP);
-        let federation =
-            self.socket("listeners.federation", field(|r| &r.federation), DEFAULT_FEDERATION);
+        let federation = self.socket(
+            "listeners.federation",
+            field(|r| &r.federation),
+            DEFAULT_FEDERATION,
+        );
         let dns = self.socket("listeners.dns", field(|r| &r.dns), DEFAULT_DNS);
         let admin = self.socket("listeners.admin", field(|r| &r.admin), DEFAULT_ADMIN);
         if let (Some(http), Some(text)) = (http, field(|r| &r.http))
@@ -214,7 +232,9 @@ impl Checker {
                     );
                 }
                 let path = |c: &mut Self, key: &str, text: &Option<Text>| {
-                    c.required(&format!("identity.{key}"), text.as_ref(), |s| Ok(base.join(s)))
+                    c.required(&format!("identity.{key}"), text.as_ref(), |s| {
+                        Ok(base.join(s))
+                    })
                 };
                 let cert = path(self, "cert", &raw.cert);
                 let key = path(self, "key", &raw.key);
@@ -234,10 +254,7 @@ impl Checker {
                 None
             }
             (None, false) => {
-                self.missing(
-                    "identity",
-                    "give `ca_dir`, or `cert`, `key` and `bundle`",
-                );
+                self.missing("identity", "give `ca_dir`, or `cert`, `key` and `bundle`");
                 None
             }
         }
@@ -246,8 +263,11 @@ impl Checker {
     fn peer(&mut self, at: &str, raw: &RawPeer, base: &Path) -> Option<Peer> {
         let name = self.required(&format!("{at}.name"), raw.name.as_ref(), parse_label);
         let address = self.required(&format!("{at}.address"), raw.address.as_ref(), parse_socket);
-        let trust_domain =
-            self.required(&format!("{at}.trust_domain"), raw.trust_domain.as_ref(), parse_td);
+        let trust_domain = self.required(
+            &format!("{at}.trust_domain"),
+            raw.trust_domain.as_ref(),
+            parse_td,
+        );
         let bundle = self.required(&format!("{at}.bundle"), raw.bundle.as_ref(), |s| {
             Ok(base.join(s))
         });
@@ -270,13 +290,19 @@ impl Checker {
 
     fn export(&mut self, at: &str, raw: &RawExport) -> Option<Export> {
         let name = self.required(&format!("{at}.name"), raw.name.as_ref(), parse_label);
-        let namespace =
-            self.required(&format!("{at}.namespace"), raw.namespace.as_ref(), parse_label);
+        let namespace = self.required(
+            &format!("{at}.namespace"),
+            raw.namespace.as_ref(),
+            parse_label,
+        );
         if raw.ports.is_empty() {
             self.missing(&format!("{at}.ports"), "a service needs at least one port");
         }
         if raw.endpoints.is_empty() {
-            self.missing(&format!("{at}.endpoints"), "a service needs at least one endpoint");
+            self.missing(
+                &format!("{at}.endpoints"),
+                "a service needs at least one endpoint",
+            );
         }
         let ports: Vec<Option<Port>> = raw
             .ports
@@ -313,12 +339,16 @@ impl Checker {
             .as_ref()
             .map(|n| self.value(&format!("{at}.name"), n, parse_label));
         let port = self.required(&format!("{at}.port"), raw.port.as_ref(), parse_port);
-        let protocol = self.required(&format!("{at}.protocol"), raw.protocol.as_ref(), |s| {
-            match s {
+        let protocol = self.required(
+            &format!("{at}.protocol"),
+            raw.protocol.as_ref(),
+            |s| match s {
                 "http" => Ok(Protocol::Http),
-                other => Err(format!("unknown protocol {other:?}; this version carries `http`")),
-            }
-        });
+                other => Err(format!(
+                    "unknown protocol {other:?}; this version carries `http`"
+                )),
+            },
+        );
         Some(Port {
             name: name.map_or(Some(None), |n| n.map(Some))?,
             port: port?,
@@ -368,9 +398,17 @@ impl Checker {
             let name_text = raw.peers[i].name.as_ref();
             let td_text = raw.peers[i].trust_domain.as_ref();
             if peer.name == config.cluster {
-                self.error(&format!("{at}.name"), name_text, "is this gateway's own cluster");
+                self.error(
+                    &format!("{at}.name"),
+                    name_text,
+                    "is this gateway's own cluster",
+                );
             } else if let Some(first) = names.insert(&peer.name, i) {
-                self.error(&format!("{at}.name"), name_text, &format!("repeats peers[{first}]"));
+                self.error(
+                    &format!("{at}.name"),
+                    name_text,
+                    &format!("repeats peers[{first}]"),
+                );
             }
             if peer.trust_domain == config.trust_domain {
                 self.error(
@@ -533,16 +571,19 @@ fn parse_label(s: &str) -> Result<Label, String> {
 }
 
 fn parse_td(s: &str) -> Result<TrustDomain, String> {
-    s.parse().map_err(|e| format!("not a SPIFFE trust domain: {e}"))
+    s.parse()
+        .map_err(|e| format!("not a SPIFFE trust domain: {e}"))
 }
 
 fn parse_service(s: &str) -> Result<ServiceKey, String> {
-    s.parse().map_err(|e| format!("not a service `<name>.<namespace>`: {e}"))
+    s.parse()
+        .map_err(|e| format!("not a service `<name>.<namespace>`: {e}"))
 }
 
 fn parse_socket(s: &str) -> Result<SocketAddr, String> {
-    s.parse()
-        .map_err(|_| "expected an IP address and port, as in `10.0.0.7:8080` or `[::1]:8080`".into())
+    s.parse().map_err(|_| {
+        "expected an IP address and port, as in `10.0.0.7:8080` or `[::1]:8080`".into()
+    })
 }
 
 fn parse_port(s: &str) -> Result<u16, String> {

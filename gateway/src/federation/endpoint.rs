@@ -34,9 +34,8 @@ pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
     server_tls: rustls::ServerConfig,
 ) -> Result<quinn::Endpoint, EndpointError> {
-    let mut server = quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(
-        server_tls,
-    )?));
+    let mut server =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
     server.transport_config(transport());
     let runtime = Arc::new(quinn::TokioRuntime);
     Ok(quinn::Endpoint::new(

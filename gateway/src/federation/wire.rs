@@ -33,8 +33,16 @@ mod tests {
         let authority = authority(&service);
         assert_eq!(authority, "checkout.shop.svc.clusterset.local");
         assert_eq!(service_of(&authority), Some(service.clone()));
-        assert_eq!(service_of("CHECKOUT.shop.svc.clusterset.local"), Some(service));
-        for bad in ["checkout.shop", "a.b.c.svc.clusterset.local", "shop.svc.clusterset.local", ""] {
+        assert_eq!(
+            service_of("CHECKOUT.shop.svc.clusterset.local"),
+            Some(service)
+        );
+        for bad in [
+            "checkout.shop",
+            "a.b.c.svc.clusterset.local",
+            "shop.svc.clusterset.local",
+            "",
+        ] {
             assert_eq!(service_of(bad), None, "{bad}");
         }
     }

@@ -44,8 +44,9 @@ pub fn incoming(body: hyper::body::Incoming) -> Body {
 /// The receiving half of an h3 request stream, client or server side.
 pub(crate) trait H3Recv: Send + 'static {
     fn recv_data(&mut self) -> impl Future<Output = Result<Option<Bytes>, StreamError>> + Send;
-    fn recv_trailers(&mut self)
-    -> impl Future<Output = Result<Option<HeaderMap>, StreamError>> + Send;
+    fn recv_trailers(
+        &mut self,
+    ) -> impl Future<Output = Result<Option<HeaderMap>, StreamError>> + Send;
     fn stop_sending(&mut self, code: Code);
 }
 

@@ -1,7 +1,7 @@
 //! Header hygiene at every hop.
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::Version;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Headers that describe one connection, not the message (RFC 9110 section 7.6.1), and may
 /// never cross a hop. HTTP/3 forbids them outright.

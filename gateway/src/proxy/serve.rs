@@ -74,6 +74,9 @@ pub async fn serve_http1<F, Fut>(
         .await
         .is_err()
     {
-        tracing::warn!(?grace, "connections still open at the end of the grace period were cut");
+        tracing::warn!(
+            ?grace,
+            "connections still open at the end of the grace period were cut"
+        );
     }
 }

@@ -1,0 +1,257 @@
+//! Federations of in-process gateways for end-to-end tests.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use anyhow::Context;
+use meshfed_gateway::config::Listeners;
+use meshfed_gateway::federation::wire;
+use meshfed_gateway::{Bound, Config, Credentials, Running};
+use meshfed_trust::{Ca, Svid, TrustStore, tls};
+use tempfile::TempDir;
+
+/// One cluster to be: its name, its CA, its bound sockets and what it exports.
+#[derive(Debug)]
+pub struct Cluster {
+    name: String,
+    ca: Ca,
+    bound: Bound,
+    addrs: Listeners,
+    exports: Vec<Export>,
+}
+
+#[derive(Debug)]
+struct Export {
+    service: String,
+    endpoint: SocketAddr,
+    to: Vec<String>,
+}
+
+/// Running gateways, one per cluster, with the files they were started from.
+#[derive(Debug)]
+pub struct Federation {
+    /// The gateways by cluster name.
+    pub gateways: BTreeMap<String, Running>,
+    /// The CAs by cluster name.
+    pub cas: BTreeMap<String, Ca>,
+    /// Configs, CAs and bundles live here.
+    pub dir: TempDir,
+}
+
+impl Cluster {
+    /// A cluster `name` with trust domain `<name>.test`, a fresh CA and every listener bound on
+    /// a free loopback port.
+    pub fn new(name: &str) -> anyhow::Result<Cluster> {
+        let ca = Ca::generate(format!("{name}.test").parse()?, SystemTime::now())?;
+        let any: SocketAddr = "127.0.0.1:0".parse()?;
+        let bound = Bound::bind(&Listeners {
+            http: any,
+            federation: any,
+            dns: any,
+            admin: any,
+        })?;
+        let addrs = bound.addrs()?;
+        Ok(Cluster {
+            name: name.to_owned(),
+            ca,
+            bound,
+            addrs,
+            exports: Vec::new(),
+        })
+    }
+
+    /// Exports `service` (`<name>.<namespace>`) served at `endpoint` to the clusters in `to`.
+    pub fn export(mut self, service: &str, endpoint: SocketAddr, to: &[&str]) -> Self {
+        self.exports.push(Export {
+            service: service.to_owned(),
+            endpoint,
+            to: to.iter().map(|s| (*s).to_owned()).collect(),
+        });
+        self
+    }
+
+    /// The addresses this cluster's gateway will listen on.
+    pub fn addrs(&self) -> Listeners {
+        self.addrs
+    }
+}
+
+/// A federation about to start, with its deliberate misconfigurations.
+#[derive(Debug)]
+pub struct Builder {
+    clusters: Vec<Cluster>,
+    bundles: BTreeMap<(String, String), String>,
+    imports: Vec<(String, String, String)>,
+}
+
+impl Federation {
+    /// Starts a gateway for each cluster, each peered with all the others.
+    pub async fn start(clusters: Vec<Cluster>) -> anyhow::Result<Federation> {
+        Federation::builder(clusters).start().await
+    }
+
+    /// A federation of `clusters` to adjust before it starts.
+    pub fn builder(clusters: Vec<Cluster>) -> Builder {
+        Builder {
+            clusters,
+            bundles: BTreeMap::new(),
+            imports: Vec::new(),
+        }
+    }
+
+    /// The gateway of `cluster`.
+    pub fn gateway(&self, cluster: &str) -> &Running {
+        &self.gateways[cluster]
+    }
+
+    /// Shuts every gateway down.
+    pub async fn shutdown(self) {
+        for (_, gateway) in self.gateways {
+            gateway.shutdown().await;
+        }
+    }
+}
+
+impl Builder {
+    /// Gives `cluster` the PEM roots `pem` as `peer`'s bundle, instead of `peer`'s real root.
+    pub fn bundle(mut self, cluster: &str, peer: &str, pem: String) -> Self {
+        self.bundles
+            .insert((cluster.to_owned(), peer.to_owned()), pem);
+        self
+    }
+
+    /// Makes `cluster` believe that `peer` exports `service` to it, whether or not it does.
+    pub fn import(mut self, cluster: &str, peer: &str, service: &str) -> Self {
+        self.imports
+            .push((cluster.to_owned(), peer.to_owned(), service.to_owned()));
+        self
+    }
+
+    /// Writes every cluster's files and starts its gateway.
+    pub async fn start(self) -> anyhow::Result<Federation> {
+        let dir = tempfile::tempdir()?;
+        let mut configs = Vec::new();
+        for cluster in &self.clusters {
+            let home = dir.path().join(&cluster.name);
+            cluster.ca.write(&home.join("ca"))?;
+            for peer in self.clusters.iter().filter(|p| p.name != cluster.name) {
+                let roots = self
+                    .bundles
+                    .get(&(cluster.name.clone(), peer.name.clone()))
+                    .cloned()
+                    .unwrap_or_else(|| peer.ca.root_pem().to_owned());
+                std::fs::write(home.join(format!("{}.pem", peer.name)), roots)?;
+            }
+            let path = dir.path().join(format!("{}.yaml", cluster.name));
+            std::fs::write(&path, self.config_yaml(cluster))?;
+            configs.push(path);
+        }
+        let mut gateways = BTreeMap::new();
+        let mut cas = BTreeMap::new();
+        for (cluster, path) in self.clusters.into_iter().zip(configs) {
+            let running = start(&path, cluster.bound)
+                .with_context(|| format!("starting {}", cluster.name))?;
+            gateways.insert(cluster.name.clone(), running);
+            cas.insert(cluster.name, cluster.ca);
+        }
+        Ok(Federation { gateways, cas, dir })
+    }
+
+    fn config_yaml(&self, cluster: &Cluster) -> String {
+        let a = cluster.addrs;
+        let mut yaml = format!(
+            "cluster: {name}\ntrust_domain: {name}.test\nshutdown_grace: 2s\n\
+             listeners: {{ http: \"{}\", federation: \"{}\", dns: \"{}\", admin: \"{}\" }}\n\
+             identity: {{ ca_dir: {name}/ca }}\npeers:\n",
+            a.http,
+            a.federation,
+            a.dns,
+            a.admin,
+            name = cluster.name,
+        );
+        for peer in self.clusters.iter().filter(|p| p.name != cluster.name) {
+            let exported = peer
+                .exports
+                .iter()
+                .filter(|e| e.to.contains(&cluster.name))
+                .map(|e| e.service.as_str());
+            let imported = self
+                .imports
+                .iter()
+                .filter(|(c, p, _)| *c == cluster.name && *p == peer.name)
+                .map(|(_, _, service)| service.as_str());
+            let services: Vec<&str> = exported.chain(imported).collect();
+            let _ = writeln!(
+                yaml,
+                "  - {{ name: {p}, address: \"{}\", trust_domain: {p}.test, bundle: {}/{p}.pem, services: [{}] }}",
+                peer.addrs.federation,
+                cluster.name,
+                services.join(", "),
+                p = peer.name,
+            );
+        }
+        yaml.push_str("exports:\n");
+        for export in &cluster.exports {
+            let (name, namespace) = export
+                .service
+                .split_once('.')
+                .unwrap_or((&export.service, ""));
+            let _ = writeln!(
+                yaml,
+                "  - {{ name: {name}, namespace: {namespace}, ports: [{{ port: 80, protocol: http }}], endpoints: [\"{}\"], export_to: [{}] }}",
+                export.endpoint,
+                export.to.join(", "),
+            );
+        }
+        yaml
+    }
+}
+
+/// Sends one HTTP/3 `GET` for `authority` to the gateway at `addr` as an independent client
+/// would: its own QUIC endpoint, presenting `svid`, trusting only `server_ca` for the server.
+/// Returns the response status; any failure (handshake refused, connection closed) is an error.
+pub async fn h3_get(
+    svid: &Svid,
+    server_ca: &Ca,
+    addr: SocketAddr,
+    authority: &str,
+) -> anyhow::Result<http::StatusCode> {
+    let trust = TrustStore::new().with_roots(
+        server_ca.trust_domain().clone(),
+        std::slice::from_ref(server_ca.root()),
+    )?;
+    let tls = tls::client_config(
+        svid,
+        Arc::new(trust),
+        server_ca.trust_domain().clone(),
+        None,
+        &[wire::ALPN],
+    )?;
+    let config = quinn::ClientConfig::new(Arc::new(
+        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+    ));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+    let connection = endpoint
+        .connect_with(config, addr, server_ca.trust_domain().as_str())?
+        .await?;
+    let (mut driver, mut requests) = h3::client::new(h3_quinn::Connection::new(connection)).await?;
+    tokio::spawn(async move { driver.wait_idle().await });
+    let request = http::Request::get(format!("https://{authority}/")).body(())?;
+    let mut stream = requests.send_request(request).await?;
+    stream.finish().await?;
+    let response = stream.recv_response().await?;
+    while stream.recv_data().await?.is_some() {}
+    endpoint.close(0u32.into(), b"done");
+    Ok(response.status())
+}
+
+fn start(path: &Path, bound: Bound) -> anyhow::Result<Running> {
+    let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let credentials =
+        Credentials::load(&config, SystemTime::now()).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Ok(meshfed_gateway::start(config, bound, credentials)?)
+}

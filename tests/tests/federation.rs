@@ -1,0 +1,285 @@
+//! End to end, in process: real gateways on port 0, real QUIC, real mutual TLS with per-cluster
+//! CAs, real upstream servers.
+
+use std::sync::atomic::Ordering;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use meshfed_tests::client::{self, Reply};
+use meshfed_tests::echo::Echo;
+use meshfed_tests::federation::h3_get;
+use meshfed_tests::{Cluster, Federation};
+
+const GREETER: &str = "greeter.demo.svc.clusterset.local";
+
+/// East and west; west exports greeter to east. Returns the federation and west's upstream.
+async fn east_west() -> anyhow::Result<(Federation, Echo)> {
+    let upstream = Echo::start("greeter in west").await?;
+    let east = Cluster::new("east")?;
+    let west = Cluster::new("west")?.export("greeter.demo", upstream.addr(), &["east"]);
+    Ok((Federation::start(vec![east, west]).await?, upstream))
+}
+
+fn via(reply: &Reply) -> Vec<String> {
+    reply
+        .headers
+        .get_all(http::header::VIA)
+        .iter()
+        .filter_map(|v| v.to_str().ok().map(str::to_owned))
+        .collect()
+}
+
+#[tokio::test]
+async fn request_crosses_to_the_peer_and_back() -> anyhow::Result<()> {
+    let (federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east").addrs().http;
+
+    let reply = client::get(east, GREETER, "/hello?x=1").await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let text = reply.text();
+    assert!(text.starts_with("greeter in west\n"), "{text}");
+    // The upstream saw the service's name as Host, and both gateways in Via.
+    assert!(text.contains(&format!("host: {GREETER}\n")), "{text}");
+    assert!(text.contains("via: 1.1 meshfed-east\n"), "{text}");
+    assert!(text.contains("via: 3 meshfed-west\n"), "{text}");
+    assert_eq!(via(&reply), ["1.1 meshfed-west", "3 meshfed-east"]);
+
+    // The cluster-pinned name reaches the same place.
+    let pinned = client::get(east, "greeter.demo.west.meshfed.internal", "/").await?;
+    assert!(
+        pinned.text().starts_with("greeter in west\n"),
+        "{}",
+        pinned.text()
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn large_bodies_stream_intact_both_ways() -> anyhow::Result<()> {
+    let (federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east").addrs().http;
+    // 8 MiB of a pattern that a dropped, duplicated or reordered chunk would break.
+    let body: Bytes = (0..8 * 1024 * 1024u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect::<Vec<u8>>()
+        .into();
+    let reply = client::send(east, Method::POST, GREETER, "/echo", &[], body.clone()).await?;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body.len(), body.len());
+    assert!(reply.body == body, "echoed body differs");
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn one_quic_connection_per_peer_is_reused() -> anyhow::Result<()> {
+    let (federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east");
+    let requests = (0..20).map(|_| client::get(east.addrs().http, GREETER, "/"));
+    for reply in futures_join(requests).await {
+        assert_eq!(reply?.status, StatusCode::OK);
+    }
+    let opened = east.stats().peer_connections_opened.load(Ordering::Relaxed);
+    let accepted = federation
+        .gateway("west")
+        .stats()
+        .peer_connections_accepted
+        .load(Ordering::Relaxed);
+    let served = federation
+        .gateway("west")
+        .stats()
+        .peer_requests
+        .load(Ordering::Relaxed);
+    assert_eq!((opened, accepted, served), (1, 1, 20));
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn services_not_exported_to_a_peer_are_not_reachable() -> anyhow::Result<()> {
+    let secret = Echo::start("secret in west").await?;
+    let public = Echo::start("public in west").await?;
+    let east = Cluster::new("east")?;
+    let north = Cluster::new("north")?;
+    let west = Cluster::new("west")?
+        .export("secret.demo", secret.addr(), &["north"])
+        .export("public.demo", public.addr(), &["east", "north"]);
+    let federation = Federation::start(vec![east, north, west]).await?;
+    let east = federation.gateway("east").addrs().http;
+    let north = federation.gateway("north").addrs().http;
+
+    // East does not know of the secret service at all...
+    let reply = client::get(east, "secret.demo.svc.clusterset.local", "/").await?;
+    assert_eq!(
+        (reply.status, reply.reason()),
+        (StatusCode::NOT_FOUND, Some("unknown_service"))
+    );
+    // ...and asking west for it by a pinned name is refused too.
+    let reply = client::get(east, "secret.demo.west.meshfed.internal", "/").await?;
+    assert_eq!(reply.reason(), Some("unknown_service"));
+    // North, to which it is exported, reaches it; both reach the public one.
+    let reply = client::get(north, "secret.demo.svc.clusterset.local", "/").await?;
+    assert!(
+        reply.text().starts_with("secret in west"),
+        "{}",
+        reply.text()
+    );
+    let reply = client::get(east, "public.demo.svc.clusterset.local", "/").await?;
+    assert!(
+        reply.text().starts_with("public in west"),
+        "{}",
+        reply.text()
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_asking_for_an_unexported_service_gets_not_exported() -> anyhow::Result<()> {
+    // East believes (wrongly) that west exports secret.demo to it: west must still refuse.
+    let secret = Echo::start("secret in west").await?;
+    let east = Cluster::new("east")?;
+    let west = Cluster::new("west")?.export("secret.demo", secret.addr(), &[]);
+    let federation = Federation::builder(vec![east, west])
+        .import("east", "west", "secret.demo")
+        .start()
+        .await?;
+    let reply = client::get(
+        federation.gateway("east").addrs().http,
+        "secret.demo.svc.clusterset.local",
+        "/",
+    )
+    .await?;
+    assert_eq!(
+        (reply.status, reply.reason()),
+        (StatusCode::NOT_FOUND, Some("not_exported"))
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn identity_headers_from_clients_are_stripped() -> anyhow::Result<()> {
+    let (federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east").addrs().http;
+    let forged = [
+        ("x-meshfed-source-cluster", "west"),
+        ("x-forwarded-client-cert", "By=spiffe://west.test/admin"),
+        ("connection", "x-private"),
+        ("x-private", "hop"),
+        ("x-request-id", "kept"),
+    ];
+    let reply = client::send(east, Method::GET, GREETER, "/", &forged, Bytes::new()).await?;
+    let text = reply.text().to_lowercase();
+    assert!(text.contains("x-request-id: kept"), "{text}");
+    for gone in [
+        "x-meshfed-source-cluster",
+        "x-forwarded-client-cert",
+        "x-private",
+    ] {
+        assert!(!text.contains(gone), "{gone} reached the upstream: {text}");
+    }
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_whose_certificate_does_not_chain_to_its_trust_domain_is_refused()
+-> anyhow::Result<()> {
+    // East is given a rogue CA's root as west's bundle: west's real SVID cannot verify.
+    let upstream = Echo::start("greeter in west").await?;
+    let rogue = meshfed_trust::Ca::generate("west.test".parse()?, SystemTime::now())?;
+    let rogue_root = rogue.root_pem().to_owned();
+    let east = Cluster::new("east")?;
+    let west = Cluster::new("west")?.export("greeter.demo", upstream.addr(), &["east"]);
+    let federation = Federation::builder(vec![east, west])
+        .bundle("east", "west", rogue_root)
+        .start()
+        .await?;
+    let reply = client::get(federation.gateway("east").addrs().http, GREETER, "/").await?;
+    assert_eq!(
+        (reply.status, reply.reason()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("peer_unavailable"))
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_client_certificate_from_an_unknown_ca_is_refused() -> anyhow::Result<()> {
+    let (federation, _upstream) = east_west().await?;
+    let west = federation.gateway("west").addrs().federation;
+    // A gateway of a trust domain west does not federate with, holding a valid SVID of its own.
+    let now = SystemTime::now();
+    let rogue = meshfed_trust::Ca::generate("rogue.test".parse()?, now)?;
+    let id = meshfed_trust::SpiffeId::new("rogue.test".parse()?, ["meshfed", "gateway", "rogue"])?;
+    let svid = rogue.issue(&id, now, std::time::Duration::from_secs(3600))?;
+    let refused = h3_get(&svid, &federation.cas["west"], west, GREETER).await;
+    assert!(
+        refused.is_err(),
+        "west served a client from an unknown CA: {refused:?}"
+    );
+
+    // The same client with an SVID from east's CA is accepted: the refusal was about the CA.
+    let id = meshfed_trust::SpiffeId::new("east.test".parse()?, ["meshfed", "gateway", "east"])?;
+    let svid = federation.cas["east"].issue(&id, now, std::time::Duration::from_secs(3600))?;
+    let status = h3_get(&svid, &federation.cas["west"], west, GREETER).await?;
+    assert_eq!(status, StatusCode::OK);
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn dns_answers_with_the_gateway_address_and_nxdomain_for_unknown_names() -> anyhow::Result<()>
+{
+    let (federation, _upstream) = east_west().await?;
+    let dns = federation.gateway("east").addrs().dns;
+    // The real `dig`, run off the runtime's thread so the in-process server can answer it.
+    let dig = |name: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let output = std::process::Command::new("dig")
+                .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+                .args(["+tries=1", "+time=5", name])
+                .output()?;
+            anyhow::Ok(String::from_utf8(output.stdout)?)
+        })
+    };
+    let found = dig(GREETER).await??;
+    assert!(found.contains("status: NOERROR"), "{found}");
+    let answer = format!("{GREETER}. 5 IN A 127.0.0.1");
+    assert!(has_record(&found, &answer), "{found}");
+    let pinned = dig("greeter.demo.west.meshfed.internal").await??;
+    let answer = "greeter.demo.west.meshfed.internal. 5 IN A 127.0.0.1";
+    assert!(has_record(&pinned, answer), "{pinned}");
+    let missing = dig("nope.demo.svc.clusterset.local").await??;
+    assert!(missing.contains("status: NXDOMAIN"), "{missing}");
+    assert!(
+        missing
+            .lines()
+            .any(|l| l.starts_with("clusterset.local.") && l.contains("SOA")),
+        "{missing}"
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+/// Whether dig's output has a record line with these fields (dig mixes tabs and spaces).
+fn has_record(output: &str, record: &str) -> bool {
+    let want: Vec<&str> = record.split_whitespace().collect();
+    output
+        .lines()
+        .any(|line| line.split_whitespace().collect::<Vec<_>>() == want)
+}
+
+async fn futures_join<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(
+    futures: impl Iterator<Item = F>,
+) -> Vec<T> {
+    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
+    let mut out = Vec::new();
+    for task in tasks {
+        out.push(task.await.expect("task panicked"));
+    }
+    out
+}
