@@ -228,7 +228,7 @@ impl RequestHandler for Handler {
         let soa = answers.is_empty().then_some(&zone.soa);
         let msg = builder.build(
             metadata,
-            answers.into_iter(),
+            answers,
             std::iter::empty(),
             soa,
             std::iter::empty(),

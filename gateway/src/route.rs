@@ -84,13 +84,16 @@ impl RouteTable {
         if host.is_empty() {
             return Err(Reason::MissingAuthority);
         }
-        if let Some(service) = strip_zone(&host, &self.zone).and_then(|h| h.strip_suffix(".svc")) {
-            let service: ServiceKey = service.parse().map_err(|_| Reason::UnknownService)?;
+        if let Some(rest) = within(&host, &self.zone) {
+            let service: ServiceKey = rest
+                .strip_suffix(".svc")
+                .and_then(|s| s.parse().ok())
+                .ok_or(Reason::UnknownService)?;
             let backends = self.services.get(&service).ok_or(Reason::UnknownService)?;
             let index = (spread % backends.len() as u64) as usize;
             return Ok(self.destination(&backends[index], service));
         }
-        if let Some(rest) = strip_zone(&host, &self.pinned_zone) {
+        if let Some(rest) = within(&host, &self.pinned_zone) {
             let (service, cluster) = rest.rsplit_once('.').ok_or(Reason::UnknownService)?;
             let service: ServiceKey = service.parse().map_err(|_| Reason::UnknownService)?;
             let backend = if cluster == self.cluster.as_str() {
@@ -153,7 +156,11 @@ fn normalize(authority: &str) -> String {
     host.trim_end_matches('.').to_ascii_lowercase()
 }
 
-fn strip_zone<'a>(host: &'a str, zone: &str) -> Option<&'a str> {
+/// The part of `host` before `zone`, if `host` is in `zone` (empty for the apex itself).
+fn within<'a>(host: &'a str, zone: &str) -> Option<&'a str> {
+    if host == zone {
+        return Some("");
+    }
     host.strip_suffix(zone)?.strip_suffix('.')
 }
 
@@ -231,6 +238,9 @@ exports:
             ),
             ("a.b.c.svc.clusterset.local", Err(Reason::UnknownService)),
             ("svc.clusterset.local", Err(Reason::UnknownService)),
+            ("clusterset.local", Err(Reason::UnknownService)),
+            ("meshfed.internal", Err(Reason::UnknownService)),
+            ("west.meshfed.internal", Err(Reason::UnknownService)),
             ("checkout.shop.svc.cluster.local", Err(Reason::NotOurZone)),
             ("example.com", Err(Reason::NotOurZone)),
             ("", Err(Reason::MissingAuthority)),

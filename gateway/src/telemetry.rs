@@ -12,7 +12,7 @@ pub enum LogFormat {
 }
 
 /// The default filter: lifecycle events, without hickory's line per DNS query.
-const DEFAULT_FILTER: &str = "info,hickory_server=warn";
+pub const DEFAULT_FILTER: &str = "info,hickory_server=warn";
 
 /// Installs the global subscriber with `filter` (`RUST_LOG` syntax; the binary reads it from
 /// `MESHFED_LOG`), by default [`DEFAULT_FILTER`].

@@ -7,7 +7,7 @@
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
@@ -111,7 +111,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn start(path: &PathBuf) -> anyhow::Result<Running> {
+async fn start(path: &Path) -> anyhow::Result<Running> {
     let config = Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))?;
     let credentials =
         Credentials::load(&config, SystemTime::now()).map_err(|e| anyhow::anyhow!("{e}"))?;

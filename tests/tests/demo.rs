@@ -1,0 +1,93 @@
+//! `meshfed demo` as a newcomer meets it: start it, run the printed `curl` and `dig` commands
+//! exactly as printed with the real tools, and check where the answers came from.
+//!
+//! The demo listens on fixed addresses (127.0.1.1 and 127.0.2.1, ports 15000/15053/15080/15443)
+//! by design: its printed commands must work as written. This is the only test that uses them.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+use meshfed_tests::binary;
+
+/// Stops the demo even when an assertion fails.
+struct Demo(Child);
+
+impl Drop for Demo {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn sh(command: &str) -> anyhow::Result<String> {
+    let output = Command::new("sh").args(["-c", command]).output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "`{command}` failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
+}
+
+#[test]
+fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
+    let mut demo = Demo(
+        Command::new(binary::meshfed()?)
+            .arg("demo")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()?,
+    );
+    let stdout = demo
+        .0
+        .stdout
+        .take()
+        .ok_or_else(|| anyhow::anyhow!("no stdout"))?;
+    let mut guide = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line?;
+        let done = line.contains("Ctrl-C stops");
+        guide.push(line);
+        if done {
+            break;
+        }
+    }
+    let commands: Vec<&str> = guide
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("curl ") || l.starts_with("dig "))
+        .collect();
+    assert_eq!(commands.len(), 6, "{guide:#?}");
+
+    // 1. West's greeter through east's gateway: served by west, through both gateways.
+    let answer = sh(commands[0])?;
+    assert!(answer.contains("greeter v2 in cluster west"), "{answer}");
+    assert!(
+        answer.contains("reached via 1.1 meshfed-east, 3 meshfed-west"),
+        "{answer}"
+    );
+    assert!(
+        answer.to_lowercase().contains("via: 3 meshfed-east"),
+        "{answer}"
+    );
+    // 2. Checkout, only in east, through west's gateway.
+    let answer = sh(commands[1])?;
+    assert!(answer.contains("checkout v1 in cluster east"), "{answer}");
+    // 3. Greeter by its clusterset name: served by one of the two clusters.
+    let answer = sh(commands[2])?;
+    assert!(answer.starts_with("greeter v"), "{answer}");
+    // 4-5. DNS: each gateway answers with its own address.
+    assert_eq!(sh(commands[3])?.trim(), "127.0.1.1");
+    assert_eq!(sh(commands[4])?.trim(), "127.0.2.1");
+    // 6. A name nobody serves.
+    assert!(sh(commands[5])?.contains("status: NXDOMAIN"));
+
+    // Ctrl-C stops it cleanly.
+    let status = Command::new("kill")
+        .args(["-INT", &demo.0.id().to_string()])
+        .status()?;
+    assert!(status.success());
+    let exit = demo.0.wait()?;
+    assert!(exit.success(), "demo exited with {exit}");
+    Ok(())
+}
