@@ -1,6 +1,7 @@
 //! An HTTP/1.1 upstream for tests: it says who it is and what it received.
 //!
 //! - `GET` answers `<name>` on the first line, then one `header: value` line per request header;
+//! - `GET /slow` does the same after [`SLOW`], to keep a request in flight;
 //! - any other method echoes the request body back, streamed.
 
 use std::net::SocketAddr;
@@ -12,6 +13,9 @@ use hyper::body::Incoming;
 use meshfed_gateway::proxy::body::{self, Body};
 use meshfed_gateway::proxy::serve::serve_http1;
 use tokio_util::sync::CancellationToken;
+
+/// How long `GET /slow` takes to answer.
+pub const SLOW: Duration = Duration::from_millis(500);
 
 /// A running echo server; it stops when dropped.
 #[derive(Debug)]
@@ -28,7 +32,7 @@ impl Echo {
         let stop = CancellationToken::new();
         tokio::spawn(serve_http1(
             listener,
-            move |request| async move { answer(name, request) },
+            move |request| answer(name, request),
             stop.clone(),
             Duration::from_millis(100),
         ));
@@ -47,9 +51,12 @@ impl Drop for Echo {
     }
 }
 
-fn answer(name: &str, request: Request<Incoming>) -> Response<Body> {
+async fn answer(name: &str, request: Request<Incoming>) -> Response<Body> {
     if request.method() != Method::GET {
         return Response::new(body::incoming(request.into_body()));
+    }
+    if request.uri().path() == "/slow" {
+        tokio::time::sleep(SLOW).await;
     }
     let mut text = format!("{name}\n");
     for (header, value) in request.headers() {

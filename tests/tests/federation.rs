@@ -265,6 +265,39 @@ async fn dns_answers_with_the_gateway_address_and_nxdomain_for_unknown_names() -
     Ok(())
 }
 
+#[tokio::test]
+async fn requests_in_flight_finish_when_the_serving_gateway_shuts_down() -> anyhow::Result<()> {
+    let (mut federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east").addrs().http;
+    let in_flight = tokio::spawn(client::get(east, GREETER, "/slow"));
+    // Wait until west is serving the request (a condition, not a fixed sleep).
+    let west_stats = federation.gateway("west").stats().clone();
+    while west_stats.peer_requests.load(Ordering::Relaxed) == 0 {
+        tokio::task::yield_now().await;
+    }
+    let west = federation.gateways.remove("west").expect("west");
+    west.shutdown().await;
+    let reply = in_flight.await??;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    assert!(
+        reply.text().starts_with("greeter in west\n"),
+        "{}",
+        reply.text()
+    );
+
+    // West is gone now: east answers at once with a reason, it does not hang.
+    let reply = client::get(east, GREETER, "/").await?;
+    assert_eq!(
+        reply.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        reply.text()
+    );
+    assert_eq!(reply.reason(), Some("peer_unavailable"));
+    federation.shutdown().await;
+    Ok(())
+}
+
 /// Whether dig's output has a record line with these fields (dig mixes tabs and spaces).
 fn has_record(output: &str, record: &str) -> bool {
     let want: Vec<&str> = record.split_whitespace().collect();
