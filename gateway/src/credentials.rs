@@ -1,9 +1,9 @@
 //! The gateway's identity and trust, loaded from what the config points at.
 
-use std::path::Path;
-use std::time::SystemTime;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
 
-use meshfed_trust::{Ca, SpiffeId, Svid, TrustStore};
+use meshfed_trust::{Ca, CaError, SpiffeId, Svid, TrustStore};
 use rustls::pki_types::CertificateDer;
 use rustls::pki_types::pem::PemObject;
 
@@ -16,39 +16,42 @@ pub struct Credentials {
     pub svid: Svid,
     /// One root set per peer trust domain.
     pub trust: TrustStore,
+    /// With a CA directory: what issues the next SVID.
+    pub(crate) issuer: Option<Issuer>,
+}
+
+/// Issues the gateway's SVIDs from its trust domain's CA.
+#[derive(Debug)]
+pub(crate) struct Issuer {
+    ca: Ca,
+    id: SpiffeId,
+    lifetime: Duration,
 }
 
 impl Credentials {
     /// Loads (or, with a CA directory, issues) the SVID and reads every peer's bundle. Every
     /// problem is reported, each under the config key that names the file.
     pub fn load(config: &Config, now: SystemTime) -> Result<Credentials, ConfigErrors> {
-        let mut errors = Vec::new();
-        let svid = match own_svid(config, now) {
-            Ok(svid) => Some(svid),
-            Err(error) => {
-                errors.push(error);
-                None
-            }
-        };
-        let mut trust = TrustStore::new();
-        for (i, peer) in config.peers.iter().enumerate() {
-            let path = format!("peers[{i}].bundle");
-            let roots = match read_roots(&peer.bundle) {
-                Ok(roots) => roots,
-                Err(reason) => {
-                    errors.push(file_error(path, &peer.bundle, reason));
-                    continue;
-                }
-            };
-            match trust.clone().with_roots(peer.trust_domain.clone(), &roots) {
-                Ok(next) => trust = next,
-                Err(error) => errors.push(file_error(path, &peer.bundle, error.to_string())),
+        let identity = own_svid(config, now);
+        let trust = load_trust(config);
+        match (identity, trust) {
+            (Ok((svid, issuer)), Ok(trust)) => Ok(Credentials {
+                svid,
+                trust,
+                issuer,
+            }),
+            (identity, trust) => {
+                let mut errors: Vec<ConfigError> = identity.err().into_iter().collect();
+                errors.extend(trust.err().into_iter().flatten());
+                Err(ConfigErrors { file: None, errors })
             }
         }
-        match svid {
-            Some(svid) if errors.is_empty() => Ok(Credentials { svid, trust }),
-            _ => Err(ConfigErrors { file: None, errors }),
-        }
+    }
+}
+
+impl Issuer {
+    pub(crate) fn issue(&self, now: SystemTime) -> Result<Svid, CaError> {
+        self.ca.issue(&self.id, now, self.lifetime)
     }
 }
 
@@ -61,8 +64,47 @@ pub fn gateway_id(config: &Config) -> SpiffeId {
     .expect("a DNS label is always a valid SPIFFE path segment")
 }
 
-fn own_svid(config: &Config, now: SystemTime) -> Result<Svid, ConfigError> {
-    let (path, file, svid) = match &config.identity {
+/// Every file the credentials are read from: a change to any of them means a reload.
+pub(crate) fn files(config: &Config) -> Vec<PathBuf> {
+    let mut files = match &config.identity {
+        Identity::Ca { dir, .. } => vec![dir.join(meshfed_trust::ca::CA_CERT_FILE)],
+        Identity::Files { cert, key, bundle } => vec![cert.clone(), key.clone(), bundle.clone()],
+    };
+    files.extend(config.peers.iter().map(|p| p.bundle.clone()));
+    files
+}
+
+/// Reads every peer's bundle into a trust store, one root set per peer trust domain.
+pub(crate) fn load_trust(config: &Config) -> Result<TrustStore, Vec<ConfigError>> {
+    let mut errors = Vec::new();
+    let mut trust = TrustStore::new();
+    for (i, peer) in config.peers.iter().enumerate() {
+        let path = format!("peers[{i}].bundle");
+        let roots = match read_roots(&peer.bundle) {
+            Ok(roots) => roots,
+            Err(reason) => {
+                errors.push(file_error(path, &peer.bundle, reason));
+                continue;
+            }
+        };
+        match trust.clone().with_roots(peer.trust_domain.clone(), &roots) {
+            Ok(next) => trust = next,
+            Err(error) => errors.push(file_error(path, &peer.bundle, error.to_string())),
+        }
+    }
+    if errors.is_empty() {
+        Ok(trust)
+    } else {
+        Err(errors)
+    }
+}
+
+/// The gateway's SVID now, and what issues the next one if it comes from a CA directory.
+pub(crate) fn own_svid(
+    config: &Config,
+    now: SystemTime,
+) -> Result<(Svid, Option<Issuer>), ConfigError> {
+    let (path, file, svid, issuer) = match &config.identity {
         Identity::Ca { dir, svid_lifetime } => {
             let at = |reason: String| file_error("identity.ca_dir".into(), dir, reason);
             let ca = Ca::load(dir).map_err(|e| at(e.to_string()))?;
@@ -73,16 +115,19 @@ fn own_svid(config: &Config, now: SystemTime) -> Result<Svid, ConfigError> {
                     config.trust_domain
                 )));
             }
-            let svid = ca
-                .issue(&gateway_id(config), now, *svid_lifetime)
-                .map_err(|e| at(e.to_string()))?;
-            ("identity.ca_dir", dir, svid)
+            let issuer = Issuer {
+                ca,
+                id: gateway_id(config),
+                lifetime: *svid_lifetime,
+            };
+            let svid = issuer.issue(now).map_err(|e| at(e.to_string()))?;
+            ("identity.ca_dir", dir, svid, Some(issuer))
         }
         Identity::Files { cert, key, bundle } => {
             read_roots(bundle).map_err(|r| file_error("identity.bundle".into(), bundle, r))?;
             let svid = Svid::from_pem_files(cert, key)
                 .map_err(|e| file_error("identity.cert".into(), cert, e.to_string()))?;
-            ("identity.cert", cert, svid)
+            ("identity.cert", cert, svid, None)
         }
     };
     if svid.id().trust_domain() != &config.trust_domain {
@@ -96,7 +141,7 @@ fn own_svid(config: &Config, now: SystemTime) -> Result<Svid, ConfigError> {
             ),
         ));
     }
-    Ok(svid)
+    Ok((svid, issuer))
 }
 
 fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {

@@ -12,6 +12,7 @@ pub mod credentials;
 pub mod federation;
 pub mod proxy;
 pub mod reason;
+pub(crate) mod rotation;
 pub mod route;
 pub mod runtime;
 pub(crate) mod state;

@@ -16,7 +16,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use meshfed_discovery::dns::{DnsServer, ZoneError};
-use meshfed_trust::tls;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -26,9 +25,10 @@ use crate::config::{Config, Listeners};
 use crate::credentials::Credentials;
 use crate::federation::client::PeerClient;
 use crate::federation::endpoint::{self, EndpointError};
-use crate::federation::{server, wire};
+use crate::federation::{server, tls};
 use crate::proxy::local;
 use crate::proxy::serve::serve_http1;
+use crate::rotation::Rotation;
 use crate::state::State;
 use crate::stats::Stats;
 use crate::{admin, zone};
@@ -76,26 +76,22 @@ pub fn start(
 ) -> Result<Running, StartError> {
     let addrs = bound.addrs()?;
     let stats = Arc::new(Stats::default());
-    let Credentials { svid, trust } = credentials;
+    let Credentials {
+        svid,
+        trust,
+        issuer,
+    } = credentials;
     let trust = Arc::new(trust);
 
-    let server_tls = tls::server_config(&svid, &trust, &[wire::ALPN])?;
-    let endpoint = endpoint::endpoint(bound.federation, server_tls)?;
+    let endpoint = endpoint::endpoint(bound.federation, tls::server(&svid, &trust)?)?;
     let mut peers = BTreeMap::new();
     for peer in &config.peers {
-        let client_tls = tls::client_config(
-            &svid,
-            trust.clone(),
-            peer.trust_domain.clone(),
-            None,
-            &[wire::ALPN],
-        )?;
         let client = PeerClient::new(
             peer.name.clone(),
             peer.address,
             peer.trust_domain.to_string(),
             endpoint.clone(),
-            endpoint::client_config(client_tls)?,
+            tls::client(&svid, &trust, &peer.trust_domain)?,
             stats.clone(),
         );
         peers.insert(peer.name.clone(), client);
@@ -144,9 +140,21 @@ pub fn start(
         Duration::from_secs(1),
     ));
 
+    let id = svid.id().clone();
+    let config = Arc::new(config);
+    let rotation = Rotation {
+        config: config.clone(),
+        issuer,
+        svid,
+        trust,
+        endpoint: endpoint.clone(),
+        state: state.clone(),
+    };
+    tokio::spawn(rotation.run(shutdown.clone()));
+
     tracing::info!(
         cluster = %config.cluster,
-        id = %svid.id(),
+        id = %id,
         http = %addrs.http,
         federation = %addrs.federation,
         dns = %addrs.dns,

@@ -14,4 +14,6 @@ pub struct Stats {
     pub peer_requests: AtomicU64,
     /// Requests served from local clients.
     pub local_requests: AtomicU64,
+    /// Times new credentials were put in use (SVID renewals and reloads).
+    pub credential_updates: AtomicU64,
 }

@@ -86,6 +86,7 @@ pub struct Builder {
     clusters: Vec<Cluster>,
     bundles: BTreeMap<(String, String), String>,
     imports: Vec<(String, String, String)>,
+    svid_lifetime: Option<String>,
 }
 
 impl Federation {
@@ -100,6 +101,7 @@ impl Federation {
             clusters,
             bundles: BTreeMap::new(),
             imports: Vec::new(),
+            svid_lifetime: None,
         }
     }
 
@@ -128,6 +130,12 @@ impl Builder {
     pub fn import(mut self, cluster: &str, peer: &str, service: &str) -> Self {
         self.imports
             .push((cluster.to_owned(), peer.to_owned(), service.to_owned()));
+        self
+    }
+
+    /// Sets every gateway's `identity.svid_lifetime` (a duration as config writes it).
+    pub fn svid_lifetime(mut self, lifetime: &str) -> Self {
+        self.svid_lifetime = Some(lifetime.to_owned());
         self
     }
 
@@ -166,12 +174,13 @@ impl Builder {
         let mut yaml = format!(
             "cluster: {name}\ntrust_domain: {name}.test\nshutdown_grace: 2s\n\
              listeners: {{ http: \"{}\", federation: \"{}\", dns: \"{}\", admin: \"{}\" }}\n\
-             identity: {{ ca_dir: {name}/ca }}\npeers:\n",
+             identity: {{ ca_dir: {name}/ca, svid_lifetime: {lifetime} }}\npeers:\n",
             a.http,
             a.federation,
             a.dns,
             a.admin,
             name = cluster.name,
+            lifetime = self.svid_lifetime.as_deref().unwrap_or("24h"),
         );
         for peer in self.clusters.iter().filter(|p| p.name != cluster.name) {
             let exported = peer

@@ -29,7 +29,8 @@ pub const CA_KEY_FILE: &str = "ca.key";
 
 /// How long a generated root is valid.
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
-/// Certificates start this long before "now", to tolerate clock skew between clusters.
+/// Certificates start up to this long before "now", to tolerate clock skew between clusters;
+/// never more than a quarter of an SVID's lifetime, so that its half-life stays in the future.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 /// A root CA for one trust domain: its certificate and signing key.
@@ -163,7 +164,7 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.subject_alt_names = vec![uri_san(id)?];
-        params.not_before = to_offset(now - BACKDATE);
+        params.not_before = to_offset(now - BACKDATE.min(lifetime / 4));
         params.not_after = to_offset(now + lifetime);
         let cert = params.signed_by(&key, &self.issuer)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));

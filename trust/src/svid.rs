@@ -15,6 +15,7 @@ pub struct Svid {
     id: SpiffeId,
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
+    not_before: SystemTime,
     not_after: SystemTime,
 }
 
@@ -55,11 +56,12 @@ impl Svid {
     ) -> Result<Self, CertificateError> {
         let leaf = chain.first().ok_or(CertificateError::NoSpiffeId)?;
         let id = x509::spiffe_id(leaf)?;
-        let not_after = x509::not_after(leaf)?;
+        let (not_before, not_after) = x509::validity(leaf)?;
         Ok(Svid {
             id,
             chain,
             key,
+            not_before,
             not_after,
         })
     }
@@ -108,6 +110,16 @@ impl Svid {
     /// When the leaf expires.
     pub fn not_after(&self) -> SystemTime {
         self.not_after
+    }
+
+    /// When to replace this SVID: half-way through its validity, as SPIFFE implementations do,
+    /// leaving the second half to retry a renewal that fails.
+    pub fn renew_at(&self) -> SystemTime {
+        let lifetime = self
+            .not_after
+            .duration_since(self.not_before)
+            .unwrap_or_default();
+        self.not_before + lifetime / 2
     }
 }
 

@@ -54,12 +54,19 @@ pub fn spiffe_id(cert: &CertificateDer<'_>) -> Result<SpiffeId, CertificateError
     }
 }
 
-/// The end of a certificate's validity period.
-pub fn not_after(cert: &CertificateDer<'_>) -> Result<SystemTime, CertificateError> {
+/// A certificate's validity period: `(notBefore, notAfter)`.
+pub fn validity(cert: &CertificateDer<'_>) -> Result<(SystemTime, SystemTime), CertificateError> {
     let cert = parse(cert)?;
-    let secs = cert.validity().not_after.timestamp();
+    let validity = cert.validity();
+    Ok((
+        to_system_time(validity.not_before.timestamp())?,
+        to_system_time(validity.not_after.timestamp())?,
+    ))
+}
+
+fn to_system_time(secs: i64) -> Result<SystemTime, CertificateError> {
     let secs = u64::try_from(secs)
-        .map_err(|_| CertificateError::Malformed("notAfter is before 1970".into()))?;
+        .map_err(|_| CertificateError::Malformed("validity date is before 1970".into()))?;
     Ok(SystemTime::UNIX_EPOCH + Duration::from_secs(secs))
 }
 

@@ -68,7 +68,7 @@ listeners:
   http: 127.0.1.1
 identity:
   ca_dir: ca
-  svid_lifetime: 10s
+  svid_lifetime: 1s
 peers:
   - name: west
     address: 10.1.0.5:15443

@@ -595,8 +595,11 @@ fn parse_port(s: &str) -> Result<u16, String> {
 
 fn parse_lifetime(s: &str) -> Result<Duration, String> {
     let lifetime = duration::parse(s)?;
-    if lifetime < Duration::from_secs(60) {
-        return Err("must be at least 1m: SVIDs are renewed at half their lifetime".into());
+    if lifetime < Duration::from_secs(2) {
+        return Err(
+            "must be at least 2s (hours in production): SVIDs are renewed at half their lifetime"
+                .into(),
+        );
     }
     Ok(lifetime)
 }

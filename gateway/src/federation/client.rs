@@ -32,7 +32,8 @@ pub(crate) struct PeerClient {
     address: SocketAddr,
     server_name: String,
     endpoint: quinn::Endpoint,
-    config: quinn::ClientConfig,
+    /// Replaced whole when the SVID or trust changes; read at each connect.
+    config: std::sync::RwLock<quinn::ClientConfig>,
     session: Mutex<Session>,
     stats: Arc<Stats>,
 }
@@ -70,7 +71,7 @@ impl PeerClient {
             address,
             server_name,
             endpoint,
-            config,
+            config: std::sync::RwLock::new(config),
             session: Mutex::new(Session::default()),
             stats,
         }
@@ -152,10 +153,20 @@ impl PeerClient {
         }
     }
 
+    /// Uses `config` for connections made from now on.
+    pub(crate) fn set_config(&self, config: quinn::ClientConfig) {
+        *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
+    }
+
     async fn connect(&self) -> Result<Live, ConnectError> {
-        let connecting =
-            self.endpoint
-                .connect_with(self.config.clone(), self.address, &self.server_name)?;
+        let config = self
+            .config
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        let connecting = self
+            .endpoint
+            .connect_with(config, self.address, &self.server_name)?;
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| ConnectError::Timeout)??;

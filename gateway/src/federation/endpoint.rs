@@ -29,14 +29,11 @@ pub enum EndpointError {
     Io(#[from] std::io::Error),
 }
 
-/// A quinn endpoint on `socket` that accepts peers with `server_tls`.
+/// A quinn endpoint on `socket` that accepts peers with `server`.
 pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
-    server_tls: rustls::ServerConfig,
+    server: quinn::ServerConfig,
 ) -> Result<quinn::Endpoint, EndpointError> {
-    let mut server =
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
-    server.transport_config(transport());
     let runtime = Arc::new(quinn::TokioRuntime);
     Ok(quinn::Endpoint::new(
         quinn::EndpointConfig::default(),
@@ -44,6 +41,16 @@ pub(crate) fn endpoint(
         socket,
         runtime,
     )?)
+}
+
+/// A server configuration for accepting peers.
+pub(crate) fn server_config(
+    server_tls: rustls::ServerConfig,
+) -> Result<quinn::ServerConfig, EndpointError> {
+    let mut config =
+        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
+    config.transport_config(transport());
+    Ok(config)
 }
 
 /// A client configuration for dialling one peer.

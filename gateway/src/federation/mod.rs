@@ -8,4 +8,5 @@
 pub(crate) mod client;
 pub(crate) mod endpoint;
 pub(crate) mod server;
+pub mod tls;
 pub mod wire;

@@ -1,0 +1,40 @@
+//! QUIC TLS configurations built from the current SVID and trust store.
+//!
+//! They are rebuilt whole whenever either changes (an SVID renewal, a reloaded bundle) and
+//! swapped in: the endpoint's server config for new incoming handshakes, each peer's client
+//! config for its next connect. Connections already up are not touched: TLS checked them at
+//! their handshake, and they keep working across a rotation.
+
+use std::sync::Arc;
+
+use meshfed_trust::{Svid, TrustDomain, TrustStore, tls};
+
+use super::endpoint::{self, EndpointError};
+use super::wire;
+
+/// A TLS configuration could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the SVID or the trust store.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// quinn refused the rustls configuration.
+    #[error(transparent)]
+    Endpoint(#[from] EndpointError),
+}
+
+/// The server side: presents `svid`, requires a client SVID of a trust domain in `trust`.
+pub(crate) fn server(svid: &Svid, trust: &TrustStore) -> Result<quinn::ServerConfig, TlsError> {
+    let tls = tls::server_config(svid, trust, &[wire::ALPN])?;
+    Ok(endpoint::server_config(tls)?)
+}
+
+/// The client side towards one peer: presents `svid`, accepts only an identity in `peer`.
+pub(crate) fn client(
+    svid: &Svid,
+    trust: &Arc<TrustStore>,
+    peer: &TrustDomain,
+) -> Result<quinn::ClientConfig, TlsError> {
+    let tls = tls::client_config(svid, trust.clone(), peer.clone(), None, &[wire::ALPN])?;
+    Ok(endpoint::client_config(tls)?)
+}
