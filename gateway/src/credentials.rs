@@ -3,9 +3,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use meshfed_trust::{Ca, CaError, SpiffeId, Svid, TrustStore};
-use rustls::pki_types::CertificateDer;
-use rustls::pki_types::pem::PemObject;
+use meshfed_trust::{Bundle, BundleError, Ca, CaError, SpiffeId, Svid, TrustDomain, TrustStore};
 
 use crate::config::{Config, ConfigError, ConfigErrors, Identity};
 
@@ -64,6 +62,27 @@ pub fn gateway_id(config: &Config) -> SpiffeId {
     .expect("a DNS label is always a valid SPIFFE path segment")
 }
 
+/// This cluster's own trust bundle: the CA root with `ca_dir`, the `bundle` file otherwise.
+pub fn own_bundle(config: &Config) -> Result<Bundle, ConfigError> {
+    match &config.identity {
+        Identity::Ca { dir, .. } => {
+            let ca = Ca::load(dir)
+                .map_err(|e| file_error("identity.ca_dir".into(), dir, e.to_string()))?;
+            Ok(Bundle::new(
+                config.trust_domain.clone(),
+                vec![ca.root().clone()],
+            ))
+        }
+        Identity::Files { bundle, .. } => read_bundle(bundle, &config.trust_domain)
+            .map_err(|r| file_error("identity.bundle".into(), bundle, r)),
+    }
+}
+
+/// Reads a bundle file, SPIFFE bundle document (JSON) or PEM, as `trust_domain`'s bundle.
+pub fn read_bundle_file(path: &Path, trust_domain: &TrustDomain) -> Result<Bundle, String> {
+    read_bundle(path, trust_domain).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Every file the credentials are read from: a change to any of them means a reload.
 pub(crate) fn files(config: &Config) -> Vec<PathBuf> {
     let mut files = match &config.identity {
@@ -80,8 +99,8 @@ pub(crate) fn load_trust(config: &Config) -> Result<TrustStore, Vec<ConfigError>
     let mut trust = TrustStore::new();
     for (i, peer) in config.peers.iter().enumerate() {
         let path = format!("peers[{i}].bundle");
-        let roots = match read_roots(&peer.bundle) {
-            Ok(roots) => roots,
+        let roots = match read_bundle(&peer.bundle, &peer.trust_domain) {
+            Ok(bundle) => bundle.authorities().to_vec(),
             Err(reason) => {
                 errors.push(file_error(path, &peer.bundle, reason));
                 continue;
@@ -124,7 +143,8 @@ pub(crate) fn own_svid(
             ("identity.ca_dir", dir, svid, Some(issuer))
         }
         Identity::Files { cert, key, bundle } => {
-            read_roots(bundle).map_err(|r| file_error("identity.bundle".into(), bundle, r))?;
+            read_bundle(bundle, &config.trust_domain)
+                .map_err(|r| file_error("identity.bundle".into(), bundle, r))?;
             let svid = Svid::from_pem_files(cert, key)
                 .map_err(|e| file_error("identity.cert".into(), cert, e.to_string()))?;
             ("identity.cert", cert, svid, None)
@@ -144,15 +164,22 @@ pub(crate) fn own_svid(
     Ok((svid, issuer))
 }
 
-fn read_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
-    let roots = CertificateDer::pem_slice_iter(&pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("malformed PEM: {e}"))?;
-    if roots.is_empty() {
-        return Err("holds no CERTIFICATE block".into());
-    }
-    Ok(roots)
+/// A trust domain's roots from a bundle file (SPIFFE bundle JSON or PEM), checked: every root
+/// a CA, none of another trust domain. A SPIFFE bundle with no keys is valid and revokes trust.
+fn read_bundle(path: &Path, trust_domain: &TrustDomain) -> Result<Bundle, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read: {e}"))?;
+    let bundle = if bytes.trim_ascii_start().starts_with(b"{") {
+        Bundle::from_jwks(trust_domain.clone(), &bytes)
+    } else {
+        Bundle::from_pem(trust_domain.clone(), &bytes).and_then(|b| {
+            if b.authorities().is_empty() {
+                Err(BundleError::Pem("holds no CERTIFICATE block".into()))
+            } else {
+                Ok(b)
+            }
+        })
+    };
+    bundle.map_err(|e| e.to_string())
 }
 
 fn file_error(path: String, file: &Path, reason: String) -> ConfigError {

@@ -6,6 +6,7 @@
 //! are never merged: every verifier here checks a chain against the roots of the trust domain the
 //! peer's SPIFFE ID names, and only those.
 
+pub mod bundle;
 pub mod ca;
 pub mod spiffe;
 pub mod store;
@@ -14,6 +15,7 @@ pub mod tls;
 pub mod verify;
 pub mod x509;
 
+pub use bundle::{Bundle, BundleError};
 pub use ca::{Ca, CaError};
 pub use spiffe::{SpiffeId, SpiffeIdError, TrustDomain};
 pub use store::TrustStore;

@@ -174,7 +174,9 @@ impl PeerClientVerifier {
     pub fn new(store: &TrustStore, provider: Arc<CryptoProvider>) -> Result<Self, VerifierError> {
         let mut by_domain = BTreeMap::new();
         for trust_domain in store.trust_domains() {
-            let Some(roots) = store.roots(trust_domain) else {
+            // A trust domain without roots (a revoked bundle) trusts nobody: leave it out, and
+            // its clients are refused as unknown.
+            let Some(roots) = store.roots(trust_domain).filter(|r| !r.is_empty()) else {
                 continue;
             };
             let verifier =

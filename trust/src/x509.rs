@@ -80,3 +80,104 @@ fn parse<'a>(cert: &'a CertificateDer<'_>) -> Result<X509Certificate<'a>, Certif
     }
     Ok(cert)
 }
+
+/// A certificate's public key, in the terms a JWK uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum PublicKey {
+    /// An elliptic-curve key: curve name (`P-256`, `P-384`, `P-521`) and coordinates.
+    Ec {
+        /// The JWK `crv`.
+        curve: &'static str,
+        /// The x coordinate, big-endian.
+        x: Vec<u8>,
+        /// The y coordinate, big-endian.
+        y: Vec<u8>,
+    },
+    /// An RSA key: modulus and exponent, big-endian without leading zeros.
+    Rsa {
+        /// The modulus.
+        n: Vec<u8>,
+        /// The public exponent.
+        e: Vec<u8>,
+    },
+    /// Some other kind of key.
+    Other,
+}
+
+/// The public key of a certificate.
+pub fn public_key(cert: &CertificateDer<'_>) -> Result<PublicKey, CertificateError> {
+    use x509_parser::public_key::PublicKey as Parsed;
+    let cert = parse(cert)?;
+    let parsed = cert
+        .public_key()
+        .parsed()
+        .map_err(|e| CertificateError::Malformed(e.to_string()))?;
+    Ok(match parsed {
+        Parsed::EC(point) => {
+            let data = point.data();
+            let curve = match data.len() {
+                65 => "P-256",
+                97 => "P-384",
+                133 => "P-521",
+                _ => return Ok(PublicKey::Other),
+            };
+            // Uncompressed point: 0x04 || x || y.
+            if data[0] != 0x04 {
+                return Ok(PublicKey::Other);
+            }
+            let half = (data.len() - 1) / 2;
+            PublicKey::Ec {
+                curve,
+                x: data[1..=half].to_vec(),
+                y: data[1 + half..].to_vec(),
+            }
+        }
+        Parsed::RSA(rsa) => PublicKey::Rsa {
+            n: strip_zeros(rsa.modulus),
+            e: strip_zeros(rsa.exponent),
+        },
+        _ => PublicKey::Other,
+    })
+}
+
+/// Whether a certificate is a CA (basicConstraints CA:true).
+pub fn is_ca(cert: &CertificateDer<'_>) -> Result<bool, CertificateError> {
+    Ok(parse(cert)?.is_ca())
+}
+
+fn strip_zeros(bytes: &[u8]) -> Vec<u8> {
+    let start = bytes.iter().position(|b| *b != 0).unwrap_or(bytes.len());
+    bytes[start..].to_vec()
+}
+
+/// What an operator wants to see of a certificate.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The subject's distinguished name.
+    pub subject: String,
+    /// The issuer's distinguished name.
+    pub issuer: String,
+    /// Start of validity, as written in the certificate.
+    pub not_before: String,
+    /// End of validity, as written in the certificate.
+    pub not_after: String,
+    /// The SPIFFE ID, or why there is none.
+    pub spiffe_id: Result<SpiffeId, String>,
+    /// Whether it is a CA.
+    pub is_ca: bool,
+}
+
+/// Summarises a certificate for `meshfed cert inspect` and `meshfed bundle show`.
+pub fn summary(cert: &CertificateDer<'_>) -> Result<Summary, CertificateError> {
+    let spiffe_id = spiffe_id(cert).map_err(|e| e.to_string());
+    let parsed = parse(cert)?;
+    let validity = parsed.validity();
+    Ok(Summary {
+        subject: parsed.subject().to_string(),
+        issuer: parsed.issuer().to_string(),
+        not_before: validity.not_before.to_string(),
+        not_after: validity.not_after.to_string(),
+        spiffe_id,
+        is_ca: parsed.is_ca(),
+    })
+}

@@ -1,6 +1,8 @@
 //! The `meshfed` commands: `run`, `check`, `demo`, `ca init`.
 
+mod bundle;
 mod ca;
+mod cert;
 mod demo;
 mod demo_service;
 mod run;
@@ -47,6 +49,57 @@ enum Command {
         #[command(subcommand)]
         command: CaCommand,
     },
+    /// Export, inspect and import SPIFFE trust bundles.
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+    /// Inspect certificates.
+    Cert {
+        #[command(subcommand)]
+        command: CertCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BundleCommand {
+    /// Print this cluster's trust bundle (SPIFFE bundle JSON) for its peers.
+    Export {
+        /// The gateway's YAML config.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// `spiffe_sequence` to put in the bundle.
+        #[arg(long)]
+        sequence: Option<u64>,
+    },
+    /// Show the authorities in a bundle file (SPIFFE bundle JSON or PEM).
+    Show {
+        /// The bundle file.
+        file: PathBuf,
+        /// The trust domain the bundle is for.
+        #[arg(long)]
+        trust_domain: String,
+    },
+    /// Check a peer's bundle file and write it where `peers[].bundle` can name it.
+    Import {
+        /// The bundle file received from the peer (SPIFFE bundle JSON or PEM).
+        file: PathBuf,
+        /// The peer's trust domain.
+        #[arg(long)]
+        trust_domain: String,
+        /// Where to write the checked bundle (SPIFFE bundle JSON).
+        #[arg(long)]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum CertCommand {
+    /// Show each certificate in a PEM file: SPIFFE ID, subject, issuer, validity.
+    Inspect {
+        /// The PEM file.
+        file: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +125,18 @@ pub(crate) fn main() -> ExitCode {
         Command::Ca {
             command: CaCommand::Init { trust_domain, out },
         } => ca::init(&trust_domain, &out),
+        Command::Bundle { command } => match command {
+            BundleCommand::Export { config, sequence } => bundle::export(&config, sequence),
+            BundleCommand::Show { file, trust_domain } => bundle::show(&file, &trust_domain),
+            BundleCommand::Import {
+                file,
+                trust_domain,
+                out,
+            } => bundle::import(&file, &trust_domain, &out),
+        },
+        Command::Cert {
+            command: CertCommand::Inspect { file },
+        } => cert::inspect(&file),
     }
 }
 
