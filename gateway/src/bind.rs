@@ -42,9 +42,7 @@ impl Bound {
         let http = tcp(listeners.http).map_err(err("http", listeners.http))?;
         let federation =
             udp(listeners.federation).map_err(err("federation", listeners.federation))?;
-        let dns_udp = udp(listeners.dns).map_err(err("dns", listeners.dns))?;
-        let dns_addr = dns_udp.local_addr().map_err(err("dns", listeners.dns))?;
-        let dns_tcp = tcp(dns_addr).map_err(err("dns", dns_addr))?;
+        let (dns_udp, dns_tcp) = dns(listeners.dns).map_err(err("dns", listeners.dns))?;
         let admin = tcp(listeners.admin).map_err(err("admin", listeners.admin))?;
         Ok(Bound {
             http,
@@ -63,6 +61,27 @@ impl Bound {
             dns: self.dns_udp.local_addr()?,
             admin: self.admin.local_addr()?,
         })
+    }
+}
+
+/// DNS listens on one port for UDP and TCP. With port 0 the system picks a free UDP port, which
+/// may be taken for TCP: then pick again, a bounded number of times.
+fn dns(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+    const ATTEMPTS: usize = 16;
+    let mut attempt = 0;
+    loop {
+        let socket = udp(address)?;
+        match tcp(socket.local_addr()?) {
+            Ok(listener) => return Ok((socket, listener)),
+            Err(error)
+                if address.port() == 0
+                    && error.kind() == io::ErrorKind::AddrInUse
+                    && attempt < ATTEMPTS =>
+            {
+                attempt += 1;
+            }
+            Err(error) => return Err(error),
+        }
     }
 }
 

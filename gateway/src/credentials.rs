@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use meshfed_trust::{Bundle, BundleError, Ca, CaError, SpiffeId, Svid, TrustDomain, TrustStore};
 
+use meshfed_discovery::Label;
+
 use crate::config::{Config, ConfigError, ConfigErrors, Identity};
 
 /// The gateway's own SVID and the roots of every peer trust domain.
@@ -53,11 +55,17 @@ impl Issuer {
     }
 }
 
-/// The SPIFFE ID of a cluster's gateway: `spiffe://<trust-domain>/meshfed/gateway/<cluster>`.
+/// This gateway's SPIFFE ID.
 pub fn gateway_id(config: &Config) -> SpiffeId {
+    gateway_id_of(&config.trust_domain, &config.cluster)
+}
+
+/// The SPIFFE ID of a cluster's gateway: `spiffe://<trust-domain>/meshfed/gateway/<cluster>`.
+/// Peers are pinned to it: another workload of the same trust domain is not the gateway.
+pub fn gateway_id_of(trust_domain: &TrustDomain, cluster: &Label) -> SpiffeId {
     SpiffeId::new(
-        config.trust_domain.clone(),
-        ["meshfed", "gateway", config.cluster.as_str()],
+        trust_domain.clone(),
+        ["meshfed", "gateway", cluster.as_str()],
     )
     .expect("a DNS label is always a valid SPIFFE path segment")
 }

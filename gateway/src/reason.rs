@@ -21,7 +21,8 @@ pub enum Reason {
     NotOurZone,
     /// The authority is in our zones but names no service we can route.
     UnknownService,
-    /// A peer asked for a service that is not exported to it.
+    /// A peer asked for a service that is not exported to it. Logged only: the peer is answered
+    /// [`Reason::UnknownService`], so that it cannot learn what exists but is not its to reach.
     NotExported,
     /// The peer gateway cannot be reached (connect failed, handshake refused, timed out).
     PeerUnavailable,

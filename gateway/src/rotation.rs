@@ -39,14 +39,13 @@ impl Rotation {
     /// Runs until `shutdown`.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         let mut stamps = Stamps::read(credentials::files(&self.config));
+        // A reload that failed stays pending until one succeeds.
+        let mut reload_pending = false;
         let mut retry_at: Option<SystemTime> = None;
         loop {
             let now = SystemTime::now();
-            let next = match (&self.issuer, retry_at) {
-                (Some(_), Some(retry)) => Some(retry),
-                (Some(_), None) => Some(self.svid.renew_at()),
-                (None, _) => None,
-            };
+            let renew_at = self.issuer.as_ref().map(|_| self.svid.renew_at());
+            let next = retry_at.or(renew_at);
             let wait = next
                 .map(|at| at.duration_since(now).unwrap_or_default())
                 .map_or(FILE_POLL, |until| until.min(FILE_POLL));
@@ -56,20 +55,21 @@ impl Rotation {
             }
 
             let now = SystemTime::now();
-            let reload = stamps.refresh();
-            let renew = next.is_some_and(|at| now >= at);
-            if !(reload || renew) {
+            reload_pending |= stamps.refresh();
+            let due = next.is_some_and(|at| now >= at);
+            if !(reload_pending || due) {
                 continue;
             }
-            let result = if reload {
+            let result = if reload_pending {
                 self.reload(now)
             } else {
                 self.renew(now)
-            };
+            }
+            .and_then(|()| self.publish());
             match result {
                 Ok(()) => {
+                    reload_pending = false;
                     retry_at = None;
-                    self.publish();
                     self.state
                         .stats
                         .credential_updates
@@ -111,25 +111,26 @@ impl Rotation {
         Ok(())
     }
 
-    /// Swaps in TLS configurations built from the current SVID and trust.
-    fn publish(&self) {
-        match tls::server(&self.svid, &self.trust) {
-            Ok(server) => self.endpoint.set_server_config(Some(server)),
-            Err(error) => {
-                tracing::warn!(%error, "cannot use the new credentials for peers calling in")
-            }
-        }
+    /// Builds TLS configurations from the current SVID and trust and swaps them in. Either all
+    /// of them are built or none is used.
+    fn publish(&self) -> Result<(), String> {
+        let server = tls::server(&self.svid, &self.trust)
+            .map_err(|e| format!("cannot use the new credentials for peers calling in: {e}"))?;
+        let mut clients = Vec::new();
         for peer in &self.config.peers {
-            let Some(client) = self.state.peers.get(&peer.name) else {
-                continue;
-            };
-            match tls::client(&self.svid, &self.trust, &peer.trust_domain) {
-                Ok(config) => client.set_config(config),
-                Err(error) => {
-                    tracing::warn!(peer.cluster = %peer.name, %error, "cannot use the new credentials towards this peer")
-                }
+            let id = credentials::gateway_id_of(&peer.trust_domain, &peer.name);
+            let config = tls::client(&self.svid, &self.trust, &id).map_err(|e| {
+                format!("cannot use the new credentials towards {}: {e}", peer.name)
+            })?;
+            clients.push((&peer.name, config));
+        }
+        self.endpoint.set_server_config(Some(server));
+        for (name, config) in clients {
+            if let Some(client) = self.state.peers.get(name) {
+                client.set_config(config);
             }
         }
+        Ok(())
     }
 }
 

@@ -22,7 +22,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::bind::Bound;
 use crate::config::{Config, Listeners};
-use crate::credentials::Credentials;
+use crate::credentials::{Credentials, gateway_id_of};
 use crate::federation::client::PeerClient;
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
@@ -62,6 +62,7 @@ pub struct Running {
     shutdown: CancellationToken,
     admin_shutdown: CancellationToken,
     tracker: TaskTracker,
+    rotation: tokio::task::JoinHandle<()>,
     endpoint: quinn::Endpoint,
     dns: DnsServer,
     /// Kept so the DNS server's snapshot channel stays open.
@@ -91,7 +92,11 @@ pub fn start(
             peer.address,
             peer.trust_domain.to_string(),
             endpoint.clone(),
-            tls::client(&svid, &trust, &peer.trust_domain)?,
+            tls::client(
+                &svid,
+                &trust,
+                &gateway_id_of(&peer.trust_domain, &peer.name),
+            )?,
             stats.clone(),
         );
         peers.insert(peer.name.clone(), client);
@@ -150,7 +155,7 @@ pub fn start(
         endpoint: endpoint.clone(),
         state: state.clone(),
     };
-    tokio::spawn(rotation.run(shutdown.clone()));
+    let rotation = tokio::spawn(rotation.run(shutdown.clone()));
 
     tracing::info!(
         cluster = %config.cluster,
@@ -170,6 +175,7 @@ pub fn start(
         shutdown,
         admin_shutdown,
         tracker,
+        rotation,
         endpoint,
         dns,
         _zones: zones_tx,
@@ -191,6 +197,13 @@ impl Running {
     pub async fn shutdown(self) {
         tracing::info!(grace = ?self.grace, "shutting down");
         self.shutdown.cancel();
+        // Refuse new peer connections outright rather than leave their handshakes unanswered.
+        // The rotation task ends first, so that it cannot put a server config back.
+        let _ = self.rotation.await;
+        self.endpoint.set_server_config(None);
+        if let Err(error) = self.dns.shutdown().await {
+            tracing::debug!(%error, "dns server ended with an error");
+        }
         self.tracker.close();
         // The listeners bound their own drain by the grace; the margin covers their last steps.
         let deadline = self.grace + Duration::from_millis(500);
@@ -203,9 +216,6 @@ impl Running {
         self.endpoint
             .close(server::CLOSE_NO_ERROR.into(), b"shutting down");
         let _ = tokio::time::timeout(ENDPOINT_CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
-        if let Err(error) = self.dns.shutdown().await {
-            tracing::debug!(%error, "dns server ended with an error");
-        }
         self.admin_shutdown.cancel();
         tracing::info!("stopped");
     }

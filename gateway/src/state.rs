@@ -9,9 +9,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use http::{HeaderValue, Request, Response, header};
 use meshfed_discovery::{Label, ServiceKey};
-use meshfed_trust::TrustDomain;
+use meshfed_trust::{SpiffeId, TrustDomain};
 
 use crate::config::{Config, Export};
+use crate::credentials::gateway_id_of;
 use crate::federation::client::PeerClient;
 use crate::federation::wire;
 use crate::proxy::body::{self, Body};
@@ -69,22 +70,33 @@ impl State {
         self.next_backend.fetch_add(1, Ordering::Relaxed)
     }
 
-    pub(crate) fn peer_by_trust_domain(&self, trust_domain: &TrustDomain) -> Option<Label> {
-        self.peers_by_trust_domain.get(trust_domain).cloned()
+    /// The peer cluster whose gateway `id` is: the trust domain must be a peer's, and the path
+    /// that peer's gateway path. Any other workload of a peer trust domain is not the peer.
+    pub(crate) fn peer_of(&self, id: &SpiffeId) -> Option<Label> {
+        let peer = self.peers_by_trust_domain.get(id.trust_domain())?;
+        (gateway_id_of(id.trust_domain(), peer) == *id).then(|| peer.clone())
     }
 
-    /// Sends a request to one of this cluster's endpoints of `service`.
+    /// Sends a request to one of this cluster's endpoints of `service`. The endpoint sees the
+    /// service's MCS name as `Host`, whichever name the client used and wherever it came from.
+    /// Its response may not pose as the gateway: `x-meshfed-*` headers are removed from it.
     pub(crate) async fn forward_local(
         &self,
         service: &ServiceKey,
-        request: Request<Body>,
+        mut request: Request<Body>,
     ) -> Result<Response<Body>, Reason> {
         let export = self.exports.get(service).ok_or(Reason::UnknownService)?;
+        if let Ok(host) = HeaderValue::from_str(&wire::authority(service)) {
+            request.headers_mut().insert(header::HOST, host);
+        }
         let turn = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
         let index = (turn % export.endpoints.len() as u64) as usize;
-        self.upstream
+        let mut response = self
+            .upstream
             .forward(request, export.endpoints[index])
-            .await
+            .await?;
+        headers::strip_untrusted(response.headers_mut());
+        Ok(response)
     }
 
     /// Serves one request from `peer`: only services exported to that peer are reachable.
@@ -108,16 +120,15 @@ impl State {
             return Reason::UnknownService.response();
         };
         if !export.export_to.contains(peer) {
-            tracing::info!(%service, peer.cluster = %peer, "peer asked for a service not exported to it");
-            return Reason::NotExported.response();
+            // Answered as unknown, so that a peer cannot map what it is not given; the log
+            // keeps the distinction for the operator.
+            tracing::debug!(%service, peer.cluster = %peer, reason = %Reason::NotExported, "refused");
+            return Reason::UnknownService.response();
         }
         let (mut parts, ()) = request.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_untrusted(&mut parts.headers);
         headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
-        if let Ok(host) = HeaderValue::from_str(&authority) {
-            parts.headers.insert(header::HOST, host);
-        }
         let request = Request::from_parts(parts, body::from_h3(body));
         match self.forward_local(&service, request).await {
             Ok(response) => self.forwarded(response),

@@ -38,6 +38,8 @@ pub struct Federation {
     pub gateways: BTreeMap<String, Running>,
     /// The CAs by cluster name.
     pub cas: BTreeMap<String, Ca>,
+    /// The config files by cluster name.
+    pub configs: BTreeMap<String, std::path::PathBuf>,
     /// Configs, CAs and bundles live here.
     pub dir: TempDir,
 }
@@ -110,6 +112,29 @@ impl Federation {
         &self.gateways[cluster]
     }
 
+    /// Stops `cluster`'s gateway and starts a new one from the same config on the same
+    /// addresses, as a restart in production would.
+    pub async fn restart(&mut self, cluster: &str) -> anyhow::Result<()> {
+        let old = self
+            .gateways
+            .remove(cluster)
+            .ok_or_else(|| anyhow::anyhow!("no cluster {cluster}"))?;
+        let addrs = old.addrs();
+        old.shutdown().await;
+        // The old sockets close as the last tasks holding them end: retry the bind, bounded.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        let bound = loop {
+            match Bound::bind(&addrs) {
+                Ok(bound) => break bound,
+                Err(error) if tokio::time::Instant::now() > deadline => return Err(error.into()),
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+            }
+        };
+        let running = start(&self.configs[cluster], bound)?;
+        self.gateways.insert(cluster.to_owned(), running);
+        Ok(())
+    }
+
     /// Shuts every gateway down.
     pub async fn shutdown(self) {
         for (_, gateway) in self.gateways {
@@ -160,13 +185,20 @@ impl Builder {
         }
         let mut gateways = BTreeMap::new();
         let mut cas = BTreeMap::new();
+        let mut paths = BTreeMap::new();
         for (cluster, path) in self.clusters.into_iter().zip(configs) {
             let running = start(&path, cluster.bound)
                 .with_context(|| format!("starting {}", cluster.name))?;
             gateways.insert(cluster.name.clone(), running);
+            paths.insert(cluster.name.clone(), path);
             cas.insert(cluster.name, cluster.ca);
         }
-        Ok(Federation { gateways, cas, dir })
+        Ok(Federation {
+            gateways,
+            cas,
+            configs: paths,
+            dir,
+        })
     }
 
     fn config_yaml(&self, cluster: &Cluster) -> String {

@@ -2,6 +2,7 @@
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use meshfed_tests::binary;
@@ -138,26 +139,44 @@ fn run_stops_cleanly_on_sigterm() -> anyhow::Result<()> {
         .stderr
         .take()
         .ok_or_else(|| anyhow::anyhow!("no stderr"))?;
-    let mut lines = BufReader::new(stderr).lines();
-    // Wait for the lifecycle event (as JSON, which this also checks), not for a fixed time.
-    let started = lines
-        .by_ref()
-        .map_while(Result::ok)
-        .find(|line| line.starts_with('{') && line.contains("\"message\":\"gateway started\""));
-    assert!(started.is_some(), "the gateway never reported starting");
+    // Log lines arrive on a channel, so every wait below has a deadline.
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let wait_for = |message: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let needle = format!("\"message\":\"{message}\"");
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match lines.recv_timeout(left) {
+                // Each line must be JSON, which this also checks.
+                Ok(line) if line.starts_with('{') && line.contains(&needle) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+        false
+    };
+    // Wait for the lifecycle event, not for a fixed time.
+    if !wait_for("gateway started") {
+        let _ = child.kill();
+        panic!("the gateway never reported starting");
+    }
 
     let signalled = Instant::now();
     let status = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status()?;
     assert!(status.success());
+    let stopped = wait_for("stopped");
+    if !stopped {
+        let _ = child.kill();
+    }
     let exit = child.wait()?;
+    assert!(stopped, "the gateway never reported stopping");
     assert!(exit.success(), "exit status {exit}");
-    let rest: Vec<String> = lines.map_while(Result::ok).collect();
-    assert!(
-        rest.iter().any(|l| l.contains("\"message\":\"stopped\"")),
-        "{rest:#?}"
-    );
     // Idle, it has nothing to drain: it must not sit out its whole grace period.
     assert!(
         signalled.elapsed() < Duration::from_secs(10),

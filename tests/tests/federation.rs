@@ -2,7 +2,7 @@
 //! CAs, real upstream servers.
 
 use std::sync::atomic::Ordering;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
@@ -137,8 +137,9 @@ async fn services_not_exported_to_a_peer_are_not_reachable() -> anyhow::Result<(
 }
 
 #[tokio::test]
-async fn a_peer_asking_for_an_unexported_service_gets_not_exported() -> anyhow::Result<()> {
-    // East believes (wrongly) that west exports secret.demo to it: west must still refuse.
+async fn a_peer_asking_for_an_unexported_service_is_refused_as_unknown() -> anyhow::Result<()> {
+    // East believes (wrongly) that west exports secret.demo to it: west must still refuse, and
+    // answer as if the service did not exist, so that peers cannot map what is not theirs.
     let secret = Echo::start("secret in west").await?;
     let east = Cluster::new("east")?;
     let west = Cluster::new("west")?.export("secret.demo", secret.addr(), &[]);
@@ -154,7 +155,12 @@ async fn a_peer_asking_for_an_unexported_service_gets_not_exported() -> anyhow::
     .await?;
     assert_eq!(
         (reply.status, reply.reason()),
-        (StatusCode::NOT_FOUND, Some("not_exported"))
+        (StatusCode::NOT_FOUND, Some("unknown_service"))
+    );
+    assert_eq!(
+        west_stats_requests(&federation),
+        1,
+        "the refusal must come from west"
     );
     federation.shutdown().await;
     Ok(())
@@ -272,9 +278,12 @@ async fn requests_in_flight_finish_when_the_serving_gateway_shuts_down() -> anyh
     let in_flight = tokio::spawn(client::get(east, GREETER, "/slow"));
     // Wait until west is serving the request (a condition, not a fixed sleep).
     let west_stats = federation.gateway("west").stats().clone();
-    while west_stats.peer_requests.load(Ordering::Relaxed) == 0 {
-        tokio::task::yield_now().await;
-    }
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while west_stats.peer_requests.load(Ordering::Relaxed) == 0 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await?;
     let west = federation.gateways.remove("west").expect("west");
     west.shutdown().await;
     let reply = in_flight.await??;
@@ -296,6 +305,59 @@ async fn requests_in_flight_finish_when_the_serving_gateway_shuts_down() -> anyh
     assert_eq!(reply.reason(), Some("peer_unavailable"));
     federation.shutdown().await;
     Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_workload_that_is_not_its_gateway_is_refused() -> anyhow::Result<()> {
+    // A valid SVID from east's own CA, but for a workload, not east's gateway: it must not be
+    // able to act as the east cluster towards west.
+    let (federation, _upstream) = east_west().await?;
+    let west = federation.gateway("west").addrs().federation;
+    let now = SystemTime::now();
+    let workload =
+        meshfed_trust::SpiffeId::new("east.test".parse()?, ["ns", "shop", "sa", "checkout"])?;
+    let svid = federation.cas["east"].issue(&workload, now, Duration::from_secs(3600))?;
+    let refused = h3_get(&svid, &federation.cas["west"], west, GREETER).await;
+    assert!(
+        refused.is_err(),
+        "west served a workload as if it were east's gateway"
+    );
+    let served = west_stats_requests(&federation);
+    assert_eq!(served, 0, "the workload's request reached west's upstream");
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_restarted_peer_is_reached_again_on_a_new_connection() -> anyhow::Result<()> {
+    let (mut federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east").addrs().http;
+    assert_eq!(
+        client::get(east, GREETER, "/").await?.status,
+        StatusCode::OK
+    );
+    federation.restart("west").await?;
+    let reply = client::get(east, GREETER, "/").await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let opened = federation
+        .gateway("east")
+        .stats()
+        .peer_connections_opened
+        .load(Ordering::Relaxed);
+    assert_eq!(
+        opened, 2,
+        "east should have dialled west once per west lifetime"
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+fn west_stats_requests(federation: &Federation) -> u64 {
+    federation
+        .gateway("west")
+        .stats()
+        .peer_requests
+        .load(Ordering::Relaxed)
 }
 
 /// Whether dig's output has a record line with these fields (dig mixes tabs and spaces).

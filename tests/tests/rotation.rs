@@ -82,9 +82,12 @@ async fn svids_rotate_under_load_without_a_failed_request() -> anyhow::Result<()
             .credential_updates
             .load(Ordering::Relaxed)
     };
-    while updates("east") < ROTATIONS || updates("west") < ROTATIONS {
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    tokio::time::timeout(Duration::from_secs(120), async {
+        while updates("east") < ROTATIONS || updates("west") < ROTATIONS {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await?;
     stop.store(true, Ordering::Relaxed);
     through.await?;
     handshakes.await??;

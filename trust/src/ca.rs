@@ -71,6 +71,9 @@ pub enum CaError {
     /// rcgen could not generate a key or sign a certificate.
     #[error("cannot sign: {0}")]
     Sign(#[from] rcgen::Error),
+    /// The requested validity ends past what X.509 can express.
+    #[error("a lifetime of {0:?} ends too far in the future")]
+    Lifetime(Duration),
     /// A freshly issued certificate could not be read back.
     #[error("issued certificate is unusable: {0}")]
     Issued(#[from] CertificateError),
@@ -90,7 +93,7 @@ impl Ca {
         ];
         params.subject_alt_names = vec![uri_san(&trust_domain.id())?];
         params.not_before = to_offset(now - BACKDATE);
-        params.not_after = to_offset(now + ROOT_LIFETIME);
+        params.not_after = to_offset(valid_until(now, ROOT_LIFETIME)?);
         let cert = params.self_signed(&key)?;
         Ok(Ca {
             trust_domain,
@@ -165,7 +168,7 @@ impl Ca {
         ];
         params.subject_alt_names = vec![uri_san(id)?];
         params.not_before = to_offset(now - BACKDATE.min(lifetime / 4));
-        params.not_after = to_offset(now + lifetime);
+        params.not_after = to_offset(valid_until(now, lifetime)?);
         let cert = params.signed_by(&key, &self.issuer)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok(Svid::new(vec![cert.der().clone()], key)?)
@@ -205,6 +208,17 @@ fn distinguished_name(common_name: &str) -> DistinguishedName {
 
 fn uri_san(id: &SpiffeId) -> Result<SanType, rcgen::Error> {
     Ok(SanType::URI(id.to_string().try_into()?))
+}
+
+/// `now + lifetime`, refused past the year 9999 (the end of X.509's GeneralizedTime).
+fn valid_until(now: SystemTime, lifetime: Duration) -> Result<SystemTime, CaError> {
+    const LATEST: Duration = Duration::from_secs(253_402_300_799); // 9999-12-31T23:59:59Z
+    now.checked_add(lifetime)
+        .filter(|end| {
+            end.duration_since(SystemTime::UNIX_EPOCH)
+                .is_ok_and(|d| d <= LATEST)
+        })
+        .ok_or(CaError::Lifetime(lifetime))
 }
 
 fn to_offset(t: SystemTime) -> OffsetDateTime {

@@ -367,6 +367,22 @@ mod tests {
     }
 
     #[test]
+    fn a_chain_that_verifies_still_needs_the_expected_trust_domain() {
+        // West's CA signs an ID in east.example: the chain verifies against west's roots, but a
+        // west peer must present a west identity.
+        let w = world();
+        let crossed = w
+            .west
+            .issue(&gateway("east.example"), w.now, DAY)
+            .expect("svid");
+        let err = check_server(&w, "west.example", &crossed).expect_err("must refuse");
+        assert!(
+            matches!(peer_error(&err), Some(PeerError::WrongTrustDomain { .. })),
+            "{err:?}"
+        );
+    }
+
+    #[test]
     fn unknown_trust_domain_is_refused() {
         let w = world();
         let rogue = Ca::generate(td("rogue.example"), w.now).expect("CA");

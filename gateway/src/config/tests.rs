@@ -204,3 +204,31 @@ fn empty_lists_may_be_written_as_nothing() {
     let config = Config::parse(text, Path::new("/")).expect("valid");
     assert!(config.peers.is_empty() && config.exports.is_empty());
 }
+
+#[test]
+fn overlapping_zones_and_absurd_lifetimes_are_refused() {
+    let base = "cluster: east\ntrust_domain: east.example\n";
+    for (extra, path) in [
+        (
+            "identity: { ca_dir: ca }\ndns: { pinned_zone: p.clusterset.local }\n",
+            "dns.pinned_zone",
+        ),
+        (
+            "identity: { ca_dir: ca }\ndns: { zone: meshfed.internal }\n",
+            "dns.pinned_zone",
+        ),
+        (
+            "identity: { ca_dir: ca, svid_lifetime: 3000000d }\n",
+            "identity.svid_lifetime",
+        ),
+    ] {
+        let got = errors(&format!("{base}{extra}"));
+        assert_eq!(got.len(), 1, "{extra}: {got:#?}");
+        assert_eq!(got[0].path, path, "{extra}");
+    }
+    // Zones that merely share a suffix string are apart.
+    let ok = format!(
+        "{base}identity: {{ ca_dir: ca }}\ndns: {{ zone: set.local, pinned_zone: clusterset.local }}\n"
+    );
+    Config::parse(&ok, Path::new("/")).expect("apart");
+}

@@ -378,9 +378,13 @@ impl Checker {
             Ok(ttl)
         });
         if let (Some(zone), Some(pinned)) = (&zone, &pinned_zone)
-            && zone == pinned
+            && nested(zone, pinned)
         {
-            self.invalid_at("dns.pinned_zone", pinned, "must differ from `dns.zone`");
+            self.invalid_at(
+                "dns.pinned_zone",
+                pinned,
+                "must be apart from `dns.zone`: neither may be the other or inside it",
+            );
         }
         Some(Dns {
             zone: zone?,
@@ -595,6 +599,9 @@ fn parse_port(s: &str) -> Result<u16, String> {
 
 fn parse_lifetime(s: &str) -> Result<Duration, String> {
     let lifetime = duration::parse(s)?;
+    if lifetime > Duration::from_secs(3650 * 86_400) {
+        return Err("must be at most 3650d".into());
+    }
     if lifetime < Duration::from_secs(2) {
         return Err(
             "must be at least 2s (hours in production): SVIDs are renewed at half their lifetime"
@@ -602,6 +609,17 @@ fn parse_lifetime(s: &str) -> Result<Duration, String> {
         );
     }
     Ok(lifetime)
+}
+
+/// Whether two zones overlap: equal, or one inside the other.
+fn nested(a: &str, b: &str) -> bool {
+    let inside = |inner: &str, outer: &str| {
+        inner == outer
+            || inner
+                .strip_suffix(outer)
+                .is_some_and(|rest| rest.ends_with('.'))
+    };
+    inside(a, b) || inside(b, a)
 }
 
 fn parse_zone(s: &str) -> Result<String, String> {

@@ -23,7 +23,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// handshake of its own.
 const FAILURE_HOLD_DOWN: Duration = Duration::from_secs(1);
 
+/// How long a peer has to start answering a request (its response head).
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
+type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 
 /// One peer gateway, and the connection to it when there is one.
 #[derive(Debug)]
@@ -83,7 +87,6 @@ impl PeerClient {
         request: Request<Body>,
         service: &ServiceKey,
     ) -> Result<Response<Body>, Reason> {
-        let mut requests = self.requests().await?;
         let (mut parts, body) = request.into_parts();
         let path = parts
             .uri
@@ -98,13 +101,13 @@ impl PeerClient {
             .map_err(|_| Reason::UnknownService)?;
         parts.version = Version::HTTP_3;
         parts.headers.remove(header::HOST);
-        let stream = requests
-            .send_request(Request::from_parts(parts, ()))
-            .await
-            .map_err(|error| {
-                tracing::debug!(%error, "peer refused the stream");
-                Reason::PeerStreamFailed
-            })?;
+        // A request the peer refused before reading it (it sent GOAWAY, or the connection had
+        // just died) is safe to send again, once, on a fresh connection.
+        let stream = match self.open(head(&parts)).await {
+            Ok(stream) => stream,
+            Err(Reason::PeerStreamFailed) => self.open(head(&parts)).await?,
+            Err(reason) => return Err(reason),
+        };
         let (send, mut recv) = stream.split();
         tokio::spawn(
             async move {
@@ -114,21 +117,59 @@ impl PeerClient {
             }
             .in_current_span(),
         );
-        let response = recv.recv_response().await.map_err(|error| {
-            tracing::debug!(%error, "no response from peer");
-            Reason::PeerStreamFailed
-        })?;
+        let response = tokio::time::timeout(RESPONSE_TIMEOUT, recv.recv_response())
+            .await
+            .map_err(|_| {
+                recv.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
+                tracing::debug!(timeout = ?RESPONSE_TIMEOUT, "no response head from peer in time");
+                Reason::PeerStreamFailed
+            })?
+            .map_err(|error| {
+                tracing::debug!(%error, "no response from peer");
+                Reason::PeerStreamFailed
+            })?;
         let (parts, ()) = response.into_parts();
         Ok(Response::from_parts(parts, body::from_h3(recv)))
     }
 
-    /// A handle on the live connection, connecting first if there is none.
-    async fn requests(&self) -> Result<SendRequest, Reason> {
+    /// Opens a request stream on the live connection. If the connection refuses it, the
+    /// connection is retired (left to finish what it carries) so that the next try dials anew.
+    async fn open(&self, head: Request<()>) -> Result<RequestStream, Reason> {
+        let (mut requests, connection) = self.requests().await?;
+        match requests.send_request(head).await {
+            Ok(stream) => Ok(stream),
+            Err(error) => {
+                tracing::debug!(%error, "peer refused the stream; retiring the connection");
+                self.retire(connection).await;
+                Err(Reason::PeerStreamFailed)
+            }
+        }
+    }
+
+    /// Stops using the connection `id` for new requests; it is kept open until the peer closes
+    /// it, so that responses still streaming on it complete.
+    async fn retire(&self, id: usize) {
+        let mut session = self.session.lock().await;
+        if session
+            .live
+            .as_ref()
+            .is_some_and(|live| live.connection.stable_id() == id)
+            && let Some(live) = session.live.take()
+        {
+            tokio::spawn(async move {
+                live.connection.closed().await;
+                drop(live);
+            });
+        }
+    }
+
+    /// A handle on the live connection (and its id), connecting first if there is none.
+    async fn requests(&self) -> Result<(SendRequest, usize), Reason> {
         // Held across the handshake, so that concurrent requests share one connect.
         let mut session = self.session.lock().await;
         if let Some(live) = &session.live {
             if live.connection.close_reason().is_none() {
-                return Ok(live.requests.clone());
+                return Ok((live.requests.clone(), live.connection.stable_id()));
             }
             session.live = None;
         }
@@ -140,10 +181,10 @@ impl PeerClient {
         }
         match self.connect().await {
             Ok(live) => {
-                let requests = live.requests.clone();
+                let handle = (live.requests.clone(), live.connection.stable_id());
                 session.live = Some(live);
                 session.last_failure = None;
-                Ok(requests)
+                Ok(handle)
             }
             Err(error) => {
                 tracing::info!(peer.cluster = %self.name, peer.addr = %self.address, %error, "cannot connect to peer");
@@ -188,6 +229,16 @@ impl PeerClient {
             requests,
         })
     }
+}
+
+/// A copy of a request head, to send it a second time.
+fn head(parts: &http::request::Parts) -> Request<()> {
+    let mut head = Request::new(());
+    *head.method_mut() = parts.method.clone();
+    *head.uri_mut() = parts.uri.clone();
+    *head.version_mut() = parts.version;
+    *head.headers_mut() = parts.headers.clone();
+    head
 }
 
 /// Why a connection to a peer could not be made.

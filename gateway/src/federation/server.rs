@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::Response;
@@ -18,6 +19,9 @@ use crate::state::State;
 
 /// QUIC application error code sent when closing a connection from an unknown peer.
 const CLOSE_UNKNOWN_PEER: u32 = 0x0101; // H3_GENERAL_PROTOCOL_ERROR
+/// Bounds on how long a closing connection waits for its last bytes to be acknowledged.
+const LINGER_MIN: Duration = Duration::from_millis(10);
+const LINGER_MAX: Duration = Duration::from_secs(1);
 /// QUIC application error code for an orderly close.
 pub(crate) const CLOSE_NO_ERROR: u32 = 0x0100; // H3_NO_ERROR
 
@@ -71,6 +75,7 @@ async fn connection(
         .fetch_add(1, Ordering::Relaxed);
     tracing::info!(peer.cluster = %peer, "peer connected");
 
+    let quic = connection.clone();
     let h3 = h3::server::builder()
         .max_field_section_size(wire::MAX_FIELD_SECTION_SIZE)
         .build::<_, Bytes>(h3_quinn::Connection::new(connection))
@@ -84,19 +89,21 @@ async fn connection(
     };
     // This connection's requests, so that shutdown can wait for exactly them.
     let requests = TaskTracker::new();
+    let mut draining = false;
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
-            () = shutdown.cancelled() => {
-                // GOAWAY: the peer opens no new requests here; those in flight finish, then the
-                // connection closes (dropping `h3` closes it with H3_NO_ERROR).
-                if let Err(error) = h3.shutdown(0).await {
+            () = shutdown.cancelled(), if !draining => {
+                // GOAWAY: the peer opens no new requests; every request up to the last one
+                // accepted is served. Keep accepting meanwhile, for requests already on their way.
+                draining = true;
+                if let Err(error) = h3.shutdown(1).await {
                     tracing::debug!(%error, "could not send GOAWAY");
                 }
                 requests.close();
-                requests.wait().await;
-                break;
+                continue;
             }
+            () = requests.wait(), if draining => break,
         };
         match accepted {
             Ok(Some(resolver)) => {
@@ -112,6 +119,17 @@ async fn connection(
             }
         }
     }
+    requests.close();
+    requests.wait().await;
+    linger(&quic).await;
+}
+
+/// Dropping the HTTP/3 connection closes the QUIC connection, and closing discards data not yet
+/// sent. Give the last response bytes a few round trips to be delivered and acknowledged first,
+/// unless the peer closes sooner.
+async fn linger(connection: &quinn::Connection) {
+    let linger = (connection.rtt() * 3).clamp(LINGER_MIN, LINGER_MAX);
+    let _ = tokio::time::timeout(linger, connection.closed()).await;
 }
 
 async fn request(
@@ -139,16 +157,17 @@ async fn request(
 }
 
 /// The configured peer this connection's verified SVID belongs to. The TLS verifier has
-/// already checked the chain against the roots of the trust domain the SVID names.
+/// already checked the chain against the roots of the trust domain the SVID names; the ID must
+/// also be that peer's gateway, not some other workload of its trust domain.
 fn identify(connection: &quinn::Connection, state: &State) -> Option<Label> {
     let chain = connection
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
     let id = meshfed_trust::x509::spiffe_id(chain.first()?).ok()?;
-    let peer = state.peer_by_trust_domain(id.trust_domain());
+    let peer = state.peer_of(&id);
     if peer.is_none() {
-        tracing::warn!(peer.id = %id, "verified peer has no configured cluster");
+        tracing::info!(peer.id = %id, "refused a verified identity that is not a peer gateway");
     }
     peer
 }

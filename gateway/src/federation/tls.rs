@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use meshfed_trust::{Svid, TrustDomain, TrustStore, tls};
+use meshfed_trust::{SpiffeId, Svid, TrustStore, tls};
 
 use super::endpoint::{self, EndpointError};
 use super::wire;
@@ -29,12 +29,19 @@ pub(crate) fn server(svid: &Svid, trust: &TrustStore) -> Result<quinn::ServerCon
     Ok(endpoint::server_config(tls)?)
 }
 
-/// The client side towards one peer: presents `svid`, accepts only an identity in `peer`.
+/// The client side towards one peer: presents `svid`, accepts only the peer gateway's own
+/// identity, verified against its trust domain's roots.
 pub(crate) fn client(
     svid: &Svid,
     trust: &Arc<TrustStore>,
-    peer: &TrustDomain,
+    peer: &SpiffeId,
 ) -> Result<quinn::ClientConfig, TlsError> {
-    let tls = tls::client_config(svid, trust.clone(), peer.clone(), None, &[wire::ALPN])?;
+    let tls = tls::client_config(
+        svid,
+        trust.clone(),
+        peer.trust_domain().clone(),
+        Some(peer.clone()),
+        &[wire::ALPN],
+    )?;
     Ok(endpoint::client_config(tls)?)
 }

@@ -16,11 +16,17 @@ use crate::state::State;
 /// Routes one request from a local client and returns the response to send back.
 pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
     state.stats.local_requests.fetch_add(1, Ordering::Relaxed);
+    // An absolute-form target's authority wins over `Host` (RFC 9112 section 3.2.2).
     let authority = request
-        .headers()
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .or_else(|| request.uri().authority().map(|a| a.as_str()))
+        .uri()
+        .authority()
+        .map(|a| a.as_str())
+        .or_else(|| {
+            request
+                .headers()
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or_default()
         .to_owned();
     let span = tracing::debug_span!(

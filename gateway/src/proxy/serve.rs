@@ -1,8 +1,9 @@
 //! Serving HTTP/1.1 on a TCP listener, with a graceful end.
 //!
-//! Used by the local listener and the admin listener. On shutdown the listener closes at once,
-//! connections finish the request in flight (hyper sends `Connection: close`), and whatever is
-//! still running when the grace period ends is dropped.
+//! Used by the local listener and the admin listener. On shutdown the listener closes at once
+//! and connections finish the request in flight (hyper sends `Connection: close`). When the
+//! grace period ends this returns; connections still open are no longer waited for and end
+//! with the process.
 
 use std::convert::Infallible;
 use std::future::Future;
