@@ -151,10 +151,17 @@ pub(crate) fn own_svid(
             ("identity.ca_dir", dir, svid, Some(issuer))
         }
         Identity::Files { cert, key, bundle } => {
-            read_bundle(bundle, &config.trust_domain)
+            let own = read_bundle(bundle, &config.trust_domain)
                 .map_err(|r| file_error("identity.bundle".into(), bundle, r))?;
             let svid = Svid::from_pem_files(cert, key)
                 .map_err(|e| file_error("identity.cert".into(), cert, e.to_string()))?;
+            meshfed_trust::tls::check_svid(&svid, own.authorities()).map_err(|e| {
+                file_error(
+                    "identity.cert".into(),
+                    cert,
+                    format!("the SVID is not usable with identity.key and identity.bundle: {e}"),
+                )
+            })?;
             ("identity.cert", cert, svid, None)
         }
     };

@@ -261,6 +261,17 @@ pub async fn h3_get(
     addr: SocketAddr,
     authority: &str,
 ) -> anyhow::Result<http::StatusCode> {
+    Ok(h3_request(svid, server_ca, addr, authority, &[]).await?.0)
+}
+
+/// Like [`h3_get`], with extra request headers; returns the status and the body as text.
+pub async fn h3_request(
+    svid: &Svid,
+    server_ca: &Ca,
+    addr: SocketAddr,
+    authority: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<(http::StatusCode, String)> {
     let trust = TrustStore::new().with_roots(
         server_ca.trust_domain().clone(),
         std::slice::from_ref(server_ca.root()),
@@ -281,13 +292,23 @@ pub async fn h3_get(
         .await?;
     let (mut driver, mut requests) = h3::client::new(h3_quinn::Connection::new(connection)).await?;
     tokio::spawn(async move { driver.wait_idle().await });
-    let request = http::Request::get(format!("https://{authority}/")).body(())?;
-    let mut stream = requests.send_request(request).await?;
+    let mut request = http::Request::get(format!("https://{authority}/"));
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let mut stream = requests.send_request(request.body(())?).await?;
     stream.finish().await?;
     let response = stream.recv_response().await?;
-    while stream.recv_data().await?.is_some() {}
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await? {
+        use bytes::Buf as _;
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
     endpoint.close(0u32.into(), b"done");
-    Ok(response.status())
+    Ok((
+        response.status(),
+        String::from_utf8_lossy(&body).into_owned(),
+    ))
 }
 
 fn start(path: &Path, bound: Bound) -> anyhow::Result<Running> {

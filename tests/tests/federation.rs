@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Method, StatusCode};
 use meshfed_tests::client::{self, Reply};
 use meshfed_tests::echo::Echo;
-use meshfed_tests::federation::h3_get;
+use meshfed_tests::federation::{h3_get, h3_request};
 use meshfed_tests::{Cluster, Federation};
 
 const GREETER: &str = "greeter.demo.svc.clusterset.local";
@@ -110,13 +110,14 @@ async fn services_not_exported_to_a_peer_are_not_reachable() -> anyhow::Result<(
     let east = federation.gateway("east").addrs().http;
     let north = federation.gateway("north").addrs().http;
 
-    // East does not know of the secret service at all...
+    // East's route table does not know of the secret service at all...
     let reply = client::get(east, "secret.demo.svc.clusterset.local", "/").await?;
     assert_eq!(
         (reply.status, reply.reason()),
         (StatusCode::NOT_FOUND, Some("unknown_service"))
     );
-    // ...and asking west for it by a pinned name is refused too.
+    // ...nor under a pinned name (east refuses it itself; west's refusal of a request that
+    // does reach it is tested by the next test).
     let reply = client::get(east, "secret.demo.west.meshfed.internal", "/").await?;
     assert_eq!(reply.reason(), Some("unknown_service"));
     // North, to which it is exported, reaches it; both reach the public one.
@@ -187,6 +188,22 @@ async fn identity_headers_from_clients_are_stripped() -> anyhow::Result<()> {
     ] {
         assert!(!text.contains(gone), "{gone} reached the upstream: {text}");
     }
+
+    // The same forgery sent straight to west over HTTP/3 by east's gateway identity: west
+    // strips it too, since it sets such headers only from what it verified.
+    let id = meshfed_trust::SpiffeId::new("east.test".parse()?, ["meshfed", "gateway", "east"])?;
+    let svid = federation.cas["east"].issue(&id, SystemTime::now(), Duration::from_secs(60))?;
+    let west = federation.gateway("west").addrs().federation;
+    let forged = [
+        ("x-meshfed-source-cluster", "north"),
+        ("x-forwarded-client-cert", "By=spiffe://west.test/admin"),
+        ("x-request-id", "kept"),
+    ];
+    let (status, text) = h3_request(&svid, &federation.cas["west"], west, GREETER, &forged).await?;
+    assert_eq!(status, StatusCode::OK);
+    assert!(text.contains("x-request-id: kept"), "{text}");
+    assert!(!text.contains("x-meshfed-source-cluster"), "{text}");
+    assert!(!text.contains("x-forwarded-client-cert"), "{text}");
     federation.shutdown().await;
     Ok(())
 }

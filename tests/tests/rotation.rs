@@ -98,5 +98,14 @@ async fn svids_rotate_under_load_without_a_failed_request() -> anyhow::Result<()
         failed, 0,
         "{failed} of {sent} requests failed across the rotations"
     );
+
+    // East's first SVID expired long ago. A new connection from east (west restarted) must
+    // present a renewed one: east swapped its client configuration too.
+    let mut federation = Arc::try_unwrap(federation)
+        .map_err(|_| anyhow::anyhow!("the federation is still shared"))?;
+    federation.restart("west").await?;
+    let reply = client::get(east_http, GREETER, "/").await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    federation.shutdown().await;
     Ok(())
 }

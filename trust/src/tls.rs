@@ -2,8 +2,11 @@
 
 use std::sync::Arc;
 
+use rustls::client::danger::ServerCertVerifier;
 use rustls::crypto::CryptoProvider;
+use rustls::server::danger::ClientCertVerifier;
 use rustls::{ClientConfig, ServerConfig};
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::store::TrustStore;
@@ -61,4 +64,34 @@ pub fn client_config(
         .with_client_auth_cert(svid.chain().to_vec(), svid.key().clone_key())?;
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(config)
+}
+
+/// Checks that `svid` is usable as it stands: its key matches its leaf, and its chain verifies
+/// now, for both sides of mutual TLS, against `roots` (its own trust domain's authorities).
+/// For SVIDs written by another system, which could be stale, mismatched or from the wrong CA.
+pub fn check_svid(svid: &Svid, roots: &[CertificateDer<'_>]) -> Result<(), rustls::Error> {
+    let provider = provider();
+    rustls::sign::CertifiedKey::from_der(svid.chain().to_vec(), svid.key().clone_key(), &provider)?;
+    let trust_domain = svid.id().trust_domain().clone();
+    let store = TrustStore::new()
+        .with_roots(trust_domain.clone(), roots)
+        .map_err(|e| e.reason)?;
+    let (leaf, intermediates) = svid
+        .chain()
+        .split_first()
+        .ok_or(rustls::Error::NoCertificatesPresented)?;
+    let now = UnixTime::now();
+    let client = PeerClientVerifier::new(&store, provider.clone())
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+    client.verify_client_cert(leaf, intermediates, now)?;
+    let server = PeerServerVerifier::new(
+        trust_domain,
+        Some(svid.id().clone()),
+        Arc::new(store),
+        provider,
+    );
+    let name =
+        ServerName::try_from("svid.invalid").map_err(|e| rustls::Error::General(e.to_string()))?;
+    server.verify_server_cert(leaf, intermediates, &name, &[], now)?;
+    Ok(())
 }

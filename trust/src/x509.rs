@@ -4,6 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use rustls_pki_types::CertificateDer;
 use x509_parser::extensions::GeneralName;
+use x509_parser::oid_registry::{OID_EC_P256, OID_NIST_EC_P384, OID_NIST_EC_P521};
 use x509_parser::prelude::{FromDer, X509Certificate};
 
 use crate::spiffe::{SpiffeId, SpiffeIdError};
@@ -114,15 +115,23 @@ pub fn public_key(cert: &CertificateDer<'_>) -> Result<PublicKey, CertificateErr
         .map_err(|e| CertificateError::Malformed(e.to_string()))?;
     Ok(match parsed {
         Parsed::EC(point) => {
-            let data = point.data();
-            let curve = match data.len() {
-                65 => "P-256",
-                97 => "P-384",
-                133 => "P-521",
+            // The curve is named by the algorithm's parameters, not guessed from the point's
+            // size: other curves of the same size (secp256k1, brainpool) are not P-256.
+            let curve_oid = cert
+                .public_key()
+                .algorithm
+                .parameters
+                .clone()
+                .and_then(|p| x509_parser::der_parser::oid::Oid::try_from(p).ok());
+            let curve = match curve_oid {
+                Some(oid) if oid == OID_EC_P256 => "P-256",
+                Some(oid) if oid == OID_NIST_EC_P384 => "P-384",
+                Some(oid) if oid == OID_NIST_EC_P521 => "P-521",
                 _ => return Ok(PublicKey::Other),
             };
+            let data = point.data();
             // Uncompressed point: 0x04 || x || y.
-            if data[0] != 0x04 {
+            if data.first() != Some(&0x04) || data.len() % 2 == 0 {
                 return Ok(PublicKey::Other);
             }
             let half = (data.len() - 1) / 2;
