@@ -34,6 +34,7 @@ pub(crate) async fn handle(
                 ("peer_requests", &stats.peer_requests),
                 ("local_requests", &stats.local_requests),
                 ("credential_updates", &stats.credential_updates),
+                ("bundle_updates", &stats.bundle_updates),
             ];
             let lines: String = counters
                 .iter()

@@ -11,6 +11,8 @@ use crate::config::Listeners;
 pub struct Bound {
     pub(crate) http: TcpListener,
     pub(crate) federation: UdpSocket,
+    /// The federation port over TCP: bundle endpoint (and, later, control).
+    pub(crate) federation_tcp: TcpListener,
     pub(crate) dns_udp: UdpSocket,
     pub(crate) dns_tcp: TcpListener,
     pub(crate) admin: TcpListener,
@@ -40,13 +42,14 @@ impl Bound {
             }
         };
         let http = tcp(listeners.http).map_err(err("http", listeners.http))?;
-        let federation =
-            udp(listeners.federation).map_err(err("federation", listeners.federation))?;
-        let (dns_udp, dns_tcp) = dns(listeners.dns).map_err(err("dns", listeners.dns))?;
+        let (federation, federation_tcp) =
+            udp_and_tcp(listeners.federation).map_err(err("federation", listeners.federation))?;
+        let (dns_udp, dns_tcp) = udp_and_tcp(listeners.dns).map_err(err("dns", listeners.dns))?;
         let admin = tcp(listeners.admin).map_err(err("admin", listeners.admin))?;
         Ok(Bound {
             http,
             federation,
+            federation_tcp,
             dns_udp,
             dns_tcp,
             admin,
@@ -64,9 +67,10 @@ impl Bound {
     }
 }
 
-/// DNS listens on one port for UDP and TCP. With port 0 the system picks a free UDP port, which
-/// may be taken for TCP: then pick again, a bounded number of times.
-fn dns(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+/// One port number for UDP and TCP (DNS; QUIC and bundles on the federation port). With port 0
+/// the system picks a free UDP port, which may be taken for TCP: then pick again, a bounded
+/// number of times.
+fn udp_and_tcp(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     const ATTEMPTS: usize = 16;
     let mut attempt = 0;
     loop {

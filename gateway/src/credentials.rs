@@ -70,16 +70,26 @@ pub fn gateway_id_of(trust_domain: &TrustDomain, cluster: &Label) -> SpiffeId {
     .expect("a DNS label is always a valid SPIFFE path segment")
 }
 
-/// This cluster's own trust bundle: the CA root with `ca_dir`, the `bundle` file otherwise.
+/// In a CA directory, further roots to publish in the bundle beside the CA's own: the next
+/// root before it signs anything, or the previous one until its last SVID expires.
+pub const CA_EXTRA_ROOTS_FILE: &str = "bundle.pem";
+
+/// This cluster's own trust bundle: with `ca_dir`, the CA's root and any roots in
+/// `ca_dir/bundle.pem`; otherwise the `identity.bundle` file.
 pub fn own_bundle(config: &Config) -> Result<Bundle, ConfigError> {
     match &config.identity {
         Identity::Ca { dir, .. } => {
             let ca = Ca::load(dir)
                 .map_err(|e| file_error("identity.ca_dir".into(), dir, e.to_string()))?;
-            Ok(Bundle::new(
-                config.trust_domain.clone(),
-                vec![ca.root().clone()],
-            ))
+            let mut roots = vec![ca.root().clone()];
+            let extra = dir.join(CA_EXTRA_ROOTS_FILE);
+            if extra.exists() {
+                let more = read_bundle(&extra, &config.trust_domain)
+                    .map_err(|r| file_error("identity.ca_dir".into(), &extra, r))?;
+                let own = ca.root();
+                roots.extend(more.authorities().iter().filter(|r| *r != own).cloned());
+            }
+            Ok(Bundle::new(config.trust_domain.clone(), roots))
         }
         Identity::Files { bundle, .. } => read_bundle(bundle, &config.trust_domain)
             .map_err(|r| file_error("identity.bundle".into(), bundle, r)),
@@ -94,7 +104,10 @@ pub fn read_bundle_file(path: &Path, trust_domain: &TrustDomain) -> Result<Bundl
 /// Every file the credentials are read from: a change to any of them means a reload.
 pub(crate) fn files(config: &Config) -> Vec<PathBuf> {
     let mut files = match &config.identity {
-        Identity::Ca { dir, .. } => vec![dir.join(meshfed_trust::ca::CA_CERT_FILE)],
+        Identity::Ca { dir, .. } => vec![
+            dir.join(meshfed_trust::ca::CA_CERT_FILE),
+            dir.join(CA_EXTRA_ROOTS_FILE),
+        ],
         Identity::Files { cert, key, bundle } => vec![cert.clone(), key.clone(), bundle.clone()],
     };
     files.extend(config.peers.iter().map(|p| p.bundle.clone()));

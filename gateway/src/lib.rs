@@ -7,6 +7,7 @@
 
 pub mod admin;
 pub mod bind;
+pub(crate) mod bundles;
 pub mod config;
 pub mod credentials;
 pub mod federation;

@@ -1,19 +1,25 @@
-//! Keeping the gateway's SVID fresh and its trust current, without dropping a connection.
+//! Keeping the gateway's credentials current, without dropping a connection.
 //!
-//! With a CA directory, a new SVID is issued at half the current one's lifetime. Either way,
-//! the files the credentials come from (SVID files, the CA certificate, peer bundles) are
-//! watched, and a change reloads them. Each change rebuilds the TLS configurations whole and
-//! swaps them in for new handshakes; live QUIC connections carry on untouched. A renewal or
-//! reload that fails keeps the current credentials, says so, and is retried.
+//! One task owns them. With a CA directory it issues a new SVID at half the current one's
+//! lifetime. It watches the files the credentials come from (SVID files, the CA certificate,
+//! peer bundles) and reloads them on change. It takes peer bundles fetched from their bundle
+//! endpoints, which override the configured ones. Each change rebuilds the TLS configurations
+//! whole and swaps them in for new handshakes (live QUIC connections carry on untouched), and
+//! refreshes what our own bundle endpoint serves. A renewal or reload that fails keeps the
+//! current credentials, says so, and is retried.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
-use meshfed_trust::{Svid, TrustStore};
+use meshfed_trust::store::RootError;
+use meshfed_trust::{Bundle, Svid, TrustDomain, TrustStore};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
+use crate::bundles::endpoint::Published;
 use crate::config::Config;
 use crate::credentials::{self, Issuer};
 use crate::federation::tls;
@@ -21,7 +27,7 @@ use crate::state::State;
 
 /// How often the credential files are checked for changes.
 const FILE_POLL: Duration = Duration::from_secs(5);
-/// After a failed renewal, wait this long before the next attempt.
+/// After a failed renewal or reload, wait this long before the next attempt.
 const RETRY: Duration = Duration::from_secs(5);
 
 /// The rotation task's state.
@@ -30,9 +36,26 @@ pub(crate) struct Rotation {
     pub(crate) config: Arc<Config>,
     pub(crate) issuer: Option<Issuer>,
     pub(crate) svid: Svid,
-    pub(crate) trust: Arc<TrustStore>,
+    /// Peer roots as the config's bundle files give them.
+    pub(crate) file_trust: TrustStore,
+    /// Peer bundles fetched from their endpoints (or kept from an earlier run): these win.
+    pub(crate) fetched: BTreeMap<TrustDomain, Bundle>,
+    pub(crate) updates: mpsc::Receiver<Bundle>,
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) state: Arc<State>,
+    pub(crate) published: Option<Arc<Published>>,
+}
+
+/// The trust store in force: the configured roots, with fetched bundles in their place.
+pub(crate) fn trust(
+    file_trust: &TrustStore,
+    fetched: &BTreeMap<TrustDomain, Bundle>,
+) -> Result<TrustStore, RootError> {
+    fetched
+        .values()
+        .try_fold(file_trust.clone(), |trust, bundle| {
+            trust.with_roots(bundle.trust_domain().clone(), bundle.authorities())
+        })
 }
 
 impl Rotation {
@@ -51,6 +74,14 @@ impl Rotation {
                 .map_or(FILE_POLL, |until| until.min(FILE_POLL));
             tokio::select! {
                 () = shutdown.cancelled() => return,
+                Some(bundle) = self.updates.recv() => {
+                    self.fetched.insert(bundle.trust_domain().clone(), bundle);
+                    match self.publish() {
+                        Ok(()) => self.count(|s| &s.bundle_updates),
+                        Err(error) => tracing::warn!(%error, "cannot use a fetched peer bundle"),
+                    }
+                    continue;
+                }
                 () = tokio::time::sleep(wait) => {}
             }
 
@@ -70,10 +101,7 @@ impl Rotation {
                 Ok(()) => {
                     reload_pending = false;
                     retry_at = None;
-                    self.state
-                        .stats
-                        .credential_updates
-                        .fetch_add(1, Ordering::Relaxed);
+                    self.count(|s| &s.credential_updates);
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?RETRY, "keeping the current credentials");
@@ -103,26 +131,33 @@ impl Rotation {
                 .join("; ")
         };
         let (svid, issuer) = credentials::own_svid(&self.config, now).map_err(|e| list(vec![e]))?;
-        let trust = credentials::load_trust(&self.config).map_err(list)?;
+        let file_trust = credentials::load_trust(&self.config).map_err(list)?;
         self.svid = svid;
         self.issuer = issuer;
-        self.trust = Arc::new(trust);
+        self.file_trust = file_trust;
         tracing::info!(id = %self.svid.id(), valid_until = ?self.svid.not_after(), "reloaded credentials");
         Ok(())
     }
 
-    /// Builds TLS configurations from the current SVID and trust and swaps them in. Either all
-    /// of them are built or none is used.
+    /// Builds TLS configurations from the current SVID and trust and swaps them in, and
+    /// refreshes our bundle endpoint. Either all of them are built or none is used.
     fn publish(&self) -> Result<(), String> {
-        let server = tls::server(&self.svid, &self.trust)
+        let trust = Arc::new(trust(&self.file_trust, &self.fetched).map_err(|e| e.to_string())?);
+        let server = tls::server(&self.svid, &trust)
             .map_err(|e| format!("cannot use the new credentials for peers calling in: {e}"))?;
         let mut clients = Vec::new();
         for peer in &self.config.peers {
             let id = credentials::gateway_id_of(&peer.trust_domain, &peer.name);
-            let config = tls::client(&self.svid, &self.trust, &id).map_err(|e| {
+            let config = tls::client(&self.svid, &trust, &id).map_err(|e| {
                 format!("cannot use the new credentials towards {}: {e}", peer.name)
             })?;
             clients.push((&peer.name, config));
+        }
+        if let Some(published) = &self.published {
+            let own = credentials::own_bundle(&self.config).map_err(|e| e.to_string())?;
+            published
+                .update(&own, &self.svid)
+                .map_err(|e| e.to_string())?;
         }
         self.endpoint.set_server_config(Some(server));
         for (name, config) in clients {
@@ -131,6 +166,10 @@ impl Rotation {
             }
         }
         Ok(())
+    }
+
+    fn count(&self, counter: impl Fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64) {
+        counter(&self.state.stats).fetch_add(1, Ordering::Relaxed);
     }
 }
 

@@ -20,7 +20,14 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use meshfed_trust::{Bundle, TrustDomain};
+use rustls::pki_types::pem::PemObject;
+use tokio::sync::mpsc;
+
 use crate::bind::Bound;
+use crate::bundles::endpoint::Published;
+use crate::bundles::poll::{Poller, Profile};
+use crate::config::FetchProfile;
 use crate::config::{Config, Listeners};
 use crate::credentials::{Credentials, gateway_id_of};
 use crate::federation::client::PeerClient;
@@ -32,6 +39,7 @@ use crate::rotation::Rotation;
 use crate::state::State;
 use crate::stats::Stats;
 use crate::{admin, zone};
+use crate::{bundles, credentials, rotation};
 
 /// How long the QUIC endpoint may take to tell peers it is closing.
 const ENDPOINT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -48,6 +56,15 @@ pub enum StartError {
     /// The QUIC endpoint could not be made.
     #[error(transparent)]
     Endpoint(#[from] EndpointError),
+    /// Peer bundles could not be read or used.
+    #[error("peer bundles: {0}")]
+    Bundles(String),
+    /// A peer's roots could not be used.
+    #[error(transparent)]
+    Roots(#[from] meshfed_trust::store::RootError),
+    /// Our bundle endpoint could not be set up.
+    #[error(transparent)]
+    BundleEndpoint(#[from] crate::bundles::endpoint::EndpointError),
     /// The DNS zone could not be built.
     #[error("cannot build the DNS zone: {0}")]
     Zone(#[from] ZoneError),
@@ -79,11 +96,15 @@ pub fn start(
     let stats = Arc::new(Stats::default());
     let Credentials {
         svid,
-        trust,
+        trust: file_trust,
         issuer,
     } = credentials;
-    let trust = Arc::new(trust);
+    // Peer bundles kept from an earlier run win over the configured ones: they are newer.
+    let fetched = kept_bundles(&config);
+    let trust = Arc::new(rotation::trust(&file_trust, &fetched)?);
 
+    let shutdown = CancellationToken::new();
+    let tracker = TaskTracker::new();
     let endpoint = endpoint::endpoint(bound.federation, tls::server(&svid, &trust)?)?;
     let mut peers = BTreeMap::new();
     for peer in &config.peers {
@@ -118,9 +139,7 @@ pub fn start(
         zones_rx,
     );
 
-    let shutdown = CancellationToken::new();
     let admin_shutdown = CancellationToken::new();
-    let tracker = TaskTracker::new();
     let grace = config.shutdown_grace;
 
     let local_state = state.clone();
@@ -145,15 +164,57 @@ pub fn start(
         Duration::from_secs(1),
     ));
 
+    let (bundle_tx, bundle_rx) = mpsc::channel(16);
+    for peer in &config.peers {
+        let Some(endpoint) = &peer.bundle_endpoint else {
+            continue;
+        };
+        let current = match fetched.get(&peer.trust_domain) {
+            Some(kept) => kept.clone(),
+            None => credentials::read_bundle_file(&peer.bundle, &peer.trust_domain)
+                .map_err(StartError::Bundles)?,
+        };
+        let profile = match &endpoint.profile {
+            FetchProfile::HttpsSpiffe { endpoint_id } => Profile::Spiffe(endpoint_id.clone()),
+            FetchProfile::HttpsWeb { roots } => Profile::Web(web_roots(roots)?),
+        };
+        let poller = Poller {
+            peer: peer.name.clone(),
+            url: endpoint.url.clone(),
+            profile,
+            current,
+            state_dir: config.state_dir.clone(),
+            updates: bundle_tx.clone(),
+        };
+        tokio::spawn(poller.run(shutdown.clone()));
+    }
+    let published = match &config.bundle_endpoint {
+        Some(endpoint) => {
+            let own =
+                credentials::own_bundle(&config).map_err(|e| StartError::Bundles(e.to_string()))?;
+            let published = Arc::new(Published::new(endpoint.clone(), &own, &svid)?);
+            tracker.spawn(bundles::endpoint::serve(
+                tokio::net::TcpListener::from_std(bound.federation_tcp)?,
+                published.clone(),
+                shutdown.clone(),
+            ));
+            Some(published)
+        }
+        None => None,
+    };
+
     let id = svid.id().clone();
     let config = Arc::new(config);
     let rotation = Rotation {
         config: config.clone(),
         issuer,
         svid,
-        trust,
+        file_trust,
+        fetched,
+        updates: bundle_rx,
         endpoint: endpoint.clone(),
         state: state.clone(),
+        published,
     };
     let rotation = tokio::spawn(rotation.run(shutdown.clone()));
 
@@ -180,6 +241,36 @@ pub fn start(
         dns,
         _zones: zones_tx,
     })
+}
+
+/// Peer bundles kept in `state_dir` by an earlier run, for peers with a bundle endpoint.
+fn kept_bundles(config: &Config) -> BTreeMap<TrustDomain, Bundle> {
+    let Some(dir) = &config.state_dir else {
+        return BTreeMap::new();
+    };
+    config
+        .peers
+        .iter()
+        .filter(|peer| peer.bundle_endpoint.is_some())
+        .filter_map(|peer| {
+            let bundle = bundles::store::load(dir, &peer.trust_domain)?;
+            tracing::info!(peer.cluster = %peer.name, %bundle, "using the peer bundle kept from an earlier run");
+            Some((peer.trust_domain.clone(), bundle))
+        })
+        .collect()
+}
+
+/// The roots that authenticate an `https_web` bundle endpoint.
+fn web_roots(path: &std::path::Path) -> Result<Arc<rustls::RootCertStore>, StartError> {
+    let bad = |e: String| StartError::Bundles(format!("{}: {e}", path.display()));
+    let certs = rustls::pki_types::CertificateDer::pem_file_iter(path)
+        .and_then(|certs| certs.collect::<Result<Vec<_>, _>>())
+        .map_err(|e| bad(e.to_string()))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certs {
+        roots.add(cert).map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(Arc::new(roots))
 }
 
 impl Running {

@@ -16,4 +16,6 @@ pub struct Stats {
     pub local_requests: AtomicU64,
     /// Times new credentials were put in use (SVID renewals and reloads).
     pub credential_updates: AtomicU64,
+    /// Peer bundles fetched from bundle endpoints and put in use.
+    pub bundle_updates: AtomicU64,
 }

@@ -89,6 +89,7 @@ pub struct Builder {
     bundles: BTreeMap<(String, String), String>,
     imports: Vec<(String, String, String)>,
     svid_lifetime: Option<String>,
+    bundle_exchange: bool,
 }
 
 impl Federation {
@@ -104,6 +105,7 @@ impl Federation {
             bundles: BTreeMap::new(),
             imports: Vec::new(),
             svid_lifetime: None,
+            bundle_exchange: false,
         }
     }
 
@@ -164,6 +166,13 @@ impl Builder {
         self
     }
 
+    /// Makes every gateway serve its bundle (`https_spiffe`, refresh hint 1 s), poll each peer's,
+    /// and keep fetched bundles in `<dir>/<cluster>/state`.
+    pub fn bundle_exchange(mut self) -> Self {
+        self.bundle_exchange = true;
+        self
+    }
+
     /// Writes every cluster's files and starts its gateway.
     pub async fn start(self) -> anyhow::Result<Federation> {
         let dir = tempfile::tempdir()?;
@@ -206,7 +215,7 @@ impl Builder {
         let mut yaml = format!(
             "cluster: {name}\ntrust_domain: {name}.test\nshutdown_grace: 2s\n\
              listeners: {{ http: \"{}\", federation: \"{}\", dns: \"{}\", admin: \"{}\" }}\n\
-             identity: {{ ca_dir: {name}/ca, svid_lifetime: {lifetime} }}\npeers:\n",
+             identity: {{ ca_dir: {name}/ca, svid_lifetime: {lifetime} }}\n",
             a.http,
             a.federation,
             a.dns,
@@ -214,6 +223,14 @@ impl Builder {
             name = cluster.name,
             lifetime = self.svid_lifetime.as_deref().unwrap_or("24h"),
         );
+        if self.bundle_exchange {
+            let _ = writeln!(
+                yaml,
+                "bundle_endpoint: {{ profile: https_spiffe, refresh_hint: 1s }}\nstate_dir: {}/state",
+                cluster.name
+            );
+        }
+        yaml.push_str("peers:\n");
         for peer in self.clusters.iter().filter(|p| p.name != cluster.name) {
             let exported = peer
                 .exports
@@ -226,9 +243,17 @@ impl Builder {
                 .filter(|(c, p, _)| *c == cluster.name && *p == peer.name)
                 .map(|(_, _, service)| service.as_str());
             let services: Vec<&str> = exported.chain(imported).collect();
+            let endpoint = if self.bundle_exchange {
+                format!(
+                    ", bundle_endpoint: {{ url: \"https://{}/\", profile: https_spiffe }}",
+                    peer.addrs.federation
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 yaml,
-                "  - {{ name: {p}, address: \"{}\", trust_domain: {p}.test, bundle: {}/{p}.pem, services: [{}] }}",
+                "  - {{ name: {p}, address: \"{}\", trust_domain: {p}.test, bundle: {}/{p}.pem, services: [{}]{endpoint} }}",
                 peer.addrs.federation,
                 cluster.name,
                 services.join(", "),

@@ -5,6 +5,7 @@
 //! at once with its key path, line, value and reason. Nothing past this module re-checks.
 //! `docs/config.md` is the reference for the format.
 
+mod bundle_endpoint;
 mod duration;
 mod error;
 mod raw;
@@ -39,6 +40,10 @@ pub struct Config {
     pub exports: Vec<Export>,
     /// The DNS zones the gateway answers for.
     pub dns: Dns,
+    /// Serving this cluster's trust bundle to peers, if enabled.
+    pub bundle_endpoint: Option<BundleEndpoint>,
+    /// Where state that outlives a restart (peer bundles fetched from their endpoints) is kept.
+    pub state_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
 }
@@ -87,10 +92,60 @@ pub struct Peer {
     pub address: SocketAddr,
     /// The peer's trust domain: its certificate must chain to this domain's roots only.
     pub trust_domain: TrustDomain,
-    /// PEM file with the peer trust domain's root certificates.
+    /// The peer trust domain's roots (SPIFFE bundle or PEM): the bootstrap bundle when
+    /// `bundle_endpoint` is set.
     pub bundle: PathBuf,
+    /// Where to fetch the peer's bundle from, and how to authenticate that endpoint.
+    pub bundle_endpoint: Option<PeerBundleEndpoint>,
     /// Services the peer exports to us. Until catalog exchange lands, this is configured.
     pub services: Vec<ServiceKey>,
+}
+
+/// This gateway's SPIFFE bundle endpoint, served on the federation port over TCP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct BundleEndpoint {
+    /// How the endpoint authenticates itself.
+    pub profile: ServeProfile,
+    /// The `spiffe_refresh_hint` it advertises.
+    pub refresh_hint: Duration,
+}
+
+/// How a bundle endpoint we serve authenticates itself.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ServeProfile {
+    /// With the gateway's own SVID.
+    HttpsSpiffe,
+    /// With a Web PKI certificate from files.
+    HttpsWeb {
+        /// PEM certificate chain.
+        cert: PathBuf,
+        /// PEM private key.
+        key: PathBuf,
+    },
+}
+
+/// A peer's SPIFFE bundle endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PeerBundleEndpoint {
+    /// The endpoint's `https://` URL.
+    pub url: http::Uri,
+    /// How to authenticate it.
+    pub profile: FetchProfile,
+}
+
+/// How to authenticate a peer's bundle endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FetchProfile {
+    /// The endpoint presents this SPIFFE ID, verified with the peer's current bundle.
+    HttpsSpiffe {
+        /// The endpoint's expected ID (in the peer's trust domain).
+        endpoint_id: meshfed_trust::SpiffeId,
+    },
+    /// The endpoint presents a Web PKI certificate for the URL's host, verified with these roots.
+    HttpsWeb {
+        /// PEM roots.
+        roots: PathBuf,
+    },
 }
 
 /// A local service offered to peers.

@@ -19,7 +19,25 @@ pub(crate) struct RawConfig {
     #[serde(default, deserialize_with = "seq")]
     pub(crate) exports: Vec<RawExport>,
     pub(crate) dns: Option<RawDns>,
+    pub(crate) bundle_endpoint: Option<RawBundleEndpoint>,
+    pub(crate) state_dir: Option<Text>,
     pub(crate) shutdown_grace: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawBundleEndpoint {
+    pub(crate) profile: Option<Text>,
+    pub(crate) cert: Option<Text>,
+    pub(crate) key: Option<Text>,
+    pub(crate) refresh_hint: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawPeerBundleEndpoint {
+    pub(crate) url: Option<Text>,
+    pub(crate) profile: Option<Text>,
+    pub(crate) endpoint_id: Option<Text>,
+    pub(crate) web_roots: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -45,6 +63,7 @@ pub(crate) struct RawPeer {
     pub(crate) address: Option<Text>,
     pub(crate) trust_domain: Option<Text>,
     pub(crate) bundle: Option<Text>,
+    pub(crate) bundle_endpoint: Option<RawPeerBundleEndpoint>,
     #[serde(default, deserialize_with = "seq")]
     pub(crate) services: Vec<Text>,
 }

@@ -128,8 +128,9 @@ fn clean_path(path: &str) -> String {
     }
 }
 
+/// Collects every problem while turning raw config into validated types.
 #[derive(Default)]
-struct Checker {
+pub(super) struct Checker {
     errors: Vec<ConfigError>,
 }
 
@@ -158,6 +159,14 @@ impl Checker {
             .map(|(i, export)| self.export(&format!("exports[{i}]"), export))
             .collect();
         let dns = self.dns(raw.dns.as_ref());
+        let bundle_endpoint = raw
+            .bundle_endpoint
+            .as_ref()
+            .map(|b| self.bundle_endpoint(b, base));
+        let state_dir = raw
+            .state_dir
+            .as_ref()
+            .map(|d| self.value("state_dir", d, |s| Ok(base.join(s))));
         let shutdown_grace = self.optional(
             "shutdown_grace",
             raw.shutdown_grace.as_ref(),
@@ -175,6 +184,8 @@ impl Checker {
             peers: peers?,
             exports: exports?,
             dns: dns?,
+            bundle_endpoint: bundle_endpoint.map_or(Some(None), |b| b.map(Some))?,
+            state_dir: state_dir.map_or(Some(None), |d| d.map(Some))?,
             shutdown_grace: shutdown_grace?,
         };
         self.cross_check(raw, &config);
@@ -279,11 +290,16 @@ impl Checker {
             .collect::<Vec<_>>()
             .into_iter()
             .collect();
+        let bundle_endpoint = raw.bundle_endpoint.as_ref().map(|raw| {
+            let peer = name.as_ref().zip(trust_domain.as_ref());
+            self.peer_bundle_endpoint(&format!("{at}.bundle_endpoint"), raw, peer, base)
+        });
         Some(Peer {
             name: name?,
             address: address?,
             trust_domain: trust_domain?,
             bundle: bundle?,
+            bundle_endpoint: bundle_endpoint.map_or(Some(None), |b| b.map(Some))?,
             services: services?,
         })
     }
@@ -493,7 +509,7 @@ impl Checker {
 
     // --- helpers ---
 
-    fn required<T>(
+    pub(super) fn required<T>(
         &mut self,
         path: &str,
         text: Option<&Text>,
@@ -508,7 +524,7 @@ impl Checker {
         }
     }
 
-    fn optional<T>(
+    pub(super) fn optional<T>(
         &mut self,
         path: &str,
         text: Option<&Text>,
@@ -528,7 +544,7 @@ impl Checker {
         }
     }
 
-    fn value<T>(
+    pub(super) fn value<T>(
         &mut self,
         path: &str,
         text: &Text,
@@ -543,7 +559,7 @@ impl Checker {
         }
     }
 
-    fn invalid(&mut self, path: &str, text: &Text, reason: &str) {
+    pub(super) fn invalid(&mut self, path: &str, text: &Text, reason: &str) {
         self.error(path, Some(text), reason);
     }
 
