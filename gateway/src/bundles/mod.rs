@@ -9,3 +9,6 @@ pub(crate) mod endpoint;
 pub(crate) mod fetch;
 pub(crate) mod poll;
 pub(crate) mod store;
+
+#[cfg(test)]
+mod tests;

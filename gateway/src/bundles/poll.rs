@@ -65,7 +65,7 @@ impl Poller {
         }
     }
 
-    async fn poll(&mut self) -> Result<(), String> {
+    pub(super) async fn poll(&mut self) -> Result<(), String> {
         let authenticate = match &self.profile {
             Profile::Spiffe(id) => Authenticate::Spiffe {
                 id: id.clone(),
