@@ -8,6 +8,8 @@ use http::{Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tokio_util::sync::CancellationToken;
 
+use meshfed_trust::verify::Rejection;
+
 use crate::proxy::body::{self, Body};
 use crate::stats::Stats;
 
@@ -36,10 +38,17 @@ pub(crate) async fn handle(
                 ("credential_updates", &stats.credential_updates),
                 ("bundle_updates", &stats.bundle_updates),
             ];
-            let lines: String = counters
+            let mut lines: String = counters
                 .iter()
                 .map(|(name, value)| format!("{name} {}\n", value.load(Ordering::Relaxed)))
                 .collect();
+            for reason in Rejection::ALL {
+                let count = stats.peer_certificates_refused.count(reason);
+                lines.push_str(&format!(
+                    "peer_certificates_refused_{} {count}\n",
+                    reason.code()
+                ));
+            }
             text(StatusCode::OK, lines)
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),

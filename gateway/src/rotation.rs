@@ -143,12 +143,13 @@ impl Rotation {
     /// refreshes our bundle endpoint. Either all of them are built or none is used.
     fn publish(&self) -> Result<(), String> {
         let trust = Arc::new(trust(&self.file_trust, &self.fetched).map_err(|e| e.to_string())?);
-        let server = tls::server(&self.svid, &trust)
+        let refused = &self.state.stats.peer_certificates_refused;
+        let server = tls::server(&self.svid, &trust, refused)
             .map_err(|e| format!("cannot use the new credentials for peers calling in: {e}"))?;
         let mut clients = Vec::new();
         for peer in &self.config.peers {
             let id = credentials::gateway_id_of(&peer.trust_domain, &peer.name);
-            let config = tls::client(&self.svid, &trust, &id).map_err(|e| {
+            let config = tls::client(&self.svid, &trust, &id, refused).map_err(|e| {
                 format!("cannot use the new credentials towards {}: {e}", peer.name)
             })?;
             clients.push((&peer.name, config));

@@ -105,7 +105,10 @@ pub fn start(
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let endpoint = endpoint::endpoint(bound.federation, tls::server(&svid, &trust)?)?;
+    let endpoint = endpoint::endpoint(
+        bound.federation,
+        tls::server(&svid, &trust, &stats.peer_certificates_refused)?,
+    )?;
     let mut peers = BTreeMap::new();
     for peer in &config.peers {
         let client = PeerClient::new(
@@ -117,6 +120,7 @@ pub fn start(
                 &svid,
                 &trust,
                 &gateway_id_of(&peer.trust_domain, &peer.name),
+                &stats.peer_certificates_refused,
             )?,
             stats.clone(),
         );

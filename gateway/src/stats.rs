@@ -1,7 +1,10 @@
 //! Counters the gateway keeps about itself. Prometheus export comes with the metrics work;
 //! these are what tests and the admin endpoint read today.
 
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
+
+use meshfed_trust::verify::Rejections;
 
 /// Running totals since start.
 #[derive(Debug, Default)]
@@ -18,4 +21,6 @@ pub struct Stats {
     pub credential_updates: AtomicU64,
     /// Peer bundles fetched from bundle endpoints and put in use.
     pub bundle_updates: AtomicU64,
+    /// Peer certificates refused, by reason.
+    pub peer_certificates_refused: Arc<Rejections>,
 }

@@ -307,6 +307,7 @@ pub async fn h3_request(
         server_ca.trust_domain().clone(),
         None,
         &[wire::ALPN],
+        &Arc::default(),
     )?;
     let config = quinn::ClientConfig::new(Arc::new(
         quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,

@@ -76,8 +76,18 @@ async fn a_root_rotation_reaches_the_peer_through_bundle_endpoints() -> anyhow::
     })
     .await?;
 
-    // 3. East restarts. Its config still names only west's old root; west now presents an SVID
-    // from the new CA. Only the bundle east fetched and kept lets it connect.
+    // 3. East restarts, and west's bundle endpoint is down for it (east's config now points at a
+    // closed port). Its config still names only west's old root, and west presents an SVID
+    // from the new CA: only the bundle east fetched and kept lets it connect.
+    let east_yaml = federation.dir.path().join("east.yaml");
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let west_endpoint = format!("https://{}/", federation.gateway("west").addrs().federation);
+    let config = std::fs::read_to_string(&east_yaml)?;
+    assert!(config.contains(&west_endpoint), "{config}");
+    std::fs::write(
+        &east_yaml,
+        config.replace(&west_endpoint, &format!("https://{closed}/")),
+    )?;
     federation.restart("east").await?;
     let reply = client::get(east_http, GREETER, "/").await?;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());

@@ -10,6 +10,7 @@ use meshfed_tests::client::{self, Reply};
 use meshfed_tests::echo::Echo;
 use meshfed_tests::federation::{h3_get, h3_request};
 use meshfed_tests::{Cluster, Federation};
+use meshfed_trust::verify::Rejection;
 
 const GREETER: &str = "greeter.demo.svc.clusterset.local";
 
@@ -244,6 +245,13 @@ async fn a_client_certificate_from_an_unknown_ca_is_refused() -> anyhow::Result<
         refused.is_err(),
         "west served a client from an unknown CA: {refused:?}"
     );
+    // Refused by west's verifier, for the reason that it is no trust domain west federates with.
+    let refused = federation
+        .gateway("west")
+        .stats()
+        .peer_certificates_refused
+        .count(Rejection::UnknownTrustDomain);
+    assert_eq!(refused, 1, "the refusal is counted as unknown_trust_domain");
 
     // The same client with an SVID from east's CA is accepted: the refusal was about the CA.
     let id = meshfed_trust::SpiffeId::new("east.test".parse()?, ["meshfed", "gateway", "east"])?;
@@ -341,6 +349,12 @@ async fn a_peer_workload_that_is_not_its_gateway_is_refused() -> anyhow::Result<
     );
     let served = west_stats_requests(&federation);
     assert_eq!(served, 0, "the workload's request reached west's upstream");
+    let refused = federation
+        .gateway("west")
+        .stats()
+        .peer_certificates_refused
+        .count(Rejection::WrongId);
+    assert_eq!(refused, 1, "the refusal is counted as wrong_id");
     federation.shutdown().await;
     Ok(())
 }

@@ -11,7 +11,7 @@ use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use crate::spiffe::{SpiffeId, TrustDomain};
 use crate::store::TrustStore;
 use crate::svid::Svid;
-use crate::verify::{PeerClientVerifier, PeerServerVerifier, VerifierError};
+use crate::verify::{PeerClientVerifier, PeerServerVerifier, Rejections, VerifierError};
 
 /// A TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
@@ -35,9 +35,11 @@ pub fn server_config(
     svid: &Svid,
     store: &TrustStore,
     alpn: &[&[u8]],
+    rejections: &Arc<Rejections>,
 ) -> Result<ServerConfig, TlsError> {
     let provider = provider();
-    let verifier = PeerClientVerifier::new(store, provider.clone())?;
+    let verifier =
+        PeerClientVerifier::new(store, provider.clone())?.with_rejections(rejections.clone());
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(Arc::new(verifier))
@@ -54,9 +56,11 @@ pub fn client_config(
     peer: TrustDomain,
     peer_id: Option<SpiffeId>,
     alpn: &[&[u8]],
+    rejections: &Arc<Rejections>,
 ) -> Result<ClientConfig, TlsError> {
     let provider = provider();
-    let verifier = PeerServerVerifier::new(peer, peer_id, store, provider.clone());
+    let verifier = PeerServerVerifier::new(peer, peer_id, store, provider.clone())
+        .with_rejections(rejections.clone());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::client::verify_server_cert_signed_by_trust_anchor;
@@ -47,6 +48,28 @@ pub enum PeerError {
     UnknownTrustDomain(SpiffeId),
 }
 
+/// Why a peer's certificate was refused, as a stable code for logs and counters.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The chain does not verify against the roots of the claimed trust domain (unknown issuer,
+    /// bad signature, expired, not yet valid, wrong key usage).
+    Chain,
+    /// The leaf has no single, valid SPIFFE ID.
+    NoSpiffeId,
+    /// The SPIFFE ID is in another trust domain than the one expected.
+    WrongTrustDomain,
+    /// The SPIFFE ID is not the one expected.
+    WrongId,
+    /// The SPIFFE ID's trust domain is not federated with.
+    UnknownTrustDomain,
+}
+
+/// Counts of refused peer certificates, by reason. Shared by every verifier of a gateway.
+#[derive(Debug, Default)]
+pub struct Rejections {
+    counts: [AtomicU64; Rejection::ALL.len()],
+}
+
 /// Verifies a server (the peer we dial) against one expected trust domain's roots.
 #[derive(Debug)]
 pub struct PeerServerVerifier {
@@ -54,6 +77,7 @@ pub struct PeerServerVerifier {
     expected_id: Option<SpiffeId>,
     store: Arc<TrustStore>,
     provider: Arc<CryptoProvider>,
+    rejections: Arc<Rejections>,
 }
 
 /// Verifies a client (a peer dialling us): its claimed trust domain must be federated, and its
@@ -62,6 +86,7 @@ pub struct PeerServerVerifier {
 pub struct PeerClientVerifier {
     by_domain: BTreeMap<TrustDomain, Arc<dyn ClientCertVerifier>>,
     provider: Arc<CryptoProvider>,
+    rejections: Arc<Rejections>,
 }
 
 /// A verifier could not be built from a trust store.
@@ -70,6 +95,59 @@ pub struct PeerClientVerifier {
 pub struct VerifierError {
     trust_domain: TrustDomain,
     reason: rustls::server::VerifierBuilderError,
+}
+
+// === impl Rejection, Rejections ===
+
+impl Rejection {
+    /// Every reason, in counter order.
+    pub const ALL: [Rejection; 5] = [
+        Rejection::Chain,
+        Rejection::NoSpiffeId,
+        Rejection::WrongTrustDomain,
+        Rejection::WrongId,
+        Rejection::UnknownTrustDomain,
+    ];
+
+    /// The stable code.
+    pub fn code(self) -> &'static str {
+        match self {
+            Rejection::Chain => "chain_invalid",
+            Rejection::NoSpiffeId => "no_spiffe_id",
+            Rejection::WrongTrustDomain => "wrong_trust_domain",
+            Rejection::WrongId => "wrong_id",
+            Rejection::UnknownTrustDomain => "unknown_trust_domain",
+        }
+    }
+
+    /// The reason behind a verifier's error.
+    pub fn of(error: &Error) -> Rejection {
+        match peer_error(error) {
+            Some(PeerError::Identity(_)) => Rejection::NoSpiffeId,
+            Some(PeerError::WrongTrustDomain { .. }) => Rejection::WrongTrustDomain,
+            Some(PeerError::WrongId { .. }) => Rejection::WrongId,
+            Some(PeerError::UnknownTrustDomain(_)) => Rejection::UnknownTrustDomain,
+            None => Rejection::Chain,
+        }
+    }
+}
+
+impl Rejections {
+    /// How many certificates were refused for `reason`.
+    pub fn count(&self, reason: Rejection) -> u64 {
+        self.counts[reason as usize].load(Ordering::Relaxed)
+    }
+
+    /// Counts and logs (once, here) a refusal decided after the handshake. `role` is the
+    /// peer's role in the handshake (`client` or `server`).
+    pub fn refuse(&self, reason: Rejection, role: &'static str, detail: &dyn std::fmt::Display) {
+        self.counts[reason as usize].fetch_add(1, Ordering::Relaxed);
+        tracing::info!(reason = reason.code(), peer.role = role, %detail, "refused a peer certificate");
+    }
+
+    fn record(&self, error: &Error, role: &'static str) {
+        self.refuse(Rejection::of(error), role, error);
+    }
 }
 
 // === impl PeerServerVerifier ===
@@ -88,19 +166,22 @@ impl PeerServerVerifier {
             expected_id,
             store,
             provider,
+            rejections: Arc::default(),
         }
     }
-}
 
-impl ServerCertVerifier for PeerServerVerifier {
-    fn verify_server_cert(
+    /// Counts refusals in `rejections` (by default, in counts of its own).
+    pub fn with_rejections(mut self, rejections: Arc<Rejections>) -> Self {
+        self.rejections = rejections;
+        self
+    }
+
+    fn check(
         &self,
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
-        _server_name: &ServerName<'_>,
-        _ocsp_response: &[u8],
         now: UnixTime,
-    ) -> Result<ServerCertVerified, Error> {
+    ) -> Result<(), Error> {
         let Some(roots) = self.store.roots(&self.trust_domain) else {
             return Err(Error::InvalidCertificate(
                 rustls::CertificateError::UnknownIssuer,
@@ -129,6 +210,21 @@ impl ServerCertVerifier for PeerServerVerifier {
                 expected: expected.clone(),
             }));
         }
+        Ok(())
+    }
+}
+
+impl ServerCertVerifier for PeerServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, Error> {
+        self.check(end_entity, intermediates, now)
+            .inspect_err(|error| self.rejections.record(error, "server"))?;
         Ok(ServerCertVerified::assertion())
     }
 
@@ -191,7 +287,30 @@ impl PeerClientVerifier {
         Ok(PeerClientVerifier {
             by_domain,
             provider,
+            rejections: Arc::default(),
         })
+    }
+
+    /// Counts refusals in `rejections` (by default, in counts of its own).
+    pub fn with_rejections(mut self, rejections: Arc<Rejections>) -> Self {
+        self.rejections = rejections;
+        self
+    }
+
+    fn check(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<(), Error> {
+        // The claimed ID is unverified here: it only picks which roots the chain must verify
+        // against. A forged claim picks roots that will not verify it.
+        let claimed = x509::spiffe_id(end_entity).map_err(|e| refuse(e.into()))?;
+        let Some(verifier) = self.by_domain.get(claimed.trust_domain()) else {
+            return Err(refuse(PeerError::UnknownTrustDomain(claimed)));
+        };
+        verifier.verify_client_cert(end_entity, intermediates, now)?;
+        Ok(())
     }
 }
 
@@ -207,13 +326,9 @@ impl ClientCertVerifier for PeerClientVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
-        // The claimed ID is unverified here: it only picks which roots the chain must verify
-        // against. A forged claim picks roots that will not verify it.
-        let claimed = x509::spiffe_id(end_entity).map_err(|e| refuse(e.into()))?;
-        let Some(verifier) = self.by_domain.get(claimed.trust_domain()) else {
-            return Err(refuse(PeerError::UnknownTrustDomain(claimed)));
-        };
-        verifier.verify_client_cert(end_entity, intermediates, now)
+        self.check(end_entity, intermediates, now)
+            .inspect_err(|error| self.rejections.record(error, "client"))?;
+        Ok(ClientCertVerified::assertion())
     }
 
     fn verify_tls12_signature(
@@ -288,6 +403,7 @@ mod tests {
         east: Ca,
         west: Ca,
         store: Arc<TrustStore>,
+        rejections: Arc<Rejections>,
     }
 
     /// East and west CAs, both federated (both sets of roots in the store, kept apart).
@@ -304,12 +420,14 @@ mod tests {
             east,
             west,
             store: Arc::new(store),
+            rejections: Arc::default(),
         }
     }
 
     fn check_server(w: &World, expect: &str, svid: &Svid) -> Result<(), Error> {
         let verifier =
-            PeerServerVerifier::new(td(expect), None, w.store.clone(), crate::tls::provider());
+            PeerServerVerifier::new(td(expect), None, w.store.clone(), crate::tls::provider())
+                .with_rejections(w.rejections.clone());
         let name = ServerName::try_from("peer.invalid").expect("name");
         verifier
             .verify_server_cert(
@@ -323,7 +441,9 @@ mod tests {
     }
 
     fn check_client(w: &World, svid: &Svid) -> Result<(), Error> {
-        let verifier = PeerClientVerifier::new(&w.store, crate::tls::provider()).expect("verifier");
+        let verifier = PeerClientVerifier::new(&w.store, crate::tls::provider())
+            .expect("verifier")
+            .with_rejections(w.rejections.clone());
         verifier
             .verify_client_cert(&svid.chain()[0], &svid.chain()[1..], UnixTime::now())
             .map(|_| ())
@@ -394,6 +514,36 @@ mod tests {
             matches!(peer_error(&err), Some(PeerError::UnknownTrustDomain(id)) if id == &svid.id().clone()),
             "{err:?}"
         );
+    }
+
+    #[test]
+    fn every_refusal_is_counted_under_its_reason() {
+        let w = world();
+        let rogue = Ca::generate(td("rogue.example"), w.now).expect("CA");
+        let cases = [
+            (
+                w.east.issue(&gateway("west.example"), w.now, DAY),
+                Rejection::Chain,
+            ),
+            (
+                w.west.issue(&gateway("east.example"), w.now, DAY),
+                Rejection::WrongTrustDomain,
+            ),
+            (
+                rogue.issue(&gateway("rogue.example"), w.now, DAY),
+                Rejection::Chain,
+            ),
+        ];
+        for (svid, reason) in cases {
+            let before = w.rejections.count(reason);
+            check_server(&w, "west.example", &svid.expect("svid")).expect_err("refused");
+            assert_eq!(w.rejections.count(reason), before + 1, "{reason:?}");
+        }
+        let rogue_svid = rogue
+            .issue(&gateway("rogue.example"), w.now, DAY)
+            .expect("svid");
+        check_client(&w, &rogue_svid).expect_err("refused");
+        assert_eq!(w.rejections.count(Rejection::UnknownTrustDomain), 1);
     }
 
     #[test]

@@ -167,7 +167,11 @@ fn identify(connection: &quinn::Connection, state: &State) -> Option<Label> {
     let id = meshfed_trust::x509::spiffe_id(chain.first()?).ok()?;
     let peer = state.peer_of(&id);
     if peer.is_none() {
-        tracing::info!(peer.id = %id, "refused a verified identity that is not a peer gateway");
+        state.stats.peer_certificates_refused.refuse(
+            meshfed_trust::verify::Rejection::WrongId,
+            "client",
+            &format_args!("{id} is not a peer gateway"),
+        );
     }
     peer
 }

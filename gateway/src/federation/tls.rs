@@ -7,6 +7,7 @@
 
 use std::sync::Arc;
 
+use meshfed_trust::verify::Rejections;
 use meshfed_trust::{SpiffeId, Svid, TrustStore, tls};
 
 use super::endpoint::{self, EndpointError};
@@ -24,8 +25,12 @@ pub enum TlsError {
 }
 
 /// The server side: presents `svid`, requires a client SVID of a trust domain in `trust`.
-pub(crate) fn server(svid: &Svid, trust: &TrustStore) -> Result<quinn::ServerConfig, TlsError> {
-    let tls = tls::server_config(svid, trust, &[wire::ALPN])?;
+pub(crate) fn server(
+    svid: &Svid,
+    trust: &TrustStore,
+    rejections: &Arc<Rejections>,
+) -> Result<quinn::ServerConfig, TlsError> {
+    let tls = tls::server_config(svid, trust, &[wire::ALPN], rejections)?;
     Ok(endpoint::server_config(tls)?)
 }
 
@@ -35,6 +40,7 @@ pub(crate) fn client(
     svid: &Svid,
     trust: &Arc<TrustStore>,
     peer: &SpiffeId,
+    rejections: &Arc<Rejections>,
 ) -> Result<quinn::ClientConfig, TlsError> {
     let tls = tls::client_config(
         svid,
@@ -42,6 +48,7 @@ pub(crate) fn client(
         peer.trust_domain().clone(),
         Some(peer.clone()),
         &[wire::ALPN],
+        rejections,
     )?;
     Ok(endpoint::client_config(tls)?)
 }
