@@ -5,22 +5,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, SystemTime};
 
-use base64::Engine as _;
 use meshfed_tests::binary;
+use meshfed_trust::x509::pem;
 use meshfed_trust::{Ca, SpiffeId, Svid};
-
-fn pem(label: &str, der: &[u8]) -> String {
-    let body = base64::engine::general_purpose::STANDARD.encode(der);
-    let lines: Vec<&str> = body
-        .as_bytes()
-        .chunks(64)
-        .filter_map(|c| std::str::from_utf8(c).ok())
-        .collect();
-    format!(
-        "-----BEGIN {label}-----\n{}\n-----END {label}-----\n",
-        lines.join("\n")
-    )
-}
 
 fn write_svid(dir: &Path, svid: &Svid, key_of: &Svid, root: &Ca) -> anyhow::Result<()> {
     let chain: String = svid.chain().iter().map(|c| pem("CERTIFICATE", c)).collect();

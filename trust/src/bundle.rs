@@ -146,18 +146,7 @@ impl Bundle {
     pub fn to_pem(&self) -> String {
         self.authorities
             .iter()
-            .map(|cert| {
-                let body = STANDARD.encode(cert.as_ref());
-                let lines: Vec<&str> = body
-                    .as_bytes()
-                    .chunks(64)
-                    .filter_map(|c| std::str::from_utf8(c).ok())
-                    .collect();
-                format!(
-                    "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
-                    lines.join("\n")
-                )
-            })
+            .map(|cert| x509::pem("CERTIFICATE", cert.as_ref()))
             .collect()
     }
 

@@ -190,3 +190,17 @@ pub fn summary(cert: &CertificateDer<'_>) -> Result<Summary, CertificateError> {
         is_ca: parsed.is_ca(),
     })
 }
+
+/// A PEM block (RFC 7468) of `der` under `label`, such as `CERTIFICATE` or `PRIVATE KEY`.
+pub fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let body = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    // Base64 is ASCII, so 64-byte chunks are whole characters.
+    for line in body.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}

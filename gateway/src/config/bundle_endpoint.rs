@@ -36,12 +36,7 @@ impl Checker {
         let profile = self.required(
             &format!("{at}.profile"),
             raw.profile.as_ref(),
-            |s| match s {
-                "https_spiffe" | "https_web" => Ok(s.to_owned()),
-                other => Err(format!(
-                    "unknown profile {other:?}; use https_spiffe or https_web"
-                )),
-            },
+            parse_profile,
         )?;
         let file = |c: &mut Self, key: &str, text| {
             c.required(&format!("{at}.{key}"), text, |s| Ok(base.join(s)))
@@ -82,12 +77,7 @@ impl Checker {
         let profile = self.required(
             &format!("{at}.profile"),
             raw.profile.as_ref(),
-            |s| match s {
-                "https_spiffe" | "https_web" => Ok(s.to_owned()),
-                other => Err(format!(
-                    "unknown profile {other:?}; use https_spiffe or https_web"
-                )),
-            },
+            parse_profile,
         );
         let profile = match profile?.as_str() {
             "https_web" => {
@@ -135,6 +125,16 @@ impl Checker {
             }
         };
         Some(PeerBundleEndpoint { url: url?, profile })
+    }
+}
+
+/// A bundle endpoint profile name, as the SPIFFE federation specification spells it.
+fn parse_profile(s: &str) -> Result<String, String> {
+    match s {
+        "https_spiffe" | "https_web" => Ok(s.to_owned()),
+        other => Err(format!(
+            "unknown profile {other:?}; use https_spiffe or https_web"
+        )),
     }
 }
 
