@@ -26,6 +26,8 @@ pub(crate) struct Issuer {
     ca: Ca,
     id: SpiffeId,
     lifetime: Duration,
+    /// How far through its lifetime an SVID is renewed, in percent.
+    pub(crate) renew_at: u8,
 }
 
 impl Credentials {
@@ -145,7 +147,11 @@ pub(crate) fn own_svid(
     now: SystemTime,
 ) -> Result<(Svid, Option<Issuer>), ConfigError> {
     let (path, file, svid, issuer) = match &config.identity {
-        Identity::Ca { dir, svid_lifetime } => {
+        Identity::Ca {
+            dir,
+            svid_lifetime,
+            renew_at,
+        } => {
             let at = |reason: String| file_error("identity.ca_dir".into(), dir, reason);
             let ca = Ca::load(dir).map_err(|e| at(e.to_string()))?;
             if ca.trust_domain() != &config.trust_domain {
@@ -159,6 +165,7 @@ pub(crate) fn own_svid(
                 ca,
                 id: gateway_id(config),
                 lifetime: *svid_lifetime,
+                renew_at: *renew_at,
             };
             let svid = issuer.issue(now).map_err(|e| at(e.to_string()))?;
             ("identity.ca_dir", dir, svid, Some(issuer))

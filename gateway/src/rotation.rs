@@ -67,7 +67,7 @@ impl Rotation {
         let mut retry_at: Option<SystemTime> = None;
         loop {
             let now = SystemTime::now();
-            let renew_at = self.issuer.as_ref().map(|_| self.svid.renew_at());
+            let renew_at = self.issuer.as_ref().map(|i| self.svid.renew_at(i.renew_at));
             let next = retry_at.or(renew_at);
             let wait = next
                 .map(|at| at.duration_since(now).unwrap_or_default())

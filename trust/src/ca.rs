@@ -30,7 +30,8 @@ pub const CA_KEY_FILE: &str = "ca.key";
 /// How long a generated root is valid.
 const ROOT_LIFETIME: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 /// Certificates start up to this long before "now", to tolerate clock skew between clusters;
-/// never more than a quarter of an SVID's lifetime, so that its half-life stays in the future.
+/// never more than a twentieth of an SVID's lifetime, so that any renewal point from 10 % on
+/// stays in the future.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);
 
 /// A root CA for one trust domain: its certificate and signing key.
@@ -167,11 +168,24 @@ impl Ca {
             ExtendedKeyUsagePurpose::ClientAuth,
         ];
         params.subject_alt_names = vec![uri_san(id)?];
-        params.not_before = to_offset(now - BACKDATE.min(lifetime / 4));
+        params.not_before = to_offset(now - BACKDATE.min(lifetime / 20));
         params.not_after = to_offset(valid_until(now, lifetime)?);
         let cert = params.signed_by(&key, &self.issuer)?;
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
         Ok(Svid::new(vec![cert.der().clone()], key)?)
+    }
+
+    /// Signs a leaf made from `params` with a fresh key, with no checks: for tests that need
+    /// certificates an honest CA would never issue.
+    #[cfg(test)]
+    pub(crate) fn sign_unchecked(
+        &self,
+        params: CertificateParams,
+    ) -> (CertificateDer<'static>, PrivateKeyDer<'static>) {
+        let key = KeyPair::generate().expect("key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign");
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        (cert.der().clone(), key)
     }
 
     /// The trust domain this CA issues for.

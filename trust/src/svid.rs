@@ -112,14 +112,14 @@ impl Svid {
         self.not_after
     }
 
-    /// When to replace this SVID: half-way through its validity, as SPIFFE implementations do,
-    /// leaving the second half to retry a renewal that fails.
-    pub fn renew_at(&self) -> SystemTime {
+    /// When to replace this SVID: `percent` of the way through its validity. SPIFFE
+    /// implementations renew at 50 %, leaving the second half to retry a renewal that fails.
+    pub fn renew_at(&self, percent: u8) -> SystemTime {
         let lifetime = self
             .not_after
             .duration_since(self.not_before)
             .unwrap_or_default();
-        self.not_before + lifetime / 2
+        self.not_before + lifetime.mul_f64(f64::from(percent.min(100)) / 100.0)
     }
 }
 

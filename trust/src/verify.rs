@@ -54,8 +54,8 @@ pub enum Rejection {
     /// The chain does not verify against the roots of the claimed trust domain (unknown issuer,
     /// bad signature, expired, not yet valid, wrong key usage).
     Chain,
-    /// The leaf has no single, valid SPIFFE ID.
-    NoSpiffeId,
+    /// The leaf is not an X.509-SVID: no single valid SPIFFE ID, a CA, or the wrong key usage.
+    NotAnSvid,
     /// The SPIFFE ID is in another trust domain than the one expected.
     WrongTrustDomain,
     /// The SPIFFE ID is not the one expected.
@@ -103,7 +103,7 @@ impl Rejection {
     /// Every reason, in counter order.
     pub const ALL: [Rejection; 5] = [
         Rejection::Chain,
-        Rejection::NoSpiffeId,
+        Rejection::NotAnSvid,
         Rejection::WrongTrustDomain,
         Rejection::WrongId,
         Rejection::UnknownTrustDomain,
@@ -113,7 +113,7 @@ impl Rejection {
     pub fn code(self) -> &'static str {
         match self {
             Rejection::Chain => "chain_invalid",
-            Rejection::NoSpiffeId => "no_spiffe_id",
+            Rejection::NotAnSvid => "not_an_svid",
             Rejection::WrongTrustDomain => "wrong_trust_domain",
             Rejection::WrongId => "wrong_id",
             Rejection::UnknownTrustDomain => "unknown_trust_domain",
@@ -123,7 +123,7 @@ impl Rejection {
     /// The reason behind a verifier's error.
     pub fn of(error: &Error) -> Rejection {
         match peer_error(error) {
-            Some(PeerError::Identity(_)) => Rejection::NoSpiffeId,
+            Some(PeerError::Identity(_)) => Rejection::NotAnSvid,
             Some(PeerError::WrongTrustDomain { .. }) => Rejection::WrongTrustDomain,
             Some(PeerError::WrongId { .. }) => Rejection::WrongId,
             Some(PeerError::UnknownTrustDomain(_)) => Rejection::UnknownTrustDomain,
@@ -195,7 +195,7 @@ impl PeerServerVerifier {
             now,
             self.provider.signature_verification_algorithms.all,
         )?;
-        let presented = x509::spiffe_id(end_entity).map_err(|e| refuse(e.into()))?;
+        let presented = x509::svid_leaf(end_entity).map_err(|e| refuse(e.into()))?;
         if presented.trust_domain() != &self.trust_domain {
             return Err(refuse(PeerError::WrongTrustDomain {
                 presented,
@@ -310,6 +310,7 @@ impl PeerClientVerifier {
             return Err(refuse(PeerError::UnknownTrustDomain(claimed)));
         };
         verifier.verify_client_cert(end_entity, intermediates, now)?;
+        x509::svid_leaf(end_entity).map_err(|e| refuse(e.into()))?;
         Ok(())
     }
 }
@@ -544,6 +545,79 @@ mod tests {
             .expect("svid");
         check_client(&w, &rogue_svid).expect_err("refused");
         assert_eq!(w.rejections.count(Rejection::UnknownTrustDomain), 1);
+    }
+
+    /// Leaves an honest CA would not issue, each refused as not an SVID (or for its dates), on
+    /// both sides, although each chains to a trusted root.
+    #[test]
+    fn hostile_leaves_are_refused_on_both_sides() {
+        use rcgen::{CertificateParams, ExtendedKeyUsagePurpose, IsCa, KeyUsagePurpose, SanType};
+        let w = world();
+        let id = gateway("west.example").to_string();
+        let base = || {
+            let mut p = CertificateParams::default();
+            p.subject_alt_names = vec![SanType::URI(id.clone().try_into().expect("uri"))];
+            p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+            p.extended_key_usages = vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ];
+            p.is_ca = IsCa::ExplicitNoCa;
+            p.not_before = time::OffsetDateTime::now_utc() - time::Duration::hours(1);
+            p.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+            p
+        };
+        let mut two_uris = base();
+        two_uris.subject_alt_names.push(SanType::URI(
+            "spiffe://west.example/other".try_into().expect("uri"),
+        ));
+        let mut ca_leaf = base();
+        ca_leaf.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        ca_leaf.key_usages.push(KeyUsagePurpose::KeyCertSign);
+        let mut no_signature = base();
+        no_signature.key_usages = vec![KeyUsagePurpose::KeyEncipherment];
+        let mut cert_signer = base();
+        cert_signer.key_usages.push(KeyUsagePurpose::KeyCertSign);
+        let mut not_yet = base();
+        not_yet.not_before = time::OffsetDateTime::now_utc() + time::Duration::hours(1);
+        not_yet.not_after = time::OffsetDateTime::now_utc() + time::Duration::hours(2);
+        let mut no_uri = base();
+        no_uri.subject_alt_names = vec![SanType::DnsName("west.example".try_into().expect("dns"))];
+
+        let cases = [
+            ("two URI SANs", two_uris, Rejection::NotAnSvid),
+            ("no URI SAN", no_uri, Rejection::NotAnSvid),
+            ("a CA leaf", ca_leaf, Rejection::Chain),
+            ("no digitalSignature", no_signature, Rejection::NotAnSvid),
+            ("keyCertSign on a leaf", cert_signer, Rejection::NotAnSvid),
+            ("not yet valid", not_yet, Rejection::Chain),
+        ];
+        for (name, params, reason) in cases {
+            let (cert, _key) = w.west.sign_unchecked(params);
+            let provider = crate::tls::provider();
+            let server = PeerServerVerifier::new(
+                td("west.example"),
+                None,
+                w.store.clone(),
+                provider.clone(),
+            )
+            .with_rejections(w.rejections.clone());
+            let client = PeerClientVerifier::new(&w.store, provider)
+                .expect("verifier")
+                .with_rejections(w.rejections.clone());
+            let before = w.rejections.count(reason);
+            let dns = ServerName::try_from("peer.invalid").expect("name");
+            let as_server = server.verify_server_cert(&cert, &[], &dns, &[], UnixTime::now());
+            let as_client = client.verify_client_cert(&cert, &[], UnixTime::now());
+            assert!(as_server.is_err(), "{name}: accepted as a server");
+            assert!(as_client.is_err(), "{name}: accepted as a client");
+            // The client verifier looks up roots by the claimed ID first, so a leaf without a
+            // usable ID is refused there as not an SVID whatever the server side says.
+            assert!(
+                w.rejections.count(reason) > before,
+                "{name}: not counted as {reason:?}"
+            );
+        }
     }
 
     #[test]

@@ -21,6 +21,14 @@ pub enum CertificateError {
     /// An X.509-SVID has exactly one URI SAN; this certificate has several.
     #[error("has {0} URI subject alternative names; an X.509-SVID has exactly one")]
     SeveralUris(usize),
+    /// An X.509-SVID leaf must not be a CA.
+    #[error("is a CA certificate; an X.509-SVID leaf must not be")]
+    CaLeaf,
+    /// An X.509-SVID leaf must have `digitalSignature` and neither `keyCertSign` nor `cRLSign`.
+    #[error(
+        "has key usage {0}; an X.509-SVID leaf has digitalSignature and no keyCertSign or cRLSign"
+    )]
+    KeyUsage(String),
     /// The URI SAN is not a valid SPIFFE ID.
     #[error("URI SAN {uri:?} is not a valid SPIFFE ID: {reason}")]
     BadSpiffeId {
@@ -53,6 +61,27 @@ pub fn spiffe_id(cert: &CertificateDer<'_>) -> Result<SpiffeId, CertificateError
         }),
         several => Err(CertificateError::SeveralUris(several.len())),
     }
+}
+
+/// The SPIFFE ID of an X.509-SVID leaf, checking what the X509-SVID specification requires of a
+/// leaf beyond the chain: exactly one URI SAN holding a valid SPIFFE ID, not a CA, and key usage
+/// (when present, as it must be) with `digitalSignature` and without `keyCertSign` or `cRLSign`.
+pub fn svid_leaf(cert: &CertificateDer<'_>) -> Result<SpiffeId, CertificateError> {
+    let id = spiffe_id(cert)?;
+    let parsed = parse(cert)?;
+    if parsed.is_ca() {
+        return Err(CertificateError::CaLeaf);
+    }
+    let usage = parsed
+        .key_usage()
+        .map_err(|e| CertificateError::Malformed(e.to_string()))?;
+    if let Some(usage) = usage {
+        let usage = usage.value;
+        if !usage.digital_signature() || usage.key_cert_sign() || usage.crl_sign() {
+            return Err(CertificateError::KeyUsage(usage.to_string()));
+        }
+    }
+    Ok(id)
 }
 
 /// A certificate's validity period: `(notBefore, notAfter)`.

@@ -71,6 +71,8 @@ pub enum Identity {
         dir: PathBuf,
         /// How long each issued SVID is valid.
         svid_lifetime: Duration,
+        /// How far through its lifetime an SVID is renewed, in percent.
+        renew_at: u8,
     },
     /// An SVID written by another system (cert-manager, a SPIRE helper).
     Files {

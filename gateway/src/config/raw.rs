@@ -52,6 +52,7 @@ pub(crate) struct RawListeners {
 pub(crate) struct RawIdentity {
     pub(crate) ca_dir: Option<Text>,
     pub(crate) svid_lifetime: Option<Text>,
+    pub(crate) renew_at: Option<Text>,
     pub(crate) cert: Option<Text>,
     pub(crate) key: Option<Text>,
     pub(crate) bundle: Option<Text>,

@@ -50,7 +50,8 @@ fn good_config_parses_with_defaults_filled_in() {
         config.identity,
         Identity::Ca {
             dir: "/cfg/ca".into(),
-            svid_lifetime: Duration::from_secs(86_400)
+            svid_lifetime: Duration::from_secs(86_400),
+            renew_at: 50,
         }
     );
     assert_eq!(config.peers[0].services[0].to_string(), "greeter.demo");
@@ -231,4 +232,19 @@ fn overlapping_zones_and_absurd_lifetimes_are_refused() {
         "{base}identity: {{ ca_dir: ca }}\ndns: {{ zone: set.local, pinned_zone: clusterset.local }}\n"
     );
     Config::parse(&ok, Path::new("/")).expect("apart");
+}
+
+#[test]
+fn the_renewal_point_is_a_percentage_of_the_lifetime() {
+    let base = "cluster: east\ntrust_domain: east.example\n";
+    let ok = format!("{base}identity: {{ ca_dir: ca, renew_at: 70% }}\n");
+    match Config::parse(&ok, Path::new("/")).expect("valid").identity {
+        Identity::Ca { renew_at, .. } => assert_eq!(renew_at, 70),
+        other => panic!("{other:?}"),
+    }
+    for bad in ["95%", "5%", "50", "half"] {
+        let text = format!("{base}identity: {{ ca_dir: ca, renew_at: \"{bad}\" }}\n");
+        let got = errors(&text);
+        assert_eq!(got[0].path, "identity.renew_at", "{bad}: {got:#?}");
+    }
 }

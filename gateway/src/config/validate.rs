@@ -19,6 +19,7 @@ const DEFAULT_FEDERATION: &str = "0.0.0.0:15443";
 const DEFAULT_DNS: &str = "127.0.0.1:15053";
 const DEFAULT_ADMIN: &str = "127.0.0.1:15000";
 const DEFAULT_SVID_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_RENEW_AT: u8 = 50;
 const DEFAULT_TTL: Duration = Duration::from_secs(5);
 const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -229,18 +230,30 @@ impl Checker {
                     DEFAULT_SVID_LIFETIME,
                     parse_lifetime,
                 );
+                let renew_at = self.optional(
+                    "identity.renew_at",
+                    raw.renew_at.as_ref(),
+                    DEFAULT_RENEW_AT,
+                    parse_percent,
+                );
                 Some(Identity::Ca {
                     dir: base.join(&dir.value),
                     svid_lifetime: svid_lifetime?,
+                    renew_at: renew_at?,
                 })
             }
             (None, true) => {
-                if let Some(lifetime) = &raw.svid_lifetime {
-                    self.invalid(
-                        "identity.svid_lifetime",
-                        lifetime,
-                        "applies only with `ca_dir`: an SVID from files keeps its own lifetime",
-                    );
+                for (key, text) in [
+                    ("svid_lifetime", &raw.svid_lifetime),
+                    ("renew_at", &raw.renew_at),
+                ] {
+                    if let Some(text) = text {
+                        self.invalid(
+                            &format!("identity.{key}"),
+                            text,
+                            "applies only with `ca_dir`: an SVID from files is renewed by whoever writes it",
+                        );
+                    }
                 }
                 let path = |c: &mut Self, key: &str, text: &Option<Text>| {
                     c.required(&format!("identity.{key}"), text.as_ref(), |s| {
@@ -610,6 +623,16 @@ fn parse_port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".into()),
         Ok(port) => Ok(port),
+    }
+}
+
+fn parse_percent(s: &str) -> Result<u8, String> {
+    let number = s
+        .strip_suffix('%')
+        .ok_or_else(|| "expected a percentage, as in `50%`".to_owned())?;
+    match number.trim().parse::<u8>() {
+        Ok(p @ 10..=90) => Ok(p),
+        _ => Err("expected a whole percentage from 10% to 90%".into()),
     }
 }
 
