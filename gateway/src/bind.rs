@@ -89,10 +89,17 @@ fn udp_and_tcp(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
     }
 }
 
+/// A listening TCP socket with `SO_REUSEADDR`, so that a restarted gateway can listen on its
+/// port again while connections of the previous run (or any connection that happened to use
+/// that port number) are in TIME-WAIT.
 fn tcp(address: SocketAddr) -> io::Result<TcpListener> {
-    let listener = TcpListener::bind(address)?;
-    listener.set_nonblocking(true)?;
-    Ok(listener)
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&address.into())?;
+    socket.listen(1024)?;
+    socket.set_nonblocking(true)?;
+    Ok(socket.into())
 }
 
 fn udp(address: SocketAddr) -> io::Result<UdpSocket> {

@@ -13,6 +13,7 @@ pub mod credentials;
 pub mod federation;
 pub mod proxy;
 pub mod reason;
+pub(crate) mod recheck;
 pub(crate) mod rotation;
 pub mod route;
 pub mod runtime;

@@ -80,10 +80,13 @@ impl Rotation {
                         Ok(()) => self.count(|s| &s.bundle_updates),
                         Err(error) => tracing::warn!(%error, "cannot use a fetched peer bundle"),
                     }
+                    self.recheck().await;
                     continue;
                 }
                 () = tokio::time::sleep(wait) => {}
             }
+            // Peer certificates expire, and trust may have changed: re-check live connections.
+            self.recheck().await;
 
             let now = SystemTime::now();
             reload_pending |= stamps.refresh();
@@ -102,6 +105,7 @@ impl Rotation {
                     reload_pending = false;
                     retry_at = None;
                     self.count(|s| &s.credential_updates);
+                    self.recheck().await;
                 }
                 Err(error) => {
                     tracing::warn!(%error, retry_in = ?RETRY, "keeping the current credentials");
@@ -167,6 +171,13 @@ impl Rotation {
             }
         }
         Ok(())
+    }
+
+    async fn recheck(&self) {
+        if let Ok(trust) = trust(&self.file_trust, &self.fetched) {
+            let refused = &self.state.stats.peer_certificates_refused;
+            crate::recheck::recheck(&self.state, &Arc::new(trust), refused).await;
+        }
     }
 
     fn count(&self, counter: impl Fn(&crate::stats::Stats) -> &std::sync::atomic::AtomicU64) {

@@ -80,6 +80,7 @@ pub struct Running {
     admin_shutdown: CancellationToken,
     tracker: TaskTracker,
     rotation: tokio::task::JoinHandle<()>,
+    state: Arc<State>,
     endpoint: quinn::Endpoint,
     dns: DnsServer,
     /// Kept so the DNS server's snapshot channel stays open.
@@ -241,6 +242,7 @@ pub fn start(
         admin_shutdown,
         tracker,
         rotation,
+        state,
         endpoint,
         dns,
         _zones: zones_tx,
@@ -310,6 +312,10 @@ impl Running {
         }
         self.endpoint
             .close(server::CLOSE_NO_ERROR.into(), b"shutting down");
+        // Tasks cut at the deadline may still hold the peer clients; the socket must close anyway.
+        for peer in self.state.peers.values() {
+            peer.release();
+        }
         let _ = tokio::time::timeout(ENDPOINT_CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
         self.admin_shutdown.cancel();
         tracing::info!("stopped");

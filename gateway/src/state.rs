@@ -36,6 +36,30 @@ pub(crate) struct State {
     next_backend: AtomicU64,
     /// Spreads requests over a service's local endpoints.
     next_endpoint: AtomicU64,
+    /// Peers' connections to us, by QUIC connection id, so that a trust change can re-check them.
+    inbound: std::sync::Mutex<BTreeMap<usize, Inbound>>,
+}
+
+/// A peer's connection to us, as the registry holds it.
+#[derive(Clone, Debug)]
+pub(crate) struct Inbound {
+    pub(crate) peer: Label,
+    pub(crate) connection: quinn::Connection,
+    /// Cancelled to make the connection drain: GOAWAY, finish what is in flight, close.
+    pub(crate) drain: tokio_util::sync::CancellationToken,
+}
+
+/// Keeps an inbound connection in [`State`]'s registry while it lives.
+#[derive(Debug)]
+pub(crate) struct Registered<'a> {
+    state: &'a State,
+    id: usize,
+}
+
+impl Drop for Registered<'_> {
+    fn drop(&mut self) {
+        self.state.inbound_lock().remove(&self.id);
+    }
 }
 
 impl State {
@@ -62,7 +86,24 @@ impl State {
             upstream: Upstream::new(),
             next_backend: AtomicU64::new(0),
             next_endpoint: AtomicU64::new(0),
+            inbound: std::sync::Mutex::default(),
         }
+    }
+
+    /// Registers a peer's connection to us until the returned guard drops.
+    pub(crate) fn register(&self, inbound: Inbound) -> Registered<'_> {
+        let id = inbound.connection.stable_id();
+        self.inbound_lock().insert(id, inbound);
+        Registered { state: self, id }
+    }
+
+    /// The peers' connections to us.
+    pub(crate) fn inbound(&self) -> Vec<Inbound> {
+        self.inbound_lock().values().cloned().collect()
+    }
+
+    fn inbound_lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<usize, Inbound>> {
+        self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The next value of the cluster-spreading counter, for [`RouteTable::route`].
@@ -72,6 +113,13 @@ impl State {
 
     /// The peer cluster whose gateway `id` is: the trust domain must be a peer's, and the path
     /// that peer's gateway path. Any other workload of a peer trust domain is not the peer.
+    pub(crate) fn trust_domain_of(&self, peer: &Label) -> Option<TrustDomain> {
+        self.peers_by_trust_domain
+            .iter()
+            .find(|(_, name)| *name == peer)
+            .map(|(td, _)| td.clone())
+    }
+
     pub(crate) fn peer_of(&self, id: &SpiffeId) -> Option<Label> {
         let peer = self.peers_by_trust_domain.get(id.trust_domain())?;
         (gateway_id_of(id.trust_domain(), peer) == *id).then(|| peer.clone())

@@ -98,8 +98,15 @@ impl Federation {
         Federation::builder(clusters).start().await
     }
 
-    /// A federation of `clusters` to adjust before it starts.
+    /// A federation of `clusters` to adjust before it starts. With `MESHFED_TEST_LOG` set (a
+    /// `RUST_LOG`-style filter), the gateways' logs go to the test's stderr.
     pub fn builder(clusters: Vec<Cluster>) -> Builder {
+        if let Ok(filter) = std::env::var("MESHFED_TEST_LOG") {
+            meshfed_gateway::telemetry::init(
+                meshfed_gateway::telemetry::LogFormat::Text,
+                Some(filter),
+            );
+        }
         Builder {
             clusters,
             bundles: BTreeMap::new(),
@@ -123,12 +130,26 @@ impl Federation {
             .ok_or_else(|| anyhow::anyhow!("no cluster {cluster}"))?;
         let addrs = old.addrs();
         old.shutdown().await;
-        // The old sockets close as the last tasks holding them end: retry the bind, bounded.
-        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        // The old sockets close as the last tasks holding them end; and while the port was free,
+        // another test's outgoing connection may have used it as its source port and left it in
+        // TIME-WAIT (60 s on Linux), which blocks a listener there. Retry the bind, bounded.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(70);
         let bound = loop {
             match Bound::bind(&addrs) {
                 Ok(bound) => break bound,
-                Err(error) if tokio::time::Instant::now() > deadline => return Err(error.into()),
+                Err(error) if tokio::time::Instant::now() > deadline => {
+                    let holders = std::process::Command::new("ss")
+                        .args(["-uatnp"])
+                        .output()
+                        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                        .unwrap_or_default();
+                    let port = format!(":{}", addrs.federation.port());
+                    let holders: Vec<&str> =
+                        holders.lines().filter(|l| l.contains(&port)).collect();
+                    return Err(anyhow::anyhow!(
+                        "{error}; sockets on that port: {holders:#?}"
+                    ));
+                }
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
             }
         };
@@ -330,7 +351,10 @@ pub async fn h3_request(
         use bytes::Buf as _;
         body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
     }
+    // Close cleanly, so that the gateway is not left holding a connection to a vanished client
+    // until its idle timeout.
     endpoint.close(0u32.into(), b"done");
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
     Ok((
         response.status(),
         String::from_utf8_lossy(&body).into_owned(),

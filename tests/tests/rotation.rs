@@ -37,7 +37,15 @@ async fn svids_rotate_under_load_without_a_failed_request() -> anyhow::Result<()
         let (stop, sent, failed) = (stop.clone(), sent.clone(), failed.clone());
         async move {
             while !stop.load(Ordering::Relaxed) {
-                let ok = matches!(client::get(east_http, GREETER, "/").await, Ok(r) if r.status == StatusCode::OK);
+                let reply = client::get(east_http, GREETER, "/").await;
+                if let Ok(r) = &reply {
+                    if r.status != StatusCode::OK {
+                        eprintln!("FAILED REQUEST {:?} {}", r.reason(), r.text());
+                    }
+                } else {
+                    eprintln!("FAILED {reply:?}");
+                }
+                let ok = matches!(reply, Ok(r) if r.status == StatusCode::OK);
                 sent.fetch_add(1, Ordering::Relaxed);
                 if !ok {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -62,10 +70,11 @@ async fn svids_rotate_under_load_without_a_failed_request() -> anyhow::Result<()
                     SystemTime::now(),
                     Duration::from_secs(60),
                 )?;
-                let ok = matches!(
-                    h3_get(&svid, &federation.cas["west"], west, GREETER).await,
-                    Ok(StatusCode::OK)
-                );
+                let got = h3_get(&svid, &federation.cas["west"], west, GREETER).await;
+                if !matches!(got, Ok(StatusCode::OK)) {
+                    eprintln!("FAILED HANDSHAKE {got:?}");
+                }
+                let ok = matches!(got, Ok(StatusCode::OK));
                 sent.fetch_add(1, Ordering::Relaxed);
                 if !ok {
                     failed.fetch_add(1, Ordering::Relaxed);

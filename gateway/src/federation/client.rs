@@ -23,6 +23,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// handshake of its own.
 const FAILURE_HOLD_DOWN: Duration = Duration::from_secs(1);
 
+/// How long a retired connection may go on carrying the requests it had.
+const RETIRE_GRACE: Duration = Duration::from_secs(30);
 /// How long a peer has to start answering a request (its response head).
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -35,7 +37,8 @@ pub(crate) struct PeerClient {
     name: Label,
     address: SocketAddr,
     server_name: String,
-    endpoint: quinn::Endpoint,
+    /// Taken away at shutdown, so that the socket closes even if a task still holds this client.
+    endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
     /// Replaced whole when the SVID or trust changes; read at each connect.
     config: std::sync::RwLock<quinn::ClientConfig>,
     session: Mutex<Session>,
@@ -74,7 +77,7 @@ impl PeerClient {
             name,
             address,
             server_name,
-            endpoint,
+            endpoint: std::sync::Mutex::new(Some(endpoint)),
             config: std::sync::RwLock::new(config),
             session: Mutex::new(Session::default()),
             stats,
@@ -146,9 +149,9 @@ impl PeerClient {
         }
     }
 
-    /// Stops using the connection `id` for new requests; it is kept open until the peer closes
-    /// it, so that responses still streaming on it complete.
-    async fn retire(&self, id: usize) {
+    /// Stops using the connection `id` for new requests. It stays open for what it carries,
+    /// until the peer closes it or [`RETIRE_GRACE`] has passed.
+    pub(crate) async fn retire(&self, id: usize) {
         let mut session = self.session.lock().await;
         if session
             .live
@@ -157,7 +160,13 @@ impl PeerClient {
             && let Some(live) = session.live.take()
         {
             tokio::spawn(async move {
-                live.connection.closed().await;
+                if tokio::time::timeout(RETIRE_GRACE, live.connection.closed())
+                    .await
+                    .is_err()
+                {
+                    live.connection
+                        .close(super::server::CLOSE_NO_ERROR.into(), b"retired");
+                }
                 drop(live);
             });
         }
@@ -194,6 +203,25 @@ impl PeerClient {
         }
     }
 
+    /// The peer's cluster name.
+    pub(crate) fn name(&self) -> &Label {
+        &self.name
+    }
+
+    /// The live connection to the peer, if there is one.
+    pub(crate) async fn live(&self) -> Option<quinn::Connection> {
+        let session = self.session.lock().await;
+        session.live.as_ref().map(|live| live.connection.clone())
+    }
+
+    /// Gives up the endpoint: no connection is made from now on.
+    pub(crate) fn release(&self) {
+        self.endpoint
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
     /// Uses `config` for connections made from now on.
     pub(crate) fn set_config(&self, config: quinn::ClientConfig) {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
@@ -205,9 +233,13 @@ impl PeerClient {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let connecting = self
+        let endpoint = self
             .endpoint
-            .connect_with(config, self.address, &self.server_name)?;
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+            .ok_or(ConnectError::ShuttingDown)?;
+        let connecting = endpoint.connect_with(config, self.address, &self.server_name)?;
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| ConnectError::Timeout)??;
@@ -250,6 +282,8 @@ enum ConnectError {
     Handshake(#[from] quinn::ConnectionError),
     #[error("handshake timed out after {CONNECT_TIMEOUT:?}")]
     Timeout,
+    #[error("the gateway is shutting down")]
+    ShuttingDown,
     #[error("HTTP/3 setup failed: {0}")]
     H3(#[from] h3::error::ConnectionError),
 }

@@ -15,7 +15,7 @@ use tracing::Instrument;
 
 use super::wire;
 use crate::proxy::body;
-use crate::state::State;
+use crate::state::{Inbound, State};
 
 /// QUIC application error code sent when closing a connection from an unknown peer.
 const CLOSE_UNKNOWN_PEER: u32 = 0x0101; // H3_GENERAL_PROTOCOL_ERROR
@@ -69,6 +69,13 @@ async fn connection(
         return;
     };
     tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
+    // Cancelled by a trust re-check that finds the peer's certificate no longer good.
+    let drain = CancellationToken::new();
+    let _registered = state.register(Inbound {
+        peer: peer.clone(),
+        connection: connection.clone(),
+        drain: drain.clone(),
+    });
     state
         .stats
         .peer_connections_accepted
@@ -93,7 +100,7 @@ async fn connection(
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
-            () = shutdown.cancelled(), if !draining => {
+            () = first(&shutdown, &drain), if !draining => {
                 // GOAWAY: the peer opens no new requests; every request up to the last one
                 // accepted is served. Keep accepting meanwhile, for requests already on their way.
                 draining = true;
@@ -122,6 +129,14 @@ async fn connection(
     requests.close();
     requests.wait().await;
     linger(&quic).await;
+}
+
+/// Resolves when either token is cancelled.
+async fn first(a: &CancellationToken, b: &CancellationToken) {
+    tokio::select! {
+        () = a.cancelled() => {}
+        () = b.cancelled() => {}
+    }
 }
 
 /// Dropping the HTTP/3 connection closes the QUIC connection, and closing discards data not yet
