@@ -44,6 +44,9 @@ pub(crate) struct Rotation {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) state: Arc<State>,
     pub(crate) published: Option<Arc<Published>>,
+    /// The credential files as they were when the credentials in use were loaded. Taken at
+    /// start, not when this task first runs: a change in between must not go unnoticed.
+    pub(crate) stamps: Stamps,
 }
 
 /// The trust store in force: the configured roots, with fetched bundles in their place.
@@ -61,7 +64,6 @@ pub(crate) fn trust(
 impl Rotation {
     /// Runs until `shutdown`.
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
-        let mut stamps = Stamps::read(credentials::files(&self.config));
         // A reload that failed stays pending until one succeeds.
         let mut reload_pending = false;
         let mut retry_at: Option<SystemTime> = None;
@@ -89,7 +91,7 @@ impl Rotation {
             self.recheck().await;
 
             let now = SystemTime::now();
-            reload_pending |= stamps.refresh();
+            reload_pending |= self.stamps.refresh();
             let due = next.is_some_and(|at| now >= at);
             if !(reload_pending || due) {
                 continue;
@@ -187,10 +189,10 @@ impl Rotation {
 
 /// Modification times of the credential files, to notice a change.
 #[derive(Debug)]
-struct Stamps(Vec<(PathBuf, Option<SystemTime>)>);
+pub(crate) struct Stamps(Vec<(PathBuf, Option<SystemTime>)>);
 
 impl Stamps {
-    fn read(files: Vec<PathBuf>) -> Self {
+    pub(crate) fn read(files: Vec<PathBuf>) -> Self {
         Stamps(
             files
                 .into_iter()

@@ -100,6 +100,7 @@ pub fn start(
         trust: file_trust,
         issuer,
     } = credentials;
+    let stamps = rotation::Stamps::read(credentials::files(&config));
     // Peer bundles kept from an earlier run win over the configured ones: they are newer.
     let fetched = kept_bundles(&config);
     let trust = Arc::new(rotation::trust(&file_trust, &fetched)?);
@@ -220,6 +221,7 @@ pub fn start(
         endpoint: endpoint.clone(),
         state: state.clone(),
         published,
+        stamps,
     };
     let rotation = tokio::spawn(rotation.run(shutdown.clone()));
 

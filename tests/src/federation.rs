@@ -89,7 +89,16 @@ pub struct Builder {
     bundles: BTreeMap<(String, String), String>,
     imports: Vec<(String, String, String)>,
     svid_lifetime: Option<String>,
-    bundle_exchange: bool,
+    bundle_exchange: Option<Profile>,
+}
+
+/// How bundle endpoints authenticate themselves in a test federation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Profile {
+    /// `https_spiffe`: with the gateway's SVID.
+    Spiffe,
+    /// `https_web`: with a certificate for 127.0.0.1 from a Web PKI CA made for the test.
+    Web,
 }
 
 impl Federation {
@@ -112,7 +121,7 @@ impl Federation {
             bundles: BTreeMap::new(),
             imports: Vec::new(),
             svid_lifetime: None,
-            bundle_exchange: false,
+            bundle_exchange: None,
         }
     }
 
@@ -189,14 +198,22 @@ impl Builder {
 
     /// Makes every gateway serve its bundle (`https_spiffe`, refresh hint 1 s), poll each peer's,
     /// and keep fetched bundles in `<dir>/<cluster>/state`.
-    pub fn bundle_exchange(mut self) -> Self {
-        self.bundle_exchange = true;
+    pub fn bundle_exchange(self) -> Self {
+        self.bundle_exchange_with(Profile::Spiffe)
+    }
+
+    /// Like [`Builder::bundle_exchange`], with the given endpoint profile.
+    pub fn bundle_exchange_with(mut self, profile: Profile) -> Self {
+        self.bundle_exchange = Some(profile);
         self
     }
 
     /// Writes every cluster's files and starts its gateway.
     pub async fn start(self) -> anyhow::Result<Federation> {
         let dir = tempfile::tempdir()?;
+        if self.bundle_exchange == Some(Profile::Web) {
+            web_pki(dir.path(), &self.clusters)?;
+        }
         let mut configs = Vec::new();
         for cluster in &self.clusters {
             let home = dir.path().join(&cluster.name);
@@ -244,12 +261,22 @@ impl Builder {
             name = cluster.name,
             lifetime = self.svid_lifetime.as_deref().unwrap_or("24h"),
         );
-        if self.bundle_exchange {
-            let _ = writeln!(
-                yaml,
-                "bundle_endpoint: {{ profile: https_spiffe, refresh_hint: 1s }}\nstate_dir: {}/state",
-                cluster.name
-            );
+        match self.bundle_exchange {
+            Some(Profile::Spiffe) => {
+                let _ = writeln!(
+                    yaml,
+                    "bundle_endpoint: {{ profile: https_spiffe, refresh_hint: 1s }}\nstate_dir: {}/state",
+                    cluster.name
+                );
+            }
+            Some(Profile::Web) => {
+                let _ = writeln!(
+                    yaml,
+                    "bundle_endpoint: {{ profile: https_web, cert: {n}/web.pem, key: {n}/web.key, refresh_hint: 1s }}\nstate_dir: {n}/state",
+                    n = cluster.name
+                );
+            }
+            None => {}
         }
         yaml.push_str("peers:\n");
         for peer in self.clusters.iter().filter(|p| p.name != cluster.name) {
@@ -264,13 +291,16 @@ impl Builder {
                 .filter(|(c, p, _)| *c == cluster.name && *p == peer.name)
                 .map(|(_, _, service)| service.as_str());
             let services: Vec<&str> = exported.chain(imported).collect();
-            let endpoint = if self.bundle_exchange {
-                format!(
+            let endpoint = match self.bundle_exchange {
+                Some(Profile::Spiffe) => format!(
                     ", bundle_endpoint: {{ url: \"https://{}/\", profile: https_spiffe }}",
                     peer.addrs.federation
-                )
-            } else {
-                String::new()
+                ),
+                Some(Profile::Web) => format!(
+                    ", bundle_endpoint: {{ url: \"https://{}/\", profile: https_web, web_roots: web-roots.pem }}",
+                    peer.addrs.federation
+                ),
+                None => String::new(),
             };
             let _ = writeln!(
                 yaml,
@@ -296,6 +326,28 @@ impl Builder {
         }
         yaml
     }
+}
+
+/// A Web PKI for `https_web` bundle endpoints: a CA (`web-roots.pem`) and, for each cluster, a
+/// certificate for 127.0.0.1 (`<cluster>/web.pem`, `<cluster>/web.key`).
+fn web_pki(dir: &Path, clusters: &[Cluster]) -> anyhow::Result<()> {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    let ca_key = KeyPair::generate()?;
+    let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca_cert = ca_params.self_signed(&ca_key)?;
+    std::fs::write(dir.join("web-roots.pem"), ca_cert.pem())?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    for cluster in clusters {
+        let home = dir.join(&cluster.name);
+        std::fs::create_dir_all(&home)?;
+        let key = KeyPair::generate()?;
+        let cert =
+            CertificateParams::new(vec!["127.0.0.1".to_owned()])?.signed_by(&key, &issuer)?;
+        std::fs::write(home.join("web.pem"), cert.pem())?;
+        std::fs::write(home.join("web.key"), key.serialize_pem())?;
+    }
+    Ok(())
 }
 
 /// Sends one HTTP/3 `GET` for `authority` to the gateway at `addr` as an independent client

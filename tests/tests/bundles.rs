@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime};
 use http::StatusCode;
 use meshfed_tests::client;
 use meshfed_tests::echo::Echo;
+use meshfed_tests::federation::Profile;
 use meshfed_tests::{Cluster, Federation};
 use meshfed_trust::{Bundle, Ca};
 
@@ -111,6 +112,38 @@ async fn without_the_kept_bundle_the_rotated_peer_is_refused() -> anyhow::Result
     federation.restart("west").await?;
     let reply = client::get(federation.gateway("east").addrs().http, GREETER, "/").await?;
     assert_eq!(reply.reason(), Some("peer_unavailable"), "{}", reply.text());
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bundle_travels_over_an_https_web_endpoint() -> anyhow::Result<()> {
+    // The same first step as the rotation above, with endpoints authenticated by Web PKI
+    // certificates for their address instead of SVIDs.
+    let federation = Federation::builder(vec![Cluster::new("east")?, Cluster::new("west")?])
+        .bundle_exchange_with(Profile::Web)
+        .start()
+        .await?;
+    let next = Ca::generate("west.test".parse()?, SystemTime::now())?;
+    std::fs::write(
+        federation.dir.path().join("west/ca/bundle.pem"),
+        next.root_pem(),
+    )?;
+    let kept = federation
+        .dir
+        .path()
+        .join("east/state/bundles/west.test.json");
+    until(
+        Duration::from_secs(30),
+        "east to fetch west's two roots over https_web",
+        || {
+            std::fs::read(&kept)
+                .ok()
+                .and_then(|json| Bundle::from_jwks("west.test".parse().ok()?, &json).ok())
+                .is_some_and(|bundle| bundle.authorities().len() == 2)
+        },
+    )
+    .await?;
     federation.shutdown().await;
     Ok(())
 }
