@@ -351,33 +351,43 @@ fn web_pki(dir: &Path, clusters: &[Cluster]) -> anyhow::Result<()> {
 }
 
 /// Sends one HTTP/3 `GET` for `authority` to the gateway at `addr` as an independent client
-/// would: its own QUIC endpoint, presenting `svid`, trusting only `server_ca` for the server.
+/// would: its own QUIC endpoint, presenting `svid`, trusting only the roots of `server_cas` (all
+/// of the server's trust domain: more than one while that domain rotates its root).
 /// Returns the response status; any failure (handshake refused, connection closed) is an error.
 pub async fn h3_get(
     svid: &Svid,
-    server_ca: &Ca,
+    server_cas: &[&Ca],
     addr: SocketAddr,
     authority: &str,
 ) -> anyhow::Result<http::StatusCode> {
-    Ok(h3_request(svid, server_ca, addr, authority, &[]).await?.0)
+    Ok(h3_request(svid, server_cas, addr, authority, &[]).await?.0)
 }
 
 /// Like [`h3_get`], with extra request headers; returns the status and the body as text.
 pub async fn h3_request(
     svid: &Svid,
-    server_ca: &Ca,
+    server_cas: &[&Ca],
     addr: SocketAddr,
     authority: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(http::StatusCode, String)> {
-    let trust = TrustStore::new().with_roots(
-        server_ca.trust_domain().clone(),
-        std::slice::from_ref(server_ca.root()),
-    )?;
+    let trust_domain = server_cas
+        .first()
+        .context("no root to trust the server with")?
+        .trust_domain()
+        .clone();
+    anyhow::ensure!(
+        server_cas
+            .iter()
+            .all(|ca| *ca.trust_domain() == trust_domain),
+        "the server's roots must all be of one trust domain"
+    );
+    let roots: Vec<_> = server_cas.iter().map(|ca| ca.root().clone()).collect();
+    let trust = TrustStore::new().with_roots(trust_domain.clone(), &roots)?;
     let tls = tls::client_config(
         svid,
         Arc::new(trust),
-        server_ca.trust_domain().clone(),
+        trust_domain.clone(),
         None,
         &[wire::ALPN],
         &Arc::default(),
@@ -387,7 +397,7 @@ pub async fn h3_request(
     ));
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
     let connection = endpoint
-        .connect_with(config, addr, server_ca.trust_domain().as_str())?
+        .connect_with(config, addr, trust_domain.as_str())?
         .await?;
     let (mut driver, mut requests) = h3::client::new(h3_quinn::Connection::new(connection)).await?;
     tokio::spawn(async move { driver.wait_idle().await });

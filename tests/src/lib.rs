@@ -9,5 +9,6 @@ pub mod binary;
 pub mod client;
 pub mod echo;
 pub mod federation;
+pub mod wait;
 
 pub use federation::{Cluster, Federation};

@@ -9,28 +9,14 @@ use http::StatusCode;
 use meshfed_tests::client;
 use meshfed_tests::echo::Echo;
 use meshfed_tests::federation::Profile;
+use meshfed_tests::wait::{kept_roots, until};
 use meshfed_tests::{Cluster, Federation};
-use meshfed_trust::{Bundle, Ca};
+use meshfed_trust::{Ca, TrustDomain};
 
 const GREETER: &str = "greeter.demo.svc.clusterset.local";
 
-/// Waits for `condition`, failing after `limit`.
-async fn until(limit: Duration, what: &str, condition: impl Fn() -> bool) -> anyhow::Result<()> {
-    tokio::time::timeout(limit, async {
-        while !condition() {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("timed out waiting for {what}"))
-}
-
-/// How many roots the bundle kept at `path` holds (0 if there is none yet).
-fn kept_roots(path: &std::path::Path) -> usize {
-    std::fs::read(path)
-        .ok()
-        .and_then(|json| Bundle::from_jwks("west.test".parse().ok()?, &json).ok())
-        .map_or(0, |bundle| bundle.authorities().len())
+fn west_td() -> TrustDomain {
+    "west.test".parse().expect("a valid trust domain")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,7 +49,7 @@ async fn a_root_rotation_reaches_the_peer_through_bundle_endpoints() -> anyhow::
     until(
         Duration::from_secs(30),
         "east to fetch west's two roots",
-        || kept_roots(&kept) == 2,
+        || kept_roots(&kept, &west_td()) == 2,
     )
     .await?;
     assert!(east_stats.bundle_updates.load(Ordering::Relaxed) >= 1);
@@ -139,7 +125,7 @@ async fn a_bundle_travels_over_an_https_web_endpoint() -> anyhow::Result<()> {
     until(
         Duration::from_secs(30),
         "east to fetch west's two roots over https_web",
-        || kept_roots(&kept) == 2,
+        || kept_roots(&kept, &west_td()) == 2,
     )
     .await?;
     federation.shutdown().await;

@@ -200,7 +200,8 @@ async fn identity_headers_from_clients_are_stripped() -> anyhow::Result<()> {
         ("x-forwarded-client-cert", "By=spiffe://west.test/admin"),
         ("x-request-id", "kept"),
     ];
-    let (status, text) = h3_request(&svid, &federation.cas["west"], west, GREETER, &forged).await?;
+    let (status, text) =
+        h3_request(&svid, &[&federation.cas["west"]], west, GREETER, &forged).await?;
     assert_eq!(status, StatusCode::OK);
     assert!(text.contains("x-request-id: kept"), "{text}");
     assert!(!text.contains("x-meshfed-source-cluster"), "{text}");
@@ -240,7 +241,7 @@ async fn a_client_certificate_from_an_unknown_ca_is_refused() -> anyhow::Result<
     let rogue = meshfed_trust::Ca::generate("rogue.test".parse()?, now)?;
     let id = meshfed_trust::SpiffeId::new("rogue.test".parse()?, ["meshfed", "gateway", "rogue"])?;
     let svid = rogue.issue(&id, now, std::time::Duration::from_secs(3600))?;
-    let refused = h3_get(&svid, &federation.cas["west"], west, GREETER).await;
+    let refused = h3_get(&svid, &[&federation.cas["west"]], west, GREETER).await;
     assert!(
         refused.is_err(),
         "west served a client from an unknown CA: {refused:?}"
@@ -256,7 +257,7 @@ async fn a_client_certificate_from_an_unknown_ca_is_refused() -> anyhow::Result<
     // The same client with an SVID from east's CA is accepted: the refusal was about the CA.
     let id = meshfed_trust::SpiffeId::new("east.test".parse()?, ["meshfed", "gateway", "east"])?;
     let svid = federation.cas["east"].issue(&id, now, std::time::Duration::from_secs(3600))?;
-    let status = h3_get(&svid, &federation.cas["west"], west, GREETER).await?;
+    let status = h3_get(&svid, &[&federation.cas["west"]], west, GREETER).await?;
     assert_eq!(status, StatusCode::OK);
     federation.shutdown().await;
     Ok(())
@@ -342,7 +343,7 @@ async fn a_peer_workload_that_is_not_its_gateway_is_refused() -> anyhow::Result<
     let workload =
         meshfed_trust::SpiffeId::new("east.test".parse()?, ["ns", "shop", "sa", "checkout"])?;
     let svid = federation.cas["east"].issue(&workload, now, Duration::from_secs(3600))?;
-    let refused = h3_get(&svid, &federation.cas["west"], west, GREETER).await;
+    let refused = h3_get(&svid, &[&federation.cas["west"]], west, GREETER).await;
     assert!(
         refused.is_err(),
         "west served a workload as if it were east's gateway"
