@@ -4,7 +4,7 @@
 use std::io;
 use std::net::{SocketAddr, TcpListener, UdpSocket};
 
-use crate::config::Listeners;
+use crate::config::{Listeners, TcpService};
 
 /// The gateway's sockets, bound and not yet served.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct Bound {
 
 /// A listener could not be bound.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot bind listeners.{listener} ({address}): {error}")]
+#[error("cannot bind {listener} ({address}): {error}")]
 pub struct BindError {
     /// Which listener.
     pub listener: &'static str,
@@ -41,11 +41,12 @@ impl Bound {
                 error,
             }
         };
-        let http = tcp(listeners.http).map_err(err("http", listeners.http))?;
-        let (federation, federation_tcp) =
-            udp_and_tcp(listeners.federation).map_err(err("federation", listeners.federation))?;
-        let (dns_udp, dns_tcp) = udp_and_tcp(listeners.dns).map_err(err("dns", listeners.dns))?;
-        let admin = tcp(listeners.admin).map_err(err("admin", listeners.admin))?;
+        let http = tcp(listeners.http).map_err(err("listeners.http", listeners.http))?;
+        let (federation, federation_tcp) = udp_and_tcp(listeners.federation)
+            .map_err(err("listeners.federation", listeners.federation))?;
+        let (dns_udp, dns_tcp) =
+            udp_and_tcp(listeners.dns).map_err(err("listeners.dns", listeners.dns))?;
+        let admin = tcp(listeners.admin).map_err(err("listeners.admin", listeners.admin))?;
         Ok(Bound {
             http,
             federation,
@@ -65,6 +66,23 @@ impl Bound {
             admin: self.admin.local_addr()?,
         })
     }
+}
+
+/// Binds a listener for each TCP service.
+pub(crate) fn tcp_services(
+    services: &[TcpService],
+) -> Result<Vec<(TcpService, TcpListener)>, BindError> {
+    services
+        .iter()
+        .map(|service| {
+            let listener = tcp(service.listen).map_err(|error| BindError {
+                listener: "tcp_services[].listen",
+                address: service.listen,
+                error,
+            })?;
+            Ok((service.clone(), listener))
+        })
+        .collect()
 }
 
 /// One port number for UDP and TCP (DNS; QUIC and bundles on the federation port). With port 0

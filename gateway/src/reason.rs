@@ -35,6 +35,18 @@ pub enum Reason {
 }
 
 impl Reason {
+    /// Every reason, for tables and lookups.
+    pub const ALL: [Reason; 8] = [
+        Reason::MissingAuthority,
+        Reason::NotOurZone,
+        Reason::UnknownService,
+        Reason::NotExported,
+        Reason::PeerUnavailable,
+        Reason::PeerStreamFailed,
+        Reason::UpstreamUnavailable,
+        Reason::UpstreamFailed,
+    ];
+
     /// The stable code, as sent in `x-meshfed-error`.
     pub fn code(self) -> &'static str {
         match self {
@@ -47,6 +59,11 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamFailed => "upstream_failed",
         }
+    }
+
+    /// The reason whose code is `code`, for a code a peer sent back.
+    pub fn from_code(code: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.code() == code)
     }
 
     /// The HTTP status the gateway answers with.

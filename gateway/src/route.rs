@@ -89,9 +89,7 @@ impl RouteTable {
                 .strip_suffix(".svc")
                 .and_then(|s| s.parse().ok())
                 .ok_or(Reason::UnknownService)?;
-            let backends = self.services.get(&service).ok_or(Reason::UnknownService)?;
-            let index = (spread % backends.len() as u64) as usize;
-            return Ok(self.destination(&backends[index], service));
+            return self.route_service(&service, spread);
         }
         if let Some(rest) = within(&host, &self.pinned_zone) {
             let (service, cluster) = rest.rsplit_once('.').ok_or(Reason::UnknownService)?;
@@ -111,6 +109,14 @@ impl RouteTable {
             return Ok(self.destination(&backend, service));
         }
         Err(Reason::NotOurZone)
+    }
+
+    /// Routes a request for `service` to any cluster that serves it; `spread` picks among
+    /// clusters when several do.
+    pub fn route_service(&self, service: &ServiceKey, spread: u64) -> Result<Destination, Reason> {
+        let backends = self.services.get(service).ok_or(Reason::UnknownService)?;
+        let index = (spread % backends.len() as u64) as usize;
+        Ok(self.destination(&backends[index], service.clone()))
     }
 
     /// Every routable service with the clusters that serve it.

@@ -24,17 +24,18 @@ use meshfed_trust::{Bundle, TrustDomain};
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 
-use crate::bind::Bound;
+use crate::bind::{BindError, Bound};
 use crate::bundles::endpoint::Published;
 use crate::bundles::poll::{Poller, Profile};
 use crate::config::FetchProfile;
-use crate::config::{Config, Listeners};
+use crate::config::{Config, Listeners, TcpService};
 use crate::credentials::{Credentials, gateway_id_of};
 use crate::federation::client::PeerClient;
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
 use crate::proxy::local;
-use crate::proxy::serve::serve_http1;
+use crate::proxy::serve::{Versions, serve_http};
+use crate::proxy::tcp;
 use crate::rotation::Rotation;
 use crate::state::State;
 use crate::stats::Stats;
@@ -65,6 +66,9 @@ pub enum StartError {
     /// Our bundle endpoint could not be set up.
     #[error(transparent)]
     BundleEndpoint(#[from] crate::bundles::endpoint::EndpointError),
+    /// A TCP service listener could not be bound.
+    #[error(transparent)]
+    Bind(#[from] BindError),
     /// The DNS zone could not be built.
     #[error("cannot build the DNS zone: {0}")]
     Zone(#[from] ZoneError),
@@ -74,6 +78,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Running {
     addrs: Listeners,
+    tcp_services: Vec<TcpService>,
     stats: Arc<Stats>,
     grace: Duration,
     shutdown: CancellationToken,
@@ -104,6 +109,9 @@ pub fn start(
     // Peer bundles kept from an earlier run win over the configured ones: they are newer.
     let fetched = kept_bundles(&config);
     let trust = Arc::new(rotation::trust(&file_trust, &fetched)?);
+
+    // Bound before anything runs, so that a port in use fails start-up cleanly.
+    let tcp_listeners = crate::bind::tcp_services(&config.tcp_services)?;
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
@@ -149,8 +157,9 @@ pub fn start(
     let grace = config.shutdown_grace;
 
     let local_state = state.clone();
-    tracker.spawn(serve_http1(
+    tracker.spawn(serve_http(
         tokio::net::TcpListener::from_std(bound.http)?,
+        Versions::Http1And2,
         move |request| local::handle(local_state.clone(), request),
         shutdown.clone(),
         grace,
@@ -161,10 +170,26 @@ pub fn start(
         shutdown.clone(),
         tracker.clone(),
     ));
+    let mut tcp_services = Vec::new();
+    for (service, listener) in tcp_listeners {
+        let listen = listener.local_addr()?;
+        tcp_services.push(TcpService {
+            listen,
+            ..service.clone()
+        });
+        tracker.spawn(tcp::serve(
+            tokio::net::TcpListener::from_std(listener)?,
+            service,
+            state.clone(),
+            shutdown.clone(),
+            tracker.clone(),
+        ));
+    }
     let admin_stats = stats.clone();
     let draining = shutdown.clone();
-    tokio::spawn(serve_http1(
+    tokio::spawn(serve_http(
         tokio::net::TcpListener::from_std(bound.admin)?,
+        Versions::Http1,
         move |request| admin::handle(request, draining.clone(), admin_stats.clone()),
         admin_shutdown.clone(),
         Duration::from_secs(1),
@@ -238,6 +263,7 @@ pub fn start(
     );
     Ok(Running {
         addrs,
+        tcp_services,
         stats,
         grace,
         shutdown,
@@ -285,6 +311,11 @@ impl Running {
     /// The addresses the gateway listens on.
     pub fn addrs(&self) -> Listeners {
         self.addrs
+    }
+
+    /// The TCP service listeners, with the addresses actually bound.
+    pub fn tcp_services(&self) -> &[TcpService] {
+        &self.tcp_services
     }
 
     /// The gateway's counters.

@@ -4,6 +4,7 @@
 //! `State` and swap it whole.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -106,6 +107,12 @@ impl State {
         self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Which of `count` endpoints to try first: round robin, per request.
+    fn next_endpoint(&self, count: usize) -> usize {
+        let turn = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        (turn % count.max(1) as u64) as usize
+    }
+
     /// The next value of the cluster-spreading counter, for [`RouteTable::route`].
     pub(crate) fn next_backend(&self) -> u64 {
         self.next_backend.fetch_add(1, Ordering::Relaxed)
@@ -125,26 +132,53 @@ impl State {
         (gateway_id_of(id.trust_domain(), peer) == *id).then(|| peer.clone())
     }
 
-    /// Sends a request to one of this cluster's endpoints of `service`. The endpoint sees the
-    /// service's MCS name as `Host`, whichever name the client used and wherever it came from.
-    /// Its response may not pose as the gateway: `x-meshfed-*` headers are removed from it.
+    /// Sends a request to one of this cluster's endpoints of `service`, on the HTTP port
+    /// numbered `port` if the service has one, else on its first HTTP port. The endpoint sees
+    /// the service's MCS name as `Host`, whichever name the client used and wherever it came
+    /// from. Its response may not pose as the gateway: `x-meshfed-*` headers are removed.
     pub(crate) async fn forward_local(
         &self,
         service: &ServiceKey,
+        port: Option<u16>,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, Reason> {
         let export = self.exports.get(service).ok_or(Reason::UnknownService)?;
-        if let Ok(host) = HeaderValue::from_str(&wire::authority(service)) {
+        let port = export.http_port(port).ok_or(Reason::UnknownService)?;
+        if let Ok(host) = HeaderValue::from_str(&wire::authority(service, None)) {
             request.headers_mut().insert(header::HOST, host);
         }
-        let turn = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
-        let index = (turn % export.endpoints.len() as u64) as usize;
+        let first = self.next_endpoint(port.endpoints.len());
         let mut response = self
             .upstream
-            .forward(request, export.endpoints[index])
+            .forward(request, &port.endpoints, first, port.protocol)
             .await?;
         headers::strip_untrusted(response.headers_mut());
         Ok(response)
+    }
+
+    /// The endpoints of `service`'s TCP port `port`, and which to try first.
+    pub(crate) fn tcp_endpoints(
+        &self,
+        service: &ServiceKey,
+        port: u16,
+    ) -> Result<(&[SocketAddr], usize), Reason> {
+        let export = self.exports.get(service).ok_or(Reason::UnknownService)?;
+        let port = export.tcp_port(port).ok_or(Reason::UnknownService)?;
+        Ok((&port.endpoints, self.next_endpoint(port.endpoints.len())))
+    }
+
+    /// The export of `service` if `peer` may reach it. A refusal is answered as unknown, so
+    /// that a peer cannot map what it is not given; the log keeps the distinction.
+    pub(crate) fn exported_to(&self, service: &ServiceKey, peer: &Label) -> Result<(), Reason> {
+        let Some(export) = self.exports.get(service) else {
+            tracing::debug!(%service, "peer asked for a service we do not export");
+            return Err(Reason::UnknownService);
+        };
+        if !export.export_to.contains(peer) {
+            tracing::debug!(%service, peer.cluster = %peer, reason = %Reason::NotExported, "refused");
+            return Err(Reason::UnknownService);
+        }
+        Ok(())
     }
 
     /// Serves one request from `peer`: only services exported to that peer are reachable.
@@ -160,25 +194,18 @@ impl State {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        let Some(service) = wire::service_of(&authority) else {
+        let Some((service, port)) = wire::service_of(&authority) else {
             return Reason::UnknownService.response();
         };
-        let Some(export) = self.exports.get(&service) else {
-            tracing::debug!(%service, "peer asked for a service we do not export");
-            return Reason::UnknownService.response();
-        };
-        if !export.export_to.contains(peer) {
-            // Answered as unknown, so that a peer cannot map what it is not given; the log
-            // keeps the distinction for the operator.
-            tracing::debug!(%service, peer.cluster = %peer, reason = %Reason::NotExported, "refused");
-            return Reason::UnknownService.response();
+        if let Err(reason) = self.exported_to(&service, peer) {
+            return reason.response();
         }
         let (mut parts, ()) = request.into_parts();
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_untrusted(&mut parts.headers);
         headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
         let request = Request::from_parts(parts, body::from_h3(body));
-        match self.forward_local(&service, request).await {
+        match self.forward_local(&service, port, request).await {
             Ok(response) => self.forwarded(response),
             Err(reason) => reason.response(),
         }

@@ -1,4 +1,5 @@
-//! An HTTP/1.1 upstream for tests: it says who it is and what it received.
+//! An HTTP upstream for tests (HTTP/1.1, and HTTP/2 with prior knowledge): it says who it is
+//! and what it received.
 //!
 //! - `GET` answers `<name>` on the first line, then one `header: value` line per request header;
 //! - `GET /slow` does the same after [`SLOW`], to keep a request in flight;
@@ -11,7 +12,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 use meshfed_gateway::proxy::body::{self, Body};
-use meshfed_gateway::proxy::serve::serve_http1;
+use meshfed_gateway::proxy::serve::{Versions, serve_http};
 use tokio_util::sync::CancellationToken;
 
 /// How long `GET /slow` takes to answer.
@@ -30,8 +31,9 @@ impl Echo {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        tokio::spawn(serve_http1(
+        tokio::spawn(serve_http(
             listener,
+            Versions::Http1And2,
             move |request| answer(name, request),
             stop.clone(),
             Duration::from_millis(100),

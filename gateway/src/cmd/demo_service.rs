@@ -7,7 +7,7 @@ use bytes::Bytes;
 use http::{Method, Request, Response, header};
 use hyper::body::Incoming;
 use meshfed_gateway::proxy::body::{self, Body};
-use meshfed_gateway::proxy::serve::serve_http1;
+use meshfed_gateway::proxy::serve::{Versions, serve_http};
 use tokio_util::sync::CancellationToken;
 
 /// Who a demo service says it is.
@@ -26,8 +26,9 @@ pub(crate) async fn serve(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
-    serve_http1(
+    serve_http(
         listener,
+        Versions::Http1And2,
         move |request| async move { answer(request, identity) },
         shutdown,
         Duration::from_secs(1),

@@ -9,6 +9,7 @@ mod bundle_endpoint;
 mod duration;
 mod error;
 mod raw;
+mod service;
 mod validate;
 
 #[cfg(test)]
@@ -38,6 +39,8 @@ pub struct Config {
     pub peers: Vec<Peer>,
     /// The local services this cluster offers to peers.
     pub exports: Vec<Export>,
+    /// Opaque TCP services with a local listener each.
+    pub tcp_services: Vec<TcpService>,
     /// The DNS zones the gateway answers for.
     pub dns: Dns,
     /// Serving this cluster's trust bundle to peers, if enabled.
@@ -155,10 +158,8 @@ pub enum FetchProfile {
 pub struct Export {
     /// The service's name and namespace.
     pub service: ServiceKey,
-    /// The service's ports.
+    /// The service's ports, each with the endpoint addresses that serve it.
     pub ports: Vec<Port>,
-    /// Local endpoints that serve it.
-    pub endpoints: Vec<SocketAddr>,
     /// Peers (by cluster name) allowed to reach it. Nobody else is.
     pub export_to: Vec<Label>,
 }
@@ -172,13 +173,69 @@ pub struct Port {
     pub port: u16,
     /// What the port speaks.
     pub protocol: Protocol,
+    /// Where the service's endpoints serve this port: each endpoint's IP with its own port,
+    /// the port's `target_port`, or the service port, in that order.
+    pub endpoints: Vec<SocketAddr>,
 }
 
 /// The application protocol of a port.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Protocol {
-    /// HTTP/1.1.
+    /// HTTP/1.1 to the endpoints (any HTTP version from clients).
     Http,
+    /// Cleartext HTTP/2 with prior knowledge to the endpoints (`h2c`).
+    Http2,
+    /// gRPC: HTTP/2 to the endpoints, as `http2`.
+    Grpc,
+    /// Opaque TCP: bytes both ways, crossing as an HTTP/3 `CONNECT` stream.
+    Tcp,
+}
+
+impl Protocol {
+    /// Whether requests (as opposed to opaque bytes) cross on this port.
+    pub fn is_http(self) -> bool {
+        !matches!(self, Protocol::Tcp)
+    }
+
+    /// The name the config gives this protocol.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Protocol::Http => "http",
+            Protocol::Http2 => "http2",
+            Protocol::Grpc => "grpc",
+            Protocol::Tcp => "tcp",
+        }
+    }
+}
+
+impl Export {
+    /// The port an HTTP request for this service goes to: the one numbered `requested` if that
+    /// is an HTTP port, else the first HTTP port.
+    pub fn http_port(&self, requested: Option<u16>) -> Option<&Port> {
+        let mut http = self.ports.iter().filter(|p| p.protocol.is_http());
+        let first = http.clone().next();
+        requested
+            .and_then(|number| http.find(|p| p.port == number))
+            .or(first)
+    }
+
+    /// The TCP port numbered `number`, if the service has one.
+    pub fn tcp_port(&self, number: u16) -> Option<&Port> {
+        self.ports
+            .iter()
+            .find(|p| p.port == number && p.protocol == Protocol::Tcp)
+    }
+}
+
+/// An opaque TCP service that local clients reach through a listener of its own.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TcpService {
+    /// The service (exported here or by a peer).
+    pub service: ServiceKey,
+    /// The service port the connections go to.
+    pub port: u16,
+    /// Where local clients connect: by default the HTTP listener's address with `port`.
+    pub listen: SocketAddr,
 }
 
 /// The DNS zones the gateway serves.

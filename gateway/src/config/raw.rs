@@ -18,6 +18,8 @@ pub(crate) struct RawConfig {
     pub(crate) peers: Vec<RawPeer>,
     #[serde(default, deserialize_with = "seq")]
     pub(crate) exports: Vec<RawExport>,
+    #[serde(default, deserialize_with = "seq")]
+    pub(crate) tcp_services: Vec<RawTcpService>,
     pub(crate) dns: Option<RawDns>,
     pub(crate) bundle_endpoint: Option<RawBundleEndpoint>,
     pub(crate) state_dir: Option<Text>,
@@ -86,6 +88,14 @@ pub(crate) struct RawPort {
     pub(crate) name: Option<Text>,
     pub(crate) port: Option<Text>,
     pub(crate) protocol: Option<Text>,
+    pub(crate) target_port: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawTcpService {
+    pub(crate) service: Option<Text>,
+    pub(crate) port: Option<Text>,
+    pub(crate) listen: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -55,7 +55,13 @@ fn good_config_parses_with_defaults_filled_in() {
         }
     );
     assert_eq!(config.peers[0].services[0].to_string(), "greeter.demo");
-    assert_eq!(config.exports[0].endpoints.len(), 2);
+    assert_eq!(
+        config.exports[0].ports[0].endpoints,
+        [
+            "10.0.0.7:8080".parse().expect("addr"),
+            "[::1]:8080".parse().expect("addr")
+        ]
+    );
     assert_eq!(config.dns.zone, "clusterset.local");
     assert_eq!(config.dns.ttl, Duration::from_secs(30));
 }
@@ -246,5 +252,115 @@ fn the_renewal_point_is_a_percentage_of_the_lifetime() {
         let text = format!("{base}identity: {{ ca_dir: ca, renew_at: \"{bad}\" }}\n");
         let got = errors(&text);
         assert_eq!(got[0].path, "identity.renew_at", "{bad}: {got:#?}");
+    }
+}
+
+const SERVICES: &str = r#"
+cluster: east
+trust_domain: east.example
+listeners: { http: "10.0.0.1:15080" }
+identity: { ca_dir: ca }
+peers:
+  - { name: west, address: "10.1.0.5:15443", trust_domain: west.example, bundle: w.pem,
+      services: [db.shop] }
+exports:
+  - name: checkout
+    namespace: shop
+    ports:
+      - { name: http, port: 80, protocol: http, target_port: 8080 }
+      - { name: grpc, port: 9090, protocol: grpc }
+      - { name: admin, port: 7000, protocol: tcp }
+    endpoints: ["10.0.0.7", "10.0.0.8"]
+    export_to: [west]
+tcp_services:
+  - { service: db.shop, port: 5432 }
+  - { service: checkout.shop, port: 7000, listen: "127.0.0.1:17000" }
+"#;
+
+#[test]
+fn ports_give_each_endpoint_its_address_and_tcp_services_their_listeners() {
+    let config = Config::parse(SERVICES, Path::new("/cfg")).expect("valid");
+    let export = &config.exports[0];
+    let addrs = |i: usize| -> Vec<String> {
+        export.ports[i]
+            .endpoints
+            .iter()
+            .map(ToString::to_string)
+            .collect()
+    };
+    assert_eq!(addrs(0), ["10.0.0.7:8080", "10.0.0.8:8080"]);
+    assert_eq!(addrs(1), ["10.0.0.7:9090", "10.0.0.8:9090"]);
+    assert_eq!(export.http_port(None).map(|p| p.port), Some(80));
+    assert_eq!(export.http_port(Some(9090)).map(|p| p.port), Some(9090));
+    assert_eq!(export.http_port(Some(7000)).map(|p| p.port), Some(80));
+    assert_eq!(
+        export.tcp_port(7000).map(|p| p.protocol),
+        Some(Protocol::Tcp)
+    );
+    assert_eq!(export.tcp_port(80), None);
+    let listens: Vec<String> = config
+        .tcp_services
+        .iter()
+        .map(|t| format!("{} {} {}", t.service, t.port, t.listen))
+        .collect();
+    assert_eq!(
+        listens,
+        [
+            "db.shop 5432 10.0.0.1:5432",
+            "checkout.shop 7000 127.0.0.1:17000"
+        ]
+    );
+}
+
+#[test]
+fn service_mistakes_are_each_reported() {
+    let cases = [
+        (
+            "ports: [{ port: 80, protocol: http }, { port: 81, protocol: http }]\n    endpoints: [\"10.0.0.7:8080\"]",
+            "exports[0].endpoints[0]",
+            "several ports",
+        ),
+        (
+            "ports: [{ port: 80, protocol: quic }]\n    endpoints: [\"10.0.0.7\"]",
+            "exports[0].ports[0].protocol",
+            "unknown protocol",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }, { port: 80, protocol: tcp }]\n    endpoints: [\"10.0.0.7\"]",
+            "exports[0].ports[1].port",
+            "repeats",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7:0\"]",
+            "exports[0].endpoints[0]",
+            "port 0",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\ntcp_services: [{ service: checkout.shop, port: 80 }]",
+            "tcp_services[0].port",
+            "no `tcp` port 80",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\ntcp_services: [{ service: nowhere.shop, port: 5432 }]",
+            "tcp_services[0].service",
+            "neither exported",
+        ),
+        (
+            "ports: [{ port: 80, protocol: tcp }]\n    endpoints: [\"10.0.0.7\"]\ntcp_services: [{ service: checkout.shop, port: 80, listen: \"127.0.0.1:15080\" }]",
+            "tcp_services[0].listen",
+            "listeners.http",
+        ),
+    ];
+    for (service, path, reason) in cases {
+        let text = format!(
+            "cluster: east\ntrust_domain: east.example\nidentity: {{ ca_dir: ca }}\n\
+             exports:\n  - name: checkout\n    namespace: shop\n    {service}\n"
+        );
+        let got = errors(&text);
+        assert!(
+            got.iter()
+                .any(|e| e.path == path && e.reason.contains(reason)),
+            "wanted {path}: {reason} for\n{text}\ngot {got:#?}"
+        );
     }
 }

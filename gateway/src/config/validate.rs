@@ -1,6 +1,6 @@
 //! From raw YAML to a [`Config`], collecting every problem on the way.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
@@ -9,10 +9,8 @@ use meshfed_discovery::{Label, ServiceKey};
 use meshfed_trust::TrustDomain;
 use serde_saphyr::{DuplicateKeyPolicy, MergeKeyPolicy, MessageFormatter};
 
-use super::raw::{RawConfig, RawDns, RawExport, RawIdentity, RawListeners, RawPeer, RawPort, Text};
-use super::{
-    Config, ConfigError, Dns, Export, Identity, Listeners, Peer, Port, Protocol, duration,
-};
+use super::raw::{RawConfig, RawDns, RawIdentity, RawListeners, RawPeer, Text};
+use super::{Config, ConfigError, Dns, Export, Identity, Listeners, Peer, TcpService, duration};
 
 const DEFAULT_HTTP: &str = "127.0.0.1:15080";
 const DEFAULT_FEDERATION: &str = "0.0.0.0:15443";
@@ -131,7 +129,7 @@ fn clean_path(path: &str) -> String {
 
 /// Collects every problem while turning raw config into validated types.
 #[derive(Default)]
-pub(super) struct Checker {
+pub(crate) struct Checker {
     errors: Vec<ConfigError>,
 }
 
@@ -159,6 +157,14 @@ impl Checker {
             .enumerate()
             .map(|(i, export)| self.export(&format!("exports[{i}]"), export))
             .collect();
+        let tcp_services: Vec<Option<TcpService>> = raw
+            .tcp_services
+            .iter()
+            .enumerate()
+            .map(|(i, tcp)| {
+                self.tcp_service(&format!("tcp_services[{i}]"), tcp, listeners.as_ref())
+            })
+            .collect();
         let dns = self.dns(raw.dns.as_ref());
         let bundle_endpoint = raw
             .bundle_endpoint
@@ -184,6 +190,7 @@ impl Checker {
             identity: identity?,
             peers: peers?,
             exports: exports?,
+            tcp_services: tcp_services.into_iter().collect::<Option<_>>()?,
             dns: dns?,
             bundle_endpoint: bundle_endpoint.map_or(Some(None), |b| b.map(Some))?,
             state_dir: state_dir.map_or(Some(None), |d| d.map(Some))?,
@@ -317,74 +324,6 @@ impl Checker {
         })
     }
 
-    fn export(&mut self, at: &str, raw: &RawExport) -> Option<Export> {
-        let name = self.required(&format!("{at}.name"), raw.name.as_ref(), parse_label);
-        let namespace = self.required(
-            &format!("{at}.namespace"),
-            raw.namespace.as_ref(),
-            parse_label,
-        );
-        if raw.ports.is_empty() {
-            self.missing(&format!("{at}.ports"), "a service needs at least one port");
-        }
-        if raw.endpoints.is_empty() {
-            self.missing(
-                &format!("{at}.endpoints"),
-                "a service needs at least one endpoint",
-            );
-        }
-        let ports: Vec<Option<Port>> = raw
-            .ports
-            .iter()
-            .enumerate()
-            .map(|(i, p)| self.port(&format!("{at}.ports[{i}]"), p))
-            .collect();
-        let endpoints: Vec<Option<SocketAddr>> = raw
-            .endpoints
-            .iter()
-            .enumerate()
-            .map(|(i, e)| self.value(&format!("{at}.endpoints[{i}]"), e, parse_socket))
-            .collect();
-        let export_to: Vec<Option<Label>> = raw
-            .export_to
-            .iter()
-            .enumerate()
-            .map(|(i, e)| self.value(&format!("{at}.export_to[{i}]"), e, parse_label))
-            .collect();
-        Some(Export {
-            service: ServiceKey {
-                name: name?,
-                namespace: namespace?,
-            },
-            ports: ports.into_iter().collect::<Option<_>>()?,
-            endpoints: endpoints.into_iter().collect::<Option<_>>()?,
-            export_to: export_to.into_iter().collect::<Option<_>>()?,
-        })
-    }
-
-    fn port(&mut self, at: &str, raw: &RawPort) -> Option<Port> {
-        let name = raw
-            .name
-            .as_ref()
-            .map(|n| self.value(&format!("{at}.name"), n, parse_label));
-        let port = self.required(&format!("{at}.port"), raw.port.as_ref(), parse_port);
-        let protocol = self.required(
-            &format!("{at}.protocol"),
-            raw.protocol.as_ref(),
-            |s| match s {
-                "http" => Ok(Protocol::Http),
-                other => Err(format!(
-                    "unknown protocol {other:?}; this version carries `http`"
-                )),
-            },
-        );
-        Some(Port {
-            name: name.map_or(Some(None), |n| n.map(Some))?,
-            port: port?,
-            protocol: protocol?,
-        })
-    }
-
     fn dns(&mut self, raw: Option<&RawDns>) -> Option<Dns> {
         let field = |f: fn(&RawDns) -> &Option<Text>| raw.and_then(|r| f(r).as_ref());
         let zone = self.optional(
@@ -477,20 +416,9 @@ impl Checker {
                     );
                 }
             }
-            let mut port_names = BTreeSet::new();
-            for (j, port) in export.ports.iter().enumerate() {
-                if let Some(name) = &port.name
-                    && !port_names.insert(name)
-                {
-                    self.error(
-                        &format!("{at}.ports[{j}].name"),
-                        raw_export.ports[j].name.as_ref(),
-                        "repeats another port's name",
-                    );
-                }
-            }
         }
         self.distinct_listeners(raw, &config.listeners);
+        self.cross_check_services(raw, config);
     }
 
     fn distinct_listeners(&mut self, raw: &RawConfig, l: &Listeners) {
@@ -585,11 +513,11 @@ impl Checker {
         });
     }
 
-    fn missing(&mut self, path: &str, reason: &str) {
+    pub(super) fn missing(&mut self, path: &str, reason: &str) {
         self.error(path, None, reason);
     }
 
-    fn error(&mut self, path: &str, text: Option<&Text>, reason: &str) {
+    pub(super) fn error(&mut self, path: &str, text: Option<&Text>, reason: &str) {
         self.errors.push(ConfigError {
             path: path.to_owned(),
             line: text.map(|t| t.referenced.line()).filter(|l| *l > 0),
@@ -599,7 +527,7 @@ impl Checker {
     }
 }
 
-fn parse_label(s: &str) -> Result<Label, String> {
+pub(super) fn parse_label(s: &str) -> Result<Label, String> {
     s.parse().map_err(|e| format!("not a DNS label: {e}"))
 }
 
@@ -608,18 +536,18 @@ fn parse_td(s: &str) -> Result<TrustDomain, String> {
         .map_err(|e| format!("not a SPIFFE trust domain: {e}"))
 }
 
-fn parse_service(s: &str) -> Result<ServiceKey, String> {
+pub(super) fn parse_service(s: &str) -> Result<ServiceKey, String> {
     s.parse()
         .map_err(|e| format!("not a service `<name>.<namespace>`: {e}"))
 }
 
-fn parse_socket(s: &str) -> Result<SocketAddr, String> {
+pub(super) fn parse_socket(s: &str) -> Result<SocketAddr, String> {
     s.parse().map_err(|_| {
         "expected an IP address and port, as in `10.0.0.7:8080` or `[::1]:8080`".into()
     })
 }
 
-fn parse_port(s: &str) -> Result<u16, String> {
+pub(super) fn parse_port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".into()),
         Ok(port) => Ok(port),

@@ -30,6 +30,10 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
+/// The sending half of a stream to a peer.
+pub(crate) type SendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+/// The receiving half of a stream from a peer.
+pub(crate) type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 
 /// One peer gateway, and the connection to it when there is one.
 #[derive(Debug)]
@@ -84,11 +88,13 @@ impl PeerClient {
         }
     }
 
-    /// Sends `request` for `service` to this peer and returns its response, whose body streams.
+    /// Sends `request` for `service` (on `port`, if the client named one) to this peer and
+    /// returns its response, whose body streams.
     pub(crate) async fn forward(
         &self,
         request: Request<Body>,
         service: &ServiceKey,
+        port: Option<u16>,
     ) -> Result<Response<Body>, Reason> {
         let (mut parts, body) = request.into_parts();
         let path = parts
@@ -98,19 +104,13 @@ impl PeerClient {
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
         parts.uri = Uri::builder()
             .scheme(Scheme::HTTPS)
-            .authority(wire::authority(service))
+            .authority(wire::authority(service, port))
             .path_and_query(path)
             .build()
             .map_err(|_| Reason::UnknownService)?;
         parts.version = Version::HTTP_3;
         parts.headers.remove(header::HOST);
-        // A request the peer refused before reading it (it sent GOAWAY, or the connection had
-        // just died) is safe to send again, once, on a fresh connection.
-        let stream = match self.open(head(&parts)).await {
-            Ok(stream) => stream,
-            Err(Reason::PeerStreamFailed) => self.open(head(&parts)).await?,
-            Err(reason) => return Err(reason),
-        };
+        let stream = self.open_retrying(&parts).await?;
         let (send, mut recv) = stream.split();
         tokio::spawn(
             async move {
@@ -133,6 +133,54 @@ impl PeerClient {
             })?;
         let (parts, ()) = response.into_parts();
         Ok(Response::from_parts(parts, body::from_h3(recv)))
+    }
+
+    /// Opens a TCP tunnel to `service`'s port `port` at this peer: an HTTP/3 `CONNECT` stream,
+    /// ready for bytes once the peer has answered 200.
+    pub(crate) async fn connect_tcp(
+        &self,
+        service: &ServiceKey,
+        port: u16,
+    ) -> Result<(SendHalf, RecvHalf), Reason> {
+        let authority = wire::authority(service, Some(port));
+        let uri = Uri::builder()
+            .authority(authority)
+            .build()
+            .map_err(|_| Reason::UnknownService)?;
+        let (mut parts, ()) = Request::connect(uri)
+            .body(())
+            .map_err(|_| Reason::UnknownService)?
+            .into_parts();
+        parts.version = Version::HTTP_3;
+        let mut stream = self.open_retrying(&parts).await?;
+        let response = tokio::time::timeout(RESPONSE_TIMEOUT, stream.recv_response())
+            .await
+            .map_err(|_| Reason::PeerStreamFailed)?
+            .map_err(|error| {
+                tracing::debug!(%error, "no answer to CONNECT from peer");
+                Reason::PeerStreamFailed
+            })?;
+        if !response.status().is_success() {
+            let reason = response
+                .headers()
+                .get(crate::reason::ERROR_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(Reason::from_code)
+                .unwrap_or(Reason::PeerStreamFailed);
+            tracing::debug!(status = %response.status(), %reason, "peer refused the tunnel");
+            return Err(reason);
+        }
+        Ok(stream.split())
+    }
+
+    /// Opens a stream for a request with head `parts`. A request the peer refused before
+    /// reading it (it sent GOAWAY, or the connection had just died) is safe to send again,
+    /// once, on a fresh connection.
+    async fn open_retrying(&self, parts: &http::request::Parts) -> Result<RequestStream, Reason> {
+        match self.open(head(parts)).await {
+            Err(Reason::PeerStreamFailed) => self.open(head(parts)).await,
+            opened => opened,
+        }
     }
 
     /// Opens a request stream on the live connection. If the connection refuses it, the

@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::wire;
-use crate::proxy::body;
+use crate::proxy::{body, tunnel};
+use crate::reason::Reason;
 use crate::state::{Inbound, State};
 
 /// QUIC application error code sent when closing a connection from an unknown peer.
@@ -159,6 +160,9 @@ async fn request(
             return;
         }
     };
+    if request.method() == http::Method::CONNECT {
+        return tunnel(request, stream, &peer, &state).await;
+    }
     let (mut send, recv) = stream.split();
     let response = state.serve_peer(request, recv, &peer).await;
     let (parts, body) = response.into_parts();
@@ -168,6 +172,60 @@ async fn request(
     }
     if let Err(error) = body::send_to_h3(body, send).await {
         tracing::debug!(%error, "response body to peer failed");
+    }
+}
+
+/// Serves a `CONNECT` from `peer`: a TCP connection to an endpoint of the service's TCP port
+/// the `:authority` names, answered 200 once connected and then spliced to the stream.
+async fn tunnel(
+    request: http::Request<()>,
+    stream: h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
+    peer: &Label,
+    state: &State,
+) {
+    state.stats.peer_requests.fetch_add(1, Ordering::Relaxed);
+    let target = request
+        .uri()
+        .authority()
+        .and_then(|a| wire::service_of(a.as_str()));
+    let connected = match target {
+        Some((service, Some(port))) => match state.exported_to(&service, peer) {
+            Ok(()) => match state.tcp_endpoints(&service, port) {
+                Ok((endpoints, first)) => tunnel::connect(endpoints, first).await,
+                Err(reason) => Err(reason),
+            },
+            Err(reason) => Err(reason),
+        },
+        // A CONNECT names a port; without one it names no TCP service.
+        _ => Err(Reason::UnknownService),
+    };
+    let (mut send, recv) = stream.split();
+    let upstream = match connected {
+        Ok(upstream) => upstream,
+        Err(reason) => {
+            tracing::debug!(%reason, "tunnel refused");
+            let (parts, _) = reason.response().into_parts();
+            if send
+                .send_response(Response::from_parts(parts, ()))
+                .await
+                .is_ok()
+            {
+                let _ = send.finish().await;
+            }
+            return;
+        }
+    };
+    if let Err(error) = send.send_response(Response::new(())).await {
+        tracing::debug!(%error, "could not answer the tunnel");
+        return;
+    }
+    match tunnel::splice(upstream, send, recv).await {
+        Ok(carried) => tracing::debug!(
+            sent = carried.sent,
+            received = carried.received,
+            "tunnel done"
+        ),
+        Err(error) => tracing::debug!(%error, "tunnel failed"),
     }
 }
 

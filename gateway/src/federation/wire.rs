@@ -12,15 +12,25 @@ pub const MAX_FIELD_SECTION_SIZE: u64 = 16 * 1024;
 /// cluster serves locally, so that peers need not agree on local DNS configuration.
 const WIRE_SUFFIX: &str = ".svc.clusterset.local";
 
-/// The `:authority` of a request for `service`: `<svc>.<ns>.svc.clusterset.local`.
-pub fn authority(service: &ServiceKey) -> String {
-    format!("{service}{WIRE_SUFFIX}")
+/// The `:authority` of a request for `service`: `<svc>.<ns>.svc.clusterset.local`, with the
+/// service port when the request names one (always, for a `CONNECT`).
+pub fn authority(service: &ServiceKey, port: Option<u16>) -> String {
+    match port {
+        Some(port) => format!("{service}{WIRE_SUFFIX}:{port}"),
+        None => format!("{service}{WIRE_SUFFIX}"),
+    }
 }
 
-/// The service an `:authority` names, if it is a well-formed wire authority.
-pub fn service_of(authority: &str) -> Option<ServiceKey> {
-    let host = authority.to_ascii_lowercase();
-    host.strip_suffix(WIRE_SUFFIX)?.parse().ok()
+/// The service an `:authority` names, and the port if it has one, if it is a well-formed wire
+/// authority.
+pub fn service_of(authority: &str) -> Option<(ServiceKey, Option<u16>)> {
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) => (host, Some(port.parse::<u16>().ok().filter(|p| *p != 0)?)),
+        None => (authority, None),
+    };
+    let host = host.to_ascii_lowercase();
+    let service = host.strip_suffix(WIRE_SUFFIX)?.parse().ok()?;
+    Some((service, port))
 }
 
 #[cfg(test)]
@@ -30,17 +40,23 @@ mod tests {
     #[test]
     fn authority_round_trips() {
         let service: ServiceKey = "checkout.shop".parse().expect("key");
-        let authority = authority(&service);
-        assert_eq!(authority, "checkout.shop.svc.clusterset.local");
-        assert_eq!(service_of(&authority), Some(service.clone()));
+        let bare = authority(&service, None);
+        assert_eq!(bare, "checkout.shop.svc.clusterset.local");
+        assert_eq!(service_of(&bare), Some((service.clone(), None)));
+        let with_port = authority(&service, Some(5432));
+        assert_eq!(with_port, "checkout.shop.svc.clusterset.local:5432");
+        assert_eq!(service_of(&with_port), Some((service.clone(), Some(5432))));
         assert_eq!(
             service_of("CHECKOUT.shop.svc.clusterset.local"),
-            Some(service)
+            Some((service, None))
         );
         for bad in [
             "checkout.shop",
             "a.b.c.svc.clusterset.local",
             "shop.svc.clusterset.local",
+            "checkout.shop.svc.clusterset.local:0",
+            "checkout.shop.svc.clusterset.local:http",
+            "checkout.shop.svc.clusterset.local:70000",
             "",
         ] {
             assert_eq!(service_of(bad), None, "{bad}");

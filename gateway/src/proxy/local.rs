@@ -45,18 +45,19 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         headers::append_via(&mut parts.headers, parts.version, &state.pseudonym);
         let request = Request::from_parts(parts, body::incoming(incoming));
 
+        let port = port_of(&authority);
         let result = match state.routes.route(&authority, state.next_backend()) {
             Err(reason) => Err(reason),
             Ok(Destination::Local(service)) => {
                 tracing::Span::current().record("svc", tracing::field::display(&service));
-                state.forward_local(&service, request).await
+                state.forward_local(&service, port, request).await
             }
             Ok(Destination::Peer { peer, service }) => {
                 let span = tracing::Span::current();
                 span.record("svc", tracing::field::display(&service));
                 span.record("peer.cluster", tracing::field::display(&peer));
                 match state.peers.get(&peer) {
-                    Some(client) => client.forward(request, &service).await,
+                    Some(client) => client.forward(request, &service, port).await,
                     None => Err(Reason::UnknownService),
                 }
             }
@@ -77,4 +78,9 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
     }
     .instrument(span)
     .await
+}
+
+/// The port an authority names, if any.
+fn port_of(authority: &str) -> Option<u16> {
+    authority.rsplit_once(':')?.1.parse().ok()
 }

@@ -6,4 +6,6 @@ pub mod body;
 pub(crate) mod headers;
 pub(crate) mod local;
 pub mod serve;
+pub(crate) mod tcp;
+pub(crate) mod tunnel;
 pub(crate) mod upstream;

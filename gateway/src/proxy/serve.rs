@@ -1,9 +1,10 @@
-//! Serving HTTP/1.1 on a TCP listener, with a graceful end.
+//! Serving HTTP on a TCP listener, with limits and a graceful end.
 //!
-//! Used by the local listener and the admin listener. On shutdown the listener closes at once
-//! and connections finish the request in flight (hyper sends `Connection: close`). When the
-//! grace period ends this returns; connections still open are no longer waited for and end
-//! with the process.
+//! The local listener takes HTTP/1.1 and cleartext HTTP/2 with prior knowledge (gRPC) on one
+//! port, told apart by the connection preface; the admin listener takes HTTP/1.1 only. On
+//! shutdown the listener closes at once and connections finish the request in flight (hyper
+//! sends `Connection: close`, or GOAWAY). When the grace period ends this returns; connections
+//! still open are no longer waited for and end with the process.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -11,9 +12,9 @@ use std::time::Duration;
 
 use http::{Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -21,14 +22,40 @@ use tracing::Instrument;
 
 use super::body::Body;
 
-/// A client must send its whole request head within this time.
+/// A client must send its whole request head within this time (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most an HTTP/1.1 request line and header section may take, in bytes: hyper answers
+/// 431 beyond it. Header sections travel on to peers, whose limit is 16 KiB
+/// (`federation::wire::MAX_FIELD_SECTION_SIZE`); the local handler checks that.
+const MAX_HTTP1_HEAD: usize = 64 * 1024;
+/// The most headers an HTTP/1.1 request may have.
+const MAX_HTTP1_HEADERS: usize = 100;
+/// The largest HTTP/2 header list accepted (decoded), as on the wire between gateways.
+const MAX_HTTP2_HEADER_LIST: u32 = 16 * 1024;
+/// Concurrent streams one HTTP/2 client may have open.
+const MAX_HTTP2_STREAMS: u32 = 1024;
+/// Streams a client may reset before we accept them (rapid reset, CVE-2023-44487): past this,
+/// the connection is closed with GOAWAY.
+const MAX_HTTP2_PENDING_RESETS: usize = 20;
+/// HTTP/2 pings find dead clients; one unanswered for this long closes the connection.
+const HTTP2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+const HTTP2_KEEP_ALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 /// After a failed accept (out of file descriptors, say), wait this long before the next.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 
+/// Which HTTP versions a listener speaks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Versions {
+    /// HTTP/1.1 only.
+    Http1,
+    /// HTTP/1.1, and HTTP/2 with prior knowledge.
+    Http1And2,
+}
+
 /// Serves `handler` on `listener` until `shutdown` is cancelled, then drains for up to `grace`.
-pub async fn serve_http1<F, Fut>(
+pub async fn serve_http<F, Fut>(
     listener: TcpListener,
+    versions: Versions,
     handler: F,
     shutdown: CancellationToken,
     grace: Duration,
@@ -36,10 +63,24 @@ pub async fn serve_http1<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
-    let mut builder = http1::Builder::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
+        .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT);
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HTTP1_HEAD)
+        .max_headers(MAX_HTTP1_HEADERS);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(MAX_HTTP2_HEADER_LIST)
+        .max_concurrent_streams(MAX_HTTP2_STREAMS)
+        .max_pending_accept_reset_streams(MAX_HTTP2_PENDING_RESETS)
+        .keep_alive_interval(HTTP2_KEEP_ALIVE)
+        .keep_alive_timeout(HTTP2_KEEP_ALIVE_TIMEOUT);
+    if versions == Versions::Http1 {
+        builder = builder.http1_only();
+    }
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, remote) = tokio::select! {
@@ -59,11 +100,12 @@ pub async fn serve_http1<F, Fut>(
             let response = handler(request);
             async move { Ok::<_, Infallible>(response.await) }
         });
-        let connection = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        let (builder, watcher) = (builder.clone(), graceful.watcher());
         let span = tracing::debug_span!("conn", client.addr = %remote);
         tokio::spawn(
             async move {
-                if let Err(error) = connection.await {
+                let connection = builder.serve_connection(TokioIo::new(stream), service);
+                if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(%error, "connection ended with an error");
                 }
             }

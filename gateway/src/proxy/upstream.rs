@@ -1,26 +1,42 @@
-//! Connections to a service's local endpoints: pooled HTTP/1.1 keep-alive.
+//! Connections to a service's local endpoints: pooled HTTP/1.1 keep-alive, or HTTP/2 (h2c,
+//! prior knowledge) with every request multiplexed on one connection per endpoint.
+//!
+//! A request whose endpoint refuses the connection moves on to the next endpoint: that is
+//! safe because nothing of it was sent. The body is handed to hyper through a [`Deferred`]
+//! that takes it out of a shared slot only when hyper first polls it, so after a failed
+//! connect it is still there to go to the next endpoint, streamed, never buffered.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version};
+use http_body::{Frame, SizeHint};
+use http_body_util::BodyExt as _;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{self, Body};
+use super::body::{self, Body, BoxError};
+use crate::config::Protocol;
 use crate::reason::Reason;
 
 /// A local endpoint that does not accept a connection within this time is unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Idle pooled connections are closed after this long.
 const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// HTTP/2 keep-alive to endpoints, so that a dead connection is found before a request is.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// The client side towards local endpoints.
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
-    client: Client<HttpConnector, Body>,
+    http1: Client<HttpConnector, Body>,
+    http2: Client<HttpConnector, Body>,
 }
 
 impl Upstream {
@@ -28,42 +44,122 @@ impl Upstream {
         let mut connector = HttpConnector::new();
         connector.set_connect_timeout(Some(CONNECT_TIMEOUT));
         connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new())
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT)
-            .build(connector);
-        Upstream { client }
+            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
+        let http1 = builder.build(connector.clone());
+        builder
+            .http2_only(true)
+            .timer(TokioTimer::new())
+            .http2_keep_alive_interval(H2_KEEP_ALIVE)
+            .http2_keep_alive_while_idle(true);
+        let http2 = builder.build(connector);
+        Upstream { http1, http2 }
     }
 
-    /// Sends `request` to `endpoint`. Its `Host` header (the service's name) is kept.
+    /// Sends `request` to one of `endpoints`, starting at `first` and moving on while an
+    /// endpoint refuses the connection. Its `Host` header (the service's name) is kept.
     pub(crate) async fn forward(
         &self,
-        mut request: Request<Body>,
-        endpoint: SocketAddr,
+        request: Request<Body>,
+        endpoints: &[SocketAddr],
+        first: usize,
+        protocol: Protocol,
     ) -> Result<Response<Body>, Reason> {
-        let path = request
-            .uri()
+        let (mut head, body) = request.into_parts();
+        let path = head
+            .uri
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let uri = Uri::builder()
-            .scheme(Scheme::HTTP)
-            .authority(endpoint.to_string())
-            .path_and_query(path)
-            .build()
-            .map_err(|_| Reason::UpstreamFailed)?;
-        *request.uri_mut() = uri;
-        *request.version_mut() = Version::HTTP_11;
-        match self.client.request(request).await {
-            Ok(response) => Ok(response.map(body::incoming)),
-            Err(error) if error.is_connect() => {
-                tracing::debug!(%endpoint, %error, "endpoint unavailable");
-                Err(Reason::UpstreamUnavailable)
-            }
-            Err(error) => {
-                tracing::debug!(%endpoint, %error, "endpoint failed");
-                Err(Reason::UpstreamFailed)
+        let (client, version) = match protocol {
+            Protocol::Http2 | Protocol::Grpc => (&self.http2, Version::HTTP_2),
+            Protocol::Http | Protocol::Tcp => (&self.http1, Version::HTTP_11),
+        };
+        head.version = version;
+        let slot = Arc::new(Mutex::new(Some(body)));
+        for attempt in 0..endpoints.len() {
+            let endpoint = endpoints[(first + attempt) % endpoints.len()];
+            let mut request = Request::from_parts(head.clone(), Deferred::new(&slot).boxed());
+            *request.uri_mut() = Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(endpoint.to_string())
+                .path_and_query(path.clone())
+                .build()
+                .map_err(|_| Reason::UpstreamFailed)?;
+            match client.request(request).await {
+                Ok(response) => return Ok(response.map(body::incoming)),
+                Err(error) if error.is_connect() && Deferred::untouched(&slot) => {
+                    tracing::debug!(%endpoint, %error, "endpoint refused the connection; trying the next");
+                }
+                Err(error) if error.is_connect() => {
+                    tracing::debug!(%endpoint, %error, "endpoint unavailable");
+                    return Err(Reason::UpstreamUnavailable);
+                }
+                Err(error) => {
+                    tracing::debug!(%endpoint, %error, "endpoint failed");
+                    return Err(Reason::UpstreamFailed);
+                }
             }
         }
+        Err(Reason::UpstreamUnavailable)
+    }
+}
+
+/// A body that stays in a shared slot until it is first polled.
+struct Deferred {
+    slot: Arc<Mutex<Option<Body>>>,
+    taken: Option<Body>,
+}
+
+impl Deferred {
+    fn new(slot: &Arc<Mutex<Option<Body>>>) -> Self {
+        Deferred {
+            slot: slot.clone(),
+            taken: None,
+        }
+    }
+
+    /// Whether the body in `slot` was never polled, so that it can still be sent elsewhere.
+    fn untouched(slot: &Mutex<Option<Body>>) -> bool {
+        slot.lock().unwrap_or_else(|e| e.into_inner()).is_some()
+    }
+
+    fn peek<T>(&self, f: impl FnOnce(&Body) -> T, otherwise: T) -> T {
+        match &self.taken {
+            Some(body) => f(body),
+            None => match &*self.slot.lock().unwrap_or_else(|e| e.into_inner()) {
+                Some(body) => f(body),
+                None => otherwise,
+            },
+        }
+    }
+}
+
+impl http_body::Body for Deferred {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        if self.taken.is_none() {
+            let body = self.slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+            self.taken = body;
+        }
+        match &mut self.taken {
+            Some(body) => Pin::new(body).poll_frame(cx),
+            None => Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.peek(|body| body.is_end_stream(), true)
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.peek(|body| body.size_hint(), SizeHint::with_exact(0))
     }
 }

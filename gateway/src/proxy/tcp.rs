@@ -1,0 +1,103 @@
+//! Local listeners for opaque TCP services: one per configured `tcp_services` entry. Each
+//! accepted connection goes to a local endpoint of the service, or through a peer gateway as
+//! an HTTP/3 `CONNECT` stream.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+
+use super::tunnel;
+use crate::config::TcpService;
+use crate::reason::Reason;
+use crate::route::Destination;
+use crate::state::State;
+
+/// After a failed accept (out of file descriptors, say), wait this long before the next.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
+
+/// Accepts connections for `service` on `listener` until `shutdown`. Tunnels already open
+/// carry on; the runtime waits for them up to the shutdown grace.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    service: TcpService,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
+    let service = Arc::new(service);
+    loop {
+        let (stream, remote) = tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                    continue;
+                }
+            },
+        };
+        let span = tracing::debug_span!(
+            "tcp",
+            client.addr = %remote,
+            svc = %service.service,
+            port = service.port,
+            peer.cluster = tracing::field::Empty,
+        );
+        tracker.spawn(connection(stream, service.clone(), state.clone()).instrument(span));
+    }
+}
+
+async fn connection(client: TcpStream, service: Arc<TcpService>, state: Arc<State>) {
+    let _ = client.set_nodelay(true);
+    let outcome = match state
+        .routes
+        .route_service(&service.service, state.next_backend())
+    {
+        Ok(Destination::Local(key)) => local(client, &state, &key, service.port).await,
+        Ok(Destination::Peer { peer, service: key }) => {
+            tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
+            match state.peers.get(&peer) {
+                Some(peer) => match peer.connect_tcp(&key, service.port).await {
+                    Ok((send, recv)) => tunnel::splice(client, send, recv)
+                        .await
+                        .map_err(|error| (Reason::PeerStreamFailed, error.to_string())),
+                    Err(reason) => Err((reason, String::new())),
+                },
+                None => Err((Reason::UnknownService, String::new())),
+            }
+        }
+        Err(reason) => Err((reason, String::new())),
+    };
+    match outcome {
+        Ok(carried) => tracing::debug!(
+            sent = carried.sent,
+            received = carried.received,
+            "tcp connection done"
+        ),
+        Err((reason, detail)) => tracing::debug!(%reason, detail, "tcp connection failed"),
+    }
+}
+
+async fn local(
+    mut client: TcpStream,
+    state: &State,
+    service: &meshfed_discovery::ServiceKey,
+    port: u16,
+) -> Result<tunnel::Carried, (Reason, String)> {
+    let (endpoints, first): (&[SocketAddr], usize) = state
+        .tcp_endpoints(service, port)
+        .map_err(|reason| (reason, String::new()))?;
+    let mut upstream = tunnel::connect(endpoints, first)
+        .await
+        .map_err(|reason| (reason, String::new()))?;
+    match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
+        Ok((sent, received)) => Ok(tunnel::Carried { sent, received }),
+        Err(error) => Err((Reason::UpstreamFailed, error.to_string())),
+    }
+}

@@ -1,0 +1,108 @@
+//! Opaque TCP: connecting to a service's TCP endpoints, and carrying a connection's bytes over
+//! an HTTP/3 `CONNECT` stream in both directions.
+//!
+//! Half-close crosses intact: when one side stops sending (TCP FIN), the stream is finished in
+//! that direction only (QUIC FIN), and the far side shuts down writing on its TCP connection.
+//! The other direction carries on until it ends too. An error in either direction resets the
+//! stream and closes the TCP connection, so a truncated transfer never looks complete.
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use h3::error::Code;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::TcpStream;
+use tokio::net::tcp::{ReadHalf, WriteHalf};
+
+use super::body::{H3Recv, H3Send};
+use crate::reason::Reason;
+
+/// A TCP endpoint that does not accept a connection within this time is unavailable.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// Bytes read from a TCP connection at a time: one read fills several QUIC packets.
+const READ_CHUNK: usize = 64 * 1024;
+
+/// Bytes carried each way by a finished tunnel.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(crate) struct Carried {
+    /// From the TCP connection into the stream.
+    pub(crate) sent: u64,
+    /// From the stream into the TCP connection.
+    pub(crate) received: u64,
+}
+
+/// Connects to one of `endpoints`, starting at `first` and moving on while one refuses: no
+/// byte has been sent, so that is always safe.
+pub(crate) async fn connect(endpoints: &[SocketAddr], first: usize) -> Result<TcpStream, Reason> {
+    for attempt in 0..endpoints.len() {
+        let endpoint = endpoints[(first + attempt) % endpoints.len()];
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Ok(stream);
+            }
+            Ok(Err(error)) => tracing::debug!(%endpoint, %error, "TCP endpoint refused"),
+            Err(_) => tracing::debug!(%endpoint, "TCP endpoint did not answer in time"),
+        }
+    }
+    Err(Reason::UpstreamUnavailable)
+}
+
+/// Carries bytes between `tcp` and an HTTP/3 stream until both directions have ended. If
+/// either direction fails, the other is abandoned and the TCP connection is reset.
+pub(crate) async fn splice(
+    mut tcp: TcpStream,
+    send: impl H3Send,
+    recv: impl H3Recv,
+) -> io::Result<Carried> {
+    let (reader, writer) = tcp.split();
+    let carried = tokio::try_join!(tcp_to_stream(reader, send), stream_to_tcp(recv, writer));
+    match carried {
+        Ok((sent, received)) => Ok(Carried { sent, received }),
+        Err(error) => {
+            // A reset, not a FIN: the TCP peer must not take a cut transfer for a whole one.
+            let _ = socket2::SockRef::from(&tcp).set_linger(Some(Duration::ZERO));
+            Err(error)
+        }
+    }
+}
+
+async fn tcp_to_stream(mut tcp: ReadHalf<'_>, mut stream: impl H3Send) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let mut buffer = BytesMut::with_capacity(READ_CHUNK);
+        let read = match tcp.read_buf(&mut buffer).await {
+            Ok(read) => read,
+            Err(error) => {
+                stream.stop_stream(Code::H3_REQUEST_CANCELLED);
+                return Err(error);
+            }
+        };
+        if read == 0 {
+            stream.finish().await.map_err(io::Error::other)?;
+            return Ok(total);
+        }
+        total += read as u64;
+        stream
+            .send_data(buffer.freeze())
+            .await
+            .map_err(io::Error::other)?;
+    }
+}
+
+async fn stream_to_tcp(mut stream: impl H3Recv, mut tcp: WriteHalf<'_>) -> io::Result<u64> {
+    let mut total = 0u64;
+    loop {
+        let Some(data) = stream.recv_data().await.map_err(io::Error::other)? else {
+            tcp.shutdown().await?;
+            return Ok(total);
+        };
+        total += data.len() as u64;
+        if let Err(error) = tcp.write_all(&data).await {
+            stream.stop_sending(Code::H3_REQUEST_CANCELLED);
+            return Err(error);
+        }
+    }
+}
