@@ -120,8 +120,22 @@ fn tcp(address: SocketAddr) -> io::Result<TcpListener> {
     Ok(socket.into())
 }
 
+/// A UDP socket with large kernel buffers. QUIC sends in bursts; with Linux's default
+/// (208 KiB) a burst at a few Gbit/s overflows the receive buffer and the loss costs
+/// retransmissions and, past quinn's limit on gaps in one stream, the whole connection. The
+/// kernel caps the size at `net.core.rmem_max`/`wmem_max`; `docs/operations.md` says to raise
+/// those to at least this.
 fn udp(address: SocketAddr) -> io::Result<UdpSocket> {
-    let socket = UdpSocket::bind(address)?;
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(address), Type::DGRAM, None)?;
+    // Best effort: a smaller buffer than asked for still works, only less well under bursts.
+    let _ = socket.set_recv_buffer_size(UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(UDP_BUFFER);
+    socket.bind(&address.into())?;
     socket.set_nonblocking(true)?;
+    let socket: UdpSocket = socket.into();
     Ok(socket)
 }
+
+/// The UDP socket buffer size asked for, each way.
+pub const UDP_BUFFER: usize = 4 * 1024 * 1024;

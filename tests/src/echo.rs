@@ -3,6 +3,8 @@
 //!
 //! - `GET` answers `<name>` on the first line, then one `header: value` line per request header;
 //! - `GET /slow` does the same after [`SLOW`], to keep a request in flight;
+//! - `GET /bytes/<n>` answers `n` bytes of [`Pattern`], streamed;
+//! - `POST /digest` answers `<length> <sha256 hex>` of the request body;
 //! - any other method echoes the request body back, streamed.
 
 use std::net::SocketAddr;
@@ -10,8 +12,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Method, Request, Response};
+use http_body::Frame;
+use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Incoming;
 use meshfed_gateway::proxy::body::{self, Body};
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::pattern::{Pattern, hex};
 use meshfed_gateway::proxy::serve::{Versions, serve_http};
 use tokio_util::sync::CancellationToken;
 
@@ -54,8 +61,32 @@ impl Drop for Echo {
 }
 
 async fn answer(name: &str, request: Request<Incoming>) -> Response<Body> {
+    if request.method() == Method::POST && request.uri().path() == "/digest" {
+        return digest(request.into_body()).await;
+    }
     if request.method() != Method::GET {
         return Response::new(body::incoming(request.into_body()));
+    }
+    if let Some(len) = request.uri().path().strip_prefix("/bytes/") {
+        let len = len.parse().unwrap_or(0);
+        let (tx, rx) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut pattern = Pattern::default();
+            let mut left: usize = len;
+            while left > 0 {
+                let chunk = Bytes::from(pattern.next_chunk(left.min(64 * 1024)));
+                left -= chunk.len();
+                if tx
+                    .send(Ok::<_, body::BoxError>(Frame::data(chunk)))
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+            }
+        });
+        let stream = StreamBody::new(ReceiverStream::new(rx));
+        return Response::new(BodyExt::boxed(stream));
     }
     if request.uri().path() == "/slow" {
         tokio::time::sleep(SLOW).await;
@@ -67,5 +98,22 @@ async fn answer(name: &str, request: Request<Incoming>) -> Response<Body> {
             value.to_str().unwrap_or("<binary>")
         ));
     }
+    Response::new(body::full(Bytes::from(text)))
+}
+
+/// `<length> <sha256 hex>` of a request body, read as it streams.
+async fn digest(mut incoming: Incoming) -> Response<Body> {
+    let mut digest = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut length = 0usize;
+    while let Some(frame) = incoming.frame().await {
+        let Ok(frame) = frame else {
+            return Response::new(body::full(Bytes::from_static(b"body failed")));
+        };
+        if let Ok(data) = frame.into_data() {
+            length += data.len();
+            digest.update(&data);
+        }
+    }
+    let text = format!("{length} {}", hex(digest.finish().as_ref()));
     Response::new(body::full(Bytes::from(text)))
 }

@@ -27,7 +27,9 @@ pub struct Cluster {
 #[derive(Debug)]
 struct Export {
     service: String,
-    endpoint: SocketAddr,
+    protocol: &'static str,
+    port: u16,
+    endpoints: Vec<SocketAddr>,
     to: Vec<String>,
 }
 
@@ -66,11 +68,27 @@ impl Cluster {
         })
     }
 
-    /// Exports `service` (`<name>.<namespace>`) served at `endpoint` to the clusters in `to`.
-    pub fn export(mut self, service: &str, endpoint: SocketAddr, to: &[&str]) -> Self {
+    /// Exports `service` (`<name>.<namespace>`) served over HTTP/1.1 at `endpoint` to the
+    /// clusters in `to`, on service port 80.
+    pub fn export(self, service: &str, endpoint: SocketAddr, to: &[&str]) -> Self {
+        self.export_port(service, "http", 80, &[endpoint], to)
+    }
+
+    /// Exports `service` with one port speaking `protocol` (`http`, `http2`, `grpc`, `tcp`),
+    /// served at `endpoints`, to the clusters in `to`.
+    pub fn export_port(
+        mut self,
+        service: &str,
+        protocol: &'static str,
+        port: u16,
+        endpoints: &[SocketAddr],
+        to: &[&str],
+    ) -> Self {
         self.exports.push(Export {
             service: service.to_owned(),
-            endpoint,
+            protocol,
+            port,
+            endpoints: endpoints.to_vec(),
             to: to.iter().map(|s| (*s).to_owned()).collect(),
         });
         self
@@ -90,6 +108,7 @@ pub struct Builder {
     imports: Vec<(String, String, String)>,
     svid_lifetime: Option<String>,
     bundle_exchange: Option<Profile>,
+    tcp_services: Vec<(String, String, u16)>,
 }
 
 /// How bundle endpoints authenticate themselves in a test federation.
@@ -122,6 +141,7 @@ impl Federation {
             imports: Vec::new(),
             svid_lifetime: None,
             bundle_exchange: None,
+            tcp_services: Vec::new(),
         }
     }
 
@@ -187,6 +207,14 @@ impl Builder {
     pub fn import(mut self, cluster: &str, peer: &str, service: &str) -> Self {
         self.imports
             .push((cluster.to_owned(), peer.to_owned(), service.to_owned()));
+        self
+    }
+
+    /// Gives `cluster` a local listener (on a free port) for the TCP service `service`'s
+    /// port `port`; [`Running::tcp_services`] has its address.
+    pub fn tcp_service(mut self, cluster: &str, service: &str, port: u16) -> Self {
+        self.tcp_services
+            .push((cluster.to_owned(), service.to_owned(), port));
         self
     }
 
@@ -317,11 +345,29 @@ impl Builder {
                 .service
                 .split_once('.')
                 .unwrap_or((&export.service, ""));
+            let endpoints: Vec<String> = export
+                .endpoints
+                .iter()
+                .map(|e| format!("\"{e}\""))
+                .collect();
             let _ = writeln!(
                 yaml,
-                "  - {{ name: {name}, namespace: {namespace}, ports: [{{ port: 80, protocol: http }}], endpoints: [\"{}\"], export_to: [{}] }}",
-                export.endpoint,
+                "  - {{ name: {name}, namespace: {namespace}, ports: [{{ port: {}, protocol: {} }}], endpoints: [{}], export_to: [{}] }}",
+                export.port,
+                export.protocol,
+                endpoints.join(", "),
                 export.to.join(", "),
+            );
+        }
+        yaml.push_str("tcp_services:\n");
+        for (_, service, port) in self
+            .tcp_services
+            .iter()
+            .filter(|(c, _, _)| *c == cluster.name)
+        {
+            let _ = writeln!(
+                yaml,
+                "  - {{ service: {service}, port: {port}, listen: \"127.0.0.1:0\" }}"
             );
         }
         yaml

@@ -9,6 +9,9 @@ pub mod binary;
 pub mod client;
 pub mod echo;
 pub mod federation;
+pub mod grpc;
+pub mod pattern;
+pub mod tcp_echo;
 pub mod wait;
 
 pub use federation::{Cluster, Federation};

@@ -296,9 +296,18 @@ impl PeerClient {
             .build::<_, _, Bytes>(h3_quinn::Connection::new(connection.clone()))
             .await?;
         let peer = self.name.clone();
+        let quic = connection.clone();
         tokio::spawn(async move {
             let error = driver.wait_idle().await;
-            tracing::debug!(peer.cluster = %peer, %error, "peer connection closed");
+            let path = quic.stats().path;
+            tracing::debug!(
+                peer.cluster = %peer,
+                %error,
+                rtt = ?path.rtt,
+                sent_packets = path.sent_packets,
+                lost_packets = path.lost_packets,
+                "peer connection closed"
+            );
         });
         self.stats
             .peer_connections_opened

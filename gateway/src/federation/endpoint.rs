@@ -4,15 +4,26 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{IdleTimeout, TransportConfig, VarInt};
+use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 
-/// Flow-control window of one stream: enough for a 100 ms, 100 Mbit/s path per stream.
-const STREAM_RECEIVE_WINDOW: u32 = 2 * 1024 * 1024;
+/// Flow-control window of one stream: 80 Mbit/s per stream over a 100 ms path. Not more:
+/// quinn-proto 0.11 keeps a stream's unread data in at most 2,048 pieces (one per packet) and
+/// closes the whole connection past that (quinn issue #2809), which a window above about
+/// 2 MB reaches on a fast, lossless link whenever the reader lags. A peer's aggregate rate
+/// comes from many streams and several connections, bounded by the connection window.
+const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// Flow-control window of a whole connection. quinn's default is unbounded; a peer must not be
 /// able to make us buffer without limit.
 const CONNECTION_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 /// Concurrent requests a peer may have open on one connection.
 const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// The largest UDP payload sent or accepted: what fits a 1,500-byte Ethernet MTU through
+/// common tunnels (IPv6 and a little encapsulation), on every path including loopback, where
+/// 64 KB datagrams would make QUIC look faster than it is on a real network.
+pub(crate) const MAX_UDP_PAYLOAD: u16 = 1452;
+/// QUIC's minimum, which every path carries; path MTU discovery raises it to
+/// [`MAX_UDP_PAYLOAD`] where the path allows.
+const INITIAL_MTU: u16 = 1200;
 /// A connection with no traffic for this long is gone.
 const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 /// Keep-alives keep an idle connection (and NAT bindings) open well inside the idle timeout.
@@ -24,6 +35,9 @@ pub enum EndpointError {
     /// The TLS configuration cannot do QUIC (it lacks TLS 1.3 or its initial cipher suite).
     #[error("TLS configuration is unusable for QUIC: {0}")]
     Tls(#[from] quinn::crypto::rustls::NoInitialCipherSuite),
+    /// A transport setting was refused by quinn.
+    #[error("quinn refused the endpoint setting {0}")]
+    Config(&'static str),
     /// The socket could not be used.
     #[error("cannot use the federation socket: {0}")]
     Io(#[from] std::io::Error),
@@ -35,12 +49,11 @@ pub(crate) fn endpoint(
     server: quinn::ServerConfig,
 ) -> Result<quinn::Endpoint, EndpointError> {
     let runtime = Arc::new(quinn::TokioRuntime);
-    Ok(quinn::Endpoint::new(
-        quinn::EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )?)
+    let mut config = quinn::EndpointConfig::default();
+    config
+        .max_udp_payload_size(MAX_UDP_PAYLOAD)
+        .map_err(|_| EndpointError::Config("max_udp_payload_size"))?;
+    Ok(quinn::Endpoint::new(config, Some(server), socket, runtime)?)
 }
 
 /// A server configuration for accepting peers.
@@ -63,6 +76,8 @@ pub(crate) fn client_config(
 }
 
 fn transport() -> Arc<TransportConfig> {
+    let mut mtu_discovery = MtuDiscoveryConfig::default();
+    mtu_discovery.upper_bound(MAX_UDP_PAYLOAD);
     let mut transport = TransportConfig::default();
     transport
         .stream_receive_window(VarInt::from_u32(STREAM_RECEIVE_WINDOW))
@@ -71,6 +86,8 @@ fn transport() -> Arc<TransportConfig> {
         .max_idle_timeout(Some(IdleTimeout::from(VarInt::from_u32(
             IDLE_TIMEOUT.as_millis() as u32,
         ))))
-        .keep_alive_interval(Some(KEEP_ALIVE));
+        .keep_alive_interval(Some(KEEP_ALIVE))
+        .initial_mtu(INITIAL_MTU)
+        .mtu_discovery_config(Some(mtu_discovery));
     Arc::new(transport)
 }

@@ -95,6 +95,9 @@ pub async fn serve_http<F, Fut>(
                 }
             },
         };
+        // Responses go out in several writes (head, body, trailers): Nagle's algorithm would
+        // hold the later ones for the client's delayed ACK, 40 ms a request.
+        let _ = stream.set_nodelay(true);
         let handler = handler.clone();
         let service = service_fn(move |request| {
             let response = handler(request);
