@@ -17,6 +17,8 @@ pub const ERROR_HEADER: &str = "x-meshfed-error";
 pub enum Reason {
     /// The request has no `Host` (or `:authority`).
     MissingAuthority,
+    /// The request's header section is larger than a peer would accept.
+    HeadersTooLarge,
     /// The authority is outside the gateway's zones: the request was sent to the wrong place.
     NotOurZone,
     /// The authority is in our zones but names no service we can route.
@@ -36,8 +38,9 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, for tables and lookups.
-    pub const ALL: [Reason; 8] = [
+    pub const ALL: [Reason; 9] = [
         Reason::MissingAuthority,
+        Reason::HeadersTooLarge,
         Reason::NotOurZone,
         Reason::UnknownService,
         Reason::NotExported,
@@ -51,6 +54,7 @@ impl Reason {
     pub fn code(self) -> &'static str {
         match self {
             Reason::MissingAuthority => "missing_authority",
+            Reason::HeadersTooLarge => "headers_too_large",
             Reason::NotOurZone => "not_our_zone",
             Reason::UnknownService => "unknown_service",
             Reason::NotExported => "not_exported",
@@ -70,6 +74,7 @@ impl Reason {
     pub fn status(self) -> StatusCode {
         match self {
             Reason::MissingAuthority => StatusCode::BAD_REQUEST,
+            Reason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reason::NotOurZone => StatusCode::MISDIRECTED_REQUEST,
             Reason::UnknownService | Reason::NotExported => StatusCode::NOT_FOUND,
             Reason::PeerUnavailable | Reason::UpstreamUnavailable => {

@@ -51,6 +51,24 @@ pub(crate) fn strip_untrusted(headers: &mut HeaderMap) {
     }
 }
 
+/// The size of a request's header section as HTTP/3 counts it against
+/// `SETTINGS_MAX_FIELD_SECTION_SIZE` (RFC 9114 section 4.2.2): each field's name and value
+/// plus 32 bytes, pseudo-header fields included.
+pub(crate) fn section_size<B>(request: &http::Request<B>) -> u64 {
+    let field = |name: usize, value: usize| (name + value + 32) as u64;
+    let uri = request.uri();
+    let pseudo = field(7, request.method().as_str().len())
+        + field(5, uri.path_and_query().map_or(1, |p| p.as_str().len()))
+        + field(10, uri.authority().map_or(0, |a| a.as_str().len()))
+        + field(7, 5);
+    request
+        .headers()
+        .iter()
+        .map(|(name, value)| field(name.as_str().len(), value.len()))
+        .sum::<u64>()
+        + pseudo
+}
+
 /// Appends this gateway to `Via`, as every forwarding intermediary must (RFC 9110 section 7.6.3).
 pub(crate) fn append_via(headers: &mut HeaderMap, received: Version, pseudonym: &str) {
     let protocol = match received {
@@ -96,6 +114,17 @@ mod tests {
         strip_untrusted(&mut headers);
         assert_eq!(headers.len(), 1);
         assert!(headers.contains_key("x-request-id"));
+    }
+
+    #[test]
+    fn section_size_counts_fields_and_pseudo_fields_as_http3_does() {
+        let request = http::Request::get("/")
+            .header("host", "a.b")
+            .body(())
+            .expect("request");
+        // :method GET (7+3+32), :path / (5+1+32), :authority none (10+0+32), :scheme (7+5+32),
+        // host a.b (4+3+32).
+        assert_eq!(section_size(&request), 42 + 38 + 42 + 44 + 39);
     }
 
     #[test]

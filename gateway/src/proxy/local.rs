@@ -9,6 +9,7 @@ use tracing::Instrument;
 
 use super::body::{self, Body};
 use super::headers;
+use crate::federation::wire;
 use crate::reason::Reason;
 use crate::route::Destination;
 use crate::state::State;
@@ -46,7 +47,12 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         let request = Request::from_parts(parts, body::incoming(incoming));
 
         let port = port_of(&authority);
-        let result = match state.routes.route(&authority, state.next_backend()) {
+        let routed = if headers::section_size(&request) > wire::MAX_FIELD_SECTION_SIZE {
+            Err(Reason::HeadersTooLarge)
+        } else {
+            state.routes.route(&authority, state.next_backend())
+        };
+        let result = match routed {
             Err(reason) => Err(reason),
             Ok(Destination::Local(service)) => {
                 tracing::Span::current().record("svc", tracing::field::display(&service));
