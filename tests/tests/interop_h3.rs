@@ -113,7 +113,7 @@ async fn aioquic_with_a_peer_svid_is_served_and_without_one_is_refused() -> anyh
     let rogue = Ca::generate("east.test".parse()?, now)?;
     let (cert, key) = write_svid(dir.path(), "rogue", &rogue.issue(&east_id, now, hour)?)?;
     match run(&cert, &key, &[GREETER]).await? {
-        Outcome::Failed(Some(2), _) => {}
+        Outcome::Failed(Some(2), stderr) => assert!(stderr.contains("no connection"), "{stderr}"),
         other => panic!("aioquic with a rogue SVID was not refused: {other:?}"),
     }
     federation.shutdown().await;
