@@ -109,6 +109,7 @@ pub struct Builder {
     svid_lifetime: Option<String>,
     bundle_exchange: Option<Profile>,
     tcp_services: Vec<(String, String, u16)>,
+    peer_addresses: BTreeMap<(String, String), SocketAddr>,
 }
 
 /// How bundle endpoints authenticate themselves in a test federation.
@@ -142,6 +143,7 @@ impl Federation {
             svid_lifetime: None,
             bundle_exchange: None,
             tcp_services: Vec::new(),
+            peer_addresses: BTreeMap::new(),
         }
     }
 
@@ -215,6 +217,13 @@ impl Builder {
     pub fn tcp_service(mut self, cluster: &str, service: &str, port: u16) -> Self {
         self.tcp_services
             .push((cluster.to_owned(), service.to_owned(), port));
+        self
+    }
+
+    /// Makes `cluster` dial `peer` at `address` (a relay, say) instead of its federation port.
+    pub fn peer_address(mut self, cluster: &str, peer: &str, address: SocketAddr) -> Self {
+        self.peer_addresses
+            .insert((cluster.to_owned(), peer.to_owned()), address);
         self
     }
 
@@ -330,10 +339,15 @@ impl Builder {
                 ),
                 None => String::new(),
             };
+            let address = self
+                .peer_addresses
+                .get(&(cluster.name.clone(), peer.name.clone()))
+                .copied()
+                .unwrap_or(peer.addrs.federation);
             let _ = writeln!(
                 yaml,
                 "  - {{ name: {p}, address: \"{}\", trust_domain: {p}.test, bundle: {}/{p}.pem, services: [{}]{endpoint} }}",
-                peer.addrs.federation,
+                address,
                 cluster.name,
                 services.join(", "),
                 p = peer.name,

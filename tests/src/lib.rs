@@ -11,6 +11,7 @@ pub mod echo;
 pub mod federation;
 pub mod grpc;
 pub mod pattern;
+pub mod relay;
 pub mod tcp_echo;
 pub mod wait;
 

@@ -1,0 +1,192 @@
+//! A lossy UDP relay: a WAN link made in user space, since this kernel has no `tc netem`.
+//!
+//! It sits between one client and one server (a gateway and its peer's federation port) and,
+//! in both directions, drops datagrams, delays them, and holds some back longer so that they
+//! arrive after later ones. Randomness comes from a seeded generator, so a run can be repeated.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+/// What the link does to each datagram.
+#[derive(Clone, Copy, Debug)]
+pub struct Impairment {
+    /// The share of datagrams dropped, 0.0 to 1.0.
+    pub drop: f64,
+    /// The share of datagrams held back by `reorder_by` on top of the delay.
+    pub reorder: f64,
+    /// How much longer a reordered datagram takes.
+    pub reorder_by: Duration,
+    /// One-way delay of every datagram (half the round trip the relay adds).
+    pub delay: Duration,
+}
+
+/// Datagrams seen by the relay, both directions together.
+#[derive(Debug, Default)]
+pub struct RelayStats {
+    /// Forwarded, reordered ones included.
+    pub forwarded: AtomicU64,
+    /// Dropped.
+    pub dropped: AtomicU64,
+    /// Held back to arrive out of order.
+    pub reordered: AtomicU64,
+}
+
+/// A running relay; it stops when dropped.
+#[derive(Debug)]
+pub struct LossyRelay {
+    addr: SocketAddr,
+    stats: Arc<RelayStats>,
+    stop: CancellationToken,
+}
+
+impl LossyRelay {
+    /// Relays datagrams sent to [`LossyRelay::addr`] to `server`, and the server's answers back
+    /// to whoever sent last, impaired by `impairment`, with randomness from `seed`.
+    pub async fn start(
+        server: SocketAddr,
+        impairment: Impairment,
+        seed: u64,
+    ) -> std::io::Result<LossyRelay> {
+        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        back.connect(server).await?;
+        let addr = front.local_addr()?;
+        let stats = Arc::new(RelayStats::default());
+        let stop = CancellationToken::new();
+        let client = Arc::new(Mutex::new(None::<SocketAddr>));
+        let dice = Arc::new(std::sync::Mutex::new(Dice(seed | 1)));
+        let link = Link {
+            impairment,
+            stats: stats.clone(),
+            dice,
+        };
+
+        // Client to server.
+        tokio::spawn({
+            let (front, back, client, link, stop) = (
+                front.clone(),
+                back.clone(),
+                client.clone(),
+                link.clone(),
+                stop.clone(),
+            );
+            async move {
+                let mut buffer = vec![0u8; 65_536];
+                loop {
+                    let (len, from) = tokio::select! {
+                        () = stop.cancelled() => return,
+                        received = front.recv_from(&mut buffer) => match received {
+                            Ok(received) => received,
+                            Err(_) => continue,
+                        },
+                    };
+                    *client.lock().await = Some(from);
+                    let datagram = buffer[..len].to_vec();
+                    let back = back.clone();
+                    link.carry(datagram, move |datagram| async move {
+                        let _ = back.send(&datagram).await;
+                    });
+                }
+            }
+        });
+        // Server to client.
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                let mut buffer = vec![0u8; 65_536];
+                loop {
+                    let len = tokio::select! {
+                        () = stop.cancelled() => return,
+                        received = back.recv(&mut buffer) => match received {
+                            Ok(len) => len,
+                            Err(_) => continue,
+                        },
+                    };
+                    let Some(to) = *client.lock().await else {
+                        continue;
+                    };
+                    let datagram = buffer[..len].to_vec();
+                    let front = front.clone();
+                    link.carry(datagram, move |datagram| async move {
+                        let _ = front.send_to(&datagram, to).await;
+                    });
+                }
+            }
+        });
+        Ok(LossyRelay { addr, stats, stop })
+    }
+
+    /// Where clients send.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// What the relay did so far.
+    pub fn stats(&self) -> &RelayStats {
+        &self.stats
+    }
+}
+
+impl Drop for LossyRelay {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+#[derive(Clone)]
+struct Link {
+    impairment: Impairment,
+    stats: Arc<RelayStats>,
+    dice: Arc<std::sync::Mutex<Dice>>,
+}
+
+impl Link {
+    /// Drops `datagram`, or sends it with `send` after the delay (and the reordering hold).
+    fn carry<F, Fut>(&self, datagram: Vec<u8>, send: F)
+    where
+        F: FnOnce(Vec<u8>) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
+        let (drop, reorder) = {
+            let mut dice = self.dice.lock().unwrap_or_else(|e| e.into_inner());
+            (
+                dice.roll() < self.impairment.drop,
+                dice.roll() < self.impairment.reorder,
+            )
+        };
+        if drop {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let mut delay = self.impairment.delay;
+        if reorder {
+            self.stats.reordered.fetch_add(1, Ordering::Relaxed);
+            delay += self.impairment.reorder_by;
+        }
+        self.stats.forwarded.fetch_add(1, Ordering::Relaxed);
+        tokio::spawn(async move {
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+            }
+            send(datagram).await;
+        });
+    }
+}
+
+/// xorshift64: a small seeded generator of uniform numbers in [0, 1).
+struct Dice(u64);
+
+impl Dice {
+    fn roll(&mut self) -> f64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        (self.0 >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
