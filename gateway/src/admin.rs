@@ -33,6 +33,7 @@ pub(crate) async fn handle(
                     "peer_connections_accepted",
                     &stats.peer_connections_accepted,
                 ),
+                ("peer_retries", &stats.peer_retries),
                 ("peer_requests", &stats.peer_requests),
                 ("local_requests", &stats.local_requests),
                 ("credential_updates", &stats.credential_updates),

@@ -137,6 +137,15 @@ pub fn start(
         peers.insert(peer.name.clone(), client);
     }
     let state = Arc::new(State::new(&config, peers, stats.clone()));
+    // A connection to every peer from the start, kept open and redialled when lost.
+    for name in state.peers.keys().cloned().collect::<Vec<_>>() {
+        let (state, shutdown) = (state.clone(), shutdown.clone());
+        tokio::spawn(async move {
+            if let Some(peer) = state.peers.get(&name) {
+                peer.keep_connected(shutdown).await;
+            }
+        });
+    }
 
     let ttl = u32::try_from(config.dns.ttl.as_secs()).unwrap_or(u32::MAX);
     let serial = u32::try_from(

@@ -11,6 +11,8 @@ use meshfed_trust::verify::Rejections;
 pub struct Stats {
     /// QUIC connections this gateway opened to peers.
     pub peer_connections_opened: AtomicU64,
+    /// QUIC Retry packets sent to validate a new peer connection's address.
+    pub peer_retries: AtomicU64,
     /// QUIC connections from peers this gateway accepted (after identifying the peer).
     pub peer_connections_accepted: AtomicU64,
     /// Requests served from peers.

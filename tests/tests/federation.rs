@@ -9,6 +9,7 @@ use http::{Method, StatusCode};
 use meshfed_tests::client::{self, Reply};
 use meshfed_tests::echo::Echo;
 use meshfed_tests::federation::{h3_get, h3_request};
+use meshfed_tests::wait::until;
 use meshfed_tests::{Cluster, Federation};
 use meshfed_trust::verify::Rejection;
 
@@ -94,6 +95,13 @@ async fn one_quic_connection_per_peer_is_reused() -> anyhow::Result<()> {
         .peer_requests
         .load(Ordering::Relaxed);
     assert_eq!((opened, accepted, served), (1, 1, 20));
+    // West validated east's address with a Retry before accepting.
+    let retries = federation
+        .gateway("west")
+        .stats()
+        .peer_retries
+        .load(Ordering::Relaxed);
+    assert_eq!(retries, 1);
     federation.shutdown().await;
     Ok(())
 }
@@ -380,6 +388,35 @@ async fn a_restarted_peer_is_reached_again_on_a_new_connection() -> anyhow::Resu
         opened, 2,
         "east should have dialled west once per west lifetime"
     );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn peers_are_dialled_at_start_and_again_when_lost_without_waiting_for_a_request()
+-> anyhow::Result<()> {
+    let (mut federation, _upstream) = east_west().await?;
+    let opened = |federation: &Federation| {
+        federation
+            .gateway("east")
+            .stats()
+            .peer_connections_opened
+            .load(Ordering::Relaxed)
+    };
+    until(
+        Duration::from_secs(10),
+        "east to dial west at start",
+        || opened(&federation) == 1,
+    )
+    .await?;
+    federation.restart("west").await?;
+    until(
+        Duration::from_secs(10),
+        "east to dial the restarted west",
+        || opened(&federation) == 2,
+    )
+    .await?;
+    assert_eq!(west_stats_requests(&federation), 0, "no request was sent");
     federation.shutdown().await;
     Ok(())
 }

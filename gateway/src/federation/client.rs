@@ -10,6 +10,7 @@ use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version, header};
 use meshfed_discovery::{Label, ServiceKey};
 use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::wire;
@@ -23,6 +24,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// handshake of its own.
 const FAILURE_HOLD_DOWN: Duration = Duration::from_secs(1);
 
+/// The keeper's first wait before dialling a lost peer again, doubled after each failure up
+/// to the second.
+const RECONNECT_MIN: Duration = Duration::from_millis(100);
+const RECONNECT_MAX: Duration = Duration::from_secs(30);
 /// How long a retired connection may go on carrying the requests it had.
 const RETIRE_GRACE: Duration = Duration::from_secs(30);
 /// How long a peer has to start answering a request (its response head).
@@ -222,11 +227,18 @@ impl PeerClient {
 
     /// A handle on the live connection (and its id), connecting first if there is none.
     async fn requests(&self) -> Result<(SendRequest, usize), Reason> {
-        // Held across the handshake, so that concurrent requests share one connect.
+        let live = self.live_or_connect().await?;
+        Ok((live.0, live.1.stable_id()))
+    }
+
+    /// The live connection, or a new one. The session lock is held across the handshake, so
+    /// that concurrent requests (and the keeper) share one connect; within
+    /// [`FAILURE_HOLD_DOWN`] of a failed connect, fails at once instead.
+    async fn live_or_connect(&self) -> Result<(SendRequest, quinn::Connection), Reason> {
         let mut session = self.session.lock().await;
         if let Some(live) = &session.live {
             if live.connection.close_reason().is_none() {
-                return Ok((live.requests.clone(), live.connection.stable_id()));
+                return Ok((live.requests.clone(), live.connection.clone()));
             }
             session.live = None;
         }
@@ -238,7 +250,7 @@ impl PeerClient {
         }
         match self.connect().await {
             Ok(live) => {
-                let handle = (live.requests.clone(), live.connection.stable_id());
+                let handle = (live.requests.clone(), live.connection.clone());
                 session.live = Some(live);
                 session.last_failure = None;
                 Ok(handle)
@@ -247,6 +259,35 @@ impl PeerClient {
                 tracing::info!(peer.cluster = %self.name, peer.addr = %self.address, %error, "cannot connect to peer");
                 session.last_failure = Some(Instant::now());
                 Err(Reason::PeerUnavailable)
+            }
+        }
+    }
+
+    /// Keeps a connection to the peer open until `shutdown`: dials at once, and again
+    /// whenever the connection is lost, backing off exponentially (with jitter) while the peer
+    /// cannot be reached. Requests never wait for the keeper; they use what it opened.
+    pub(crate) async fn keep_connected(&self, shutdown: CancellationToken) {
+        let mut backoff = RECONNECT_MIN;
+        loop {
+            let wait = match self.live_or_connect().await {
+                Ok((_, connection)) => {
+                    backoff = RECONNECT_MIN;
+                    tokio::select! {
+                        () = shutdown.cancelled() => return,
+                        _ = connection.closed() => {}
+                    }
+                    // A connection that closes at once must not make a busy loop.
+                    RECONNECT_MIN
+                }
+                Err(_) => {
+                    let wait = jittered(backoff);
+                    backoff = (backoff * 2).min(RECONNECT_MAX);
+                    wait
+                }
+            };
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -343,4 +384,20 @@ enum ConnectError {
     ShuttingDown,
     #[error("HTTP/3 setup failed: {0}")]
     H3(#[from] h3::error::ConnectionError),
+}
+
+/// `wait` give or take a fifth, so that gateways that lost a peer together do not dial it in
+/// lockstep.
+fn jittered(wait: Duration) -> Duration {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    // Each RandomState has fresh keys, so this is a new number each call: no RNG crate needed
+    // for a jitter.
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos()),
+    );
+    let unit = (hasher.finish() % 1_000) as f64 / 1_000.0; // 0.0 to 1.0
+    wait.mul_f64(0.8 + 0.4 * unit)
 }

@@ -41,6 +41,17 @@ pub(crate) async fn serve(
                 None => break,
             },
         };
+        // Address validation (RFC 9000 section 8.1): an Initial without a Retry token gets a
+        // Retry, so that a spoofed source address cannot make us send more than it sent, nor
+        // hold handshake state. It costs a new connection one round trip; connections between
+        // gateways are long-lived.
+        if !incoming.remote_address_validated() && incoming.may_retry() {
+            state.stats.peer_retries.fetch_add(1, Ordering::Relaxed);
+            if let Err(error) = incoming.retry() {
+                tracing::debug!(%error, "could not send Retry");
+            }
+            continue;
+        }
         let span = tracing::debug_span!(
             "peer_conn",
             peer.addr = %incoming.remote_address(),
