@@ -1,4 +1,5 @@
-//! Waiting for a gateway to reach a state, with a limit, instead of sleeping a guessed time.
+//! Waiting: for a gateway to reach a state, with a limit, instead of sleeping a guessed time;
+//! and for concurrent requests to finish.
 
 use std::path::Path;
 use std::time::Duration;
@@ -27,4 +28,22 @@ pub fn kept_roots(path: &Path, trust_domain: &TrustDomain) -> usize {
         .ok()
         .and_then(|json| Bundle::from_jwks(trust_domain.clone(), &json).ok())
         .map_or(0, |bundle| bundle.authorities().len())
+}
+
+/// Runs `futures` concurrently, each on its own task, and returns their outputs in order. A
+/// panic in one is raised here.
+pub async fn join_all<F>(futures: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
+    let mut outputs = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        match task.await {
+            Ok(output) => outputs.push(output),
+            Err(error) => std::panic::resume_unwind(error.into_panic()),
+        }
+    }
+    outputs
 }

@@ -9,7 +9,7 @@ use http::{Method, StatusCode};
 use meshfed_tests::client::{self, Reply};
 use meshfed_tests::echo::Echo;
 use meshfed_tests::federation::{h3_get, h3_request};
-use meshfed_tests::wait::until;
+use meshfed_tests::wait::{join_all, until};
 use meshfed_tests::{Cluster, Federation};
 use meshfed_trust::verify::Rejection;
 
@@ -80,7 +80,7 @@ async fn one_quic_connection_per_peer_is_reused() -> anyhow::Result<()> {
     let (federation, _upstream) = east_west().await?;
     let east = federation.gateway("east");
     let requests = (0..20).map(|_| client::get(east.addrs().http, GREETER, "/"));
-    for reply in futures_join(requests).await {
+    for reply in join_all(requests).await {
         assert_eq!(reply?.status, StatusCode::OK);
     }
     let opened = east.stats().peer_connections_opened.load(Ordering::Relaxed);
@@ -435,15 +435,4 @@ fn has_record(output: &str, record: &str) -> bool {
     output
         .lines()
         .any(|line| line.split_whitespace().collect::<Vec<_>>() == want)
-}
-
-async fn futures_join<F: std::future::Future<Output = T> + Send + 'static, T: Send + 'static>(
-    futures: impl Iterator<Item = F>,
-) -> Vec<T> {
-    let tasks: Vec<_> = futures.map(tokio::spawn).collect();
-    let mut out = Vec::new();
-    for task in tasks {
-        out.push(task.await.expect("task panicked"));
-    }
-    out
 }

@@ -11,6 +11,7 @@ use meshfed_tests::client;
 use meshfed_tests::echo::Echo;
 use meshfed_tests::pattern::pattern;
 use meshfed_tests::relay::{Impairment, LossyRelay};
+use meshfed_tests::wait::join_all;
 use meshfed_tests::{Cluster, Federation};
 
 const GREETER: &str = "greeter.demo.svc.clusterset.local";
@@ -63,8 +64,7 @@ async fn every_request_crosses_a_lossy_reordering_link_intact() -> anyhow::Resul
             anyhow::ensure!(reply.body == body, "{size} bytes: the echoed body differs");
             anyhow::Ok(())
         });
-        let outcomes =
-            tokio::time::timeout(Duration::from_secs(60), futures_join(requests)).await?;
+        let outcomes = tokio::time::timeout(Duration::from_secs(60), join_all(requests)).await?;
         for outcome in outcomes {
             outcome?;
         }
@@ -81,23 +81,4 @@ async fn every_request_crosses_a_lossy_reordering_link_intact() -> anyhow::Resul
     );
     federation.shutdown().await;
     Ok(())
-}
-
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join<F: std::future::Future>(
-    futures: impl IntoIterator<Item = F>,
-) -> Vec<F::Output>
-where
-    F::Output: Send + 'static,
-    F: Send + 'static,
-{
-    let handles: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
-    let mut outputs = Vec::new();
-    for handle in handles {
-        match handle.await {
-            Ok(output) => outputs.push(output),
-            Err(error) => std::panic::resume_unwind(error.into_panic()),
-        }
-    }
-    outputs
 }
