@@ -42,8 +42,11 @@ use crate::stats::Stats;
 use crate::{admin, zone};
 use crate::{bundles, credentials, rotation};
 
-/// How long the QUIC endpoint may take to tell peers it is closing.
-const ENDPOINT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the QUIC endpoint may take to tell peers it is closing. CONNECTION_CLOSE goes out
+/// at once; this only keeps the socket for repeating it to a peer that missed it. Not longer:
+/// a handshake to a peer that is down (the keeper redialling it) would hold the socket for
+/// three probe timeouts, seconds, for nothing. Peers have had GOAWAY before this anyway.
+const ENDPOINT_CLOSE_TIMEOUT: Duration = Duration::from_millis(500);
 
 /// A gateway could not start.
 #[derive(Debug, thiserror::Error)]

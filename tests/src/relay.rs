@@ -53,7 +53,23 @@ impl LossyRelay {
         impairment: Impairment,
         seed: u64,
     ) -> std::io::Result<LossyRelay> {
-        let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
+        LossyRelay::start_on(
+            "127.0.0.1:0".parse().map_err(std::io::Error::other)?,
+            server,
+            impairment,
+            seed,
+        )
+        .await
+    }
+
+    /// Like [`LossyRelay::start`], listening on `listen`.
+    pub async fn start_on(
+        listen: SocketAddr,
+        server: SocketAddr,
+        impairment: Impairment,
+        seed: u64,
+    ) -> std::io::Result<LossyRelay> {
+        let front = Arc::new(UdpSocket::bind(listen).await?);
         let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         back.connect(server).await?;
         let addr = front.local_addr()?;

@@ -46,13 +46,17 @@ async fn a_root_rotation_reaches_the_peer_through_bundle_endpoints() -> anyhow::
 
     // 1. West publishes the new root beside the old one, before the new root signs anything.
     std::fs::write(west_ca_dir.join("bundle.pem"), new.root_pem())?;
+    // The poller keeps the bundle on disk before the rotation task puts it in force: wait for
+    // both.
     until(
         Duration::from_secs(30),
-        "east to fetch west's two roots",
-        || kept_roots(&kept, &west_td()) == 2,
+        "east to fetch west's two roots and use them",
+        || {
+            kept_roots(&kept, &west_td()) == 2
+                && east_stats.bundle_updates.load(Ordering::Relaxed) >= 1
+        },
     )
     .await?;
-    assert!(east_stats.bundle_updates.load(Ordering::Relaxed) >= 1);
 
     // 2. West switches to the new CA, keeping the old root published.
     let updates_before = west_stats.credential_updates.load(Ordering::Relaxed);

@@ -118,11 +118,15 @@ async fn svids_and_a_root_rotate_under_load_without_a_failed_request() -> anyhow
         .unwrap_or_else(|e| e.into_inner())
         .push(new.clone());
     // 1. The new root is published beside the old one before it signs anything.
+    let bundle_updates = count("east", |s| &s.bundle_updates);
     std::fs::write(west_ca_dir.join("bundle.pem"), new.root_pem())?;
     until(
         Duration::from_secs(30),
-        "east to hold west's two roots",
-        || kept_roots(&kept, &west_td) == 2,
+        "east to hold west's two roots and use them",
+        || {
+            kept_roots(&kept, &west_td) == 2
+                && count("east", |s| &s.bundle_updates) > bundle_updates
+        },
     )
     .await?;
     // 2. West signs with the new root; the old one stays published.

@@ -15,8 +15,10 @@ const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// Flow-control window of a whole connection. quinn's default is unbounded; a peer must not be
 /// able to make us buffer without limit.
 const CONNECTION_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
-/// Concurrent requests a peer may have open on one connection.
-const MAX_CONCURRENT_STREAMS: u32 = 1024;
+/// Concurrent requests and TCP tunnels a peer may have open on one connection. Tunnels are
+/// long-lived (a database pool across clusters), so this is high; memory stays bounded by the
+/// connection window, not by the stream count.
+const MAX_CONCURRENT_STREAMS: u32 = 16_384;
 /// The largest UDP payload sent or accepted: what fits a 1,500-byte Ethernet MTU through
 /// common tunnels (IPv6 and a little encapsulation), on every path including loopback, where
 /// 64 KB datagrams would make QUIC look faster than it is on a real network.

@@ -69,7 +69,12 @@ async fn connection(
     shutdown: CancellationToken,
     tracker: TaskTracker,
 ) {
-    let connection = match incoming.await {
+    // A handshake still going when shutdown begins is abandoned, not waited for.
+    let handshake = tokio::select! {
+        handshake = incoming.into_future() => handshake,
+        () = shutdown.cancelled() => return,
+    };
+    let connection = match handshake {
         Ok(connection) => connection,
         Err(error) => {
             tracing::info!(%error, "peer handshake failed");
