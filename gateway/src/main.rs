@@ -3,6 +3,10 @@
 
 mod cmd;
 
+/// mimalloc: the request path allocates small objects at a high rate (docs/benchmarks.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> std::process::ExitCode {
     cmd::main()
 }

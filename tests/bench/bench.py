@@ -22,7 +22,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 
@@ -31,7 +30,7 @@ TARGET = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
 MESHFED = os.path.join(TARGET, "release", "meshfed")
 RELAY = os.path.join(TARGET, "release", "meshfed-relay")
 
-SERVICE = "bench.web.svc.clusterset.local"
+SERVICE = "web.bench.svc.clusterset.local"
 NGINX = ("127.0.0.1", 18080)
 IPERF = ("127.0.0.1", 15201)
 SINK = ("127.0.0.1", 19999)
@@ -41,6 +40,9 @@ HTTP = {"direct": NGINX, "meshfed": ("127.0.1.1", 15080), "haproxy": ("127.0.3.1
 IPERF_AT = {"direct": IPERF, "meshfed": ("127.0.1.1", 15201), "haproxy": ("127.0.3.1", 15201)}
 SINK_AT = {"meshfed": ("127.0.1.1", 19000), "haproxy": ("127.0.3.1", 19000)}
 RELAY_AT = ("127.0.5.1", 15443)
+# nginx also serves HTTP/2 with prior knowledge, for the direct path of the HTTP/2 table.
+NGINX_H2 = ("127.0.0.1", 18082)
+SECTIONS = ["http", "fixed_rate", "bulk", "tunnels", "lossy"]
 RTT_MS = 20
 
 
@@ -49,10 +51,16 @@ def main():
     parser.add_argument("--duration", type=int, default=10, help="seconds per load run")
     parser.add_argument("--tunnels", type=int, default=10_000, help="open TCP tunnels")
     parser.add_argument("--out", help="also write the report (markdown) here")
+    parser.add_argument("--only", action="append", choices=SECTIONS,
+                        help="run only these sections (repeatable); all by default")
+    parser.add_argument("--sink", help=argparse.SUPPRESS)  # run as the tunnel sink process
     args = parser.parse_args()
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = max(4 * args.tunnels + 1024, 65_536)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (want, max(hard, want)))
+    # Children inherit the limit: raise the soft limit to the hard one (raising the hard one
+    # needs privileges containers often lack).
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    if args.sink:
+        return run_sink(args.sink)
 
     bench = Bench(tempfile.mkdtemp(prefix="meshfed-bench-"), args)
     try:
@@ -70,7 +78,6 @@ class Bench:
         self.dir = dir
         self.args = args
         self.processes = {}
-        self.sink = Sink(SINK)
 
     # === setup ===
 
@@ -78,7 +85,7 @@ class Bench:
         self.write_files()
         self.start("nginx", ["nginx", "-c", self.path("nginx.conf"), "-g", "daemon off;"])
         self.start("iperf3", ["iperf3", "-s", "-B", IPERF[0], "-p", str(IPERF[1])])
-        self.sink.start()
+        self.start("sink", [sys.executable, __file__, "--sink", self.path("sink.count")])
         self.start_meshfed("west")
         self.start_meshfed("east")
         self.start("haproxy-b", ["haproxy", "-f", self.path("haproxy-b.cfg")])
@@ -86,18 +93,16 @@ class Bench:
         for path in HTTP:
             wait_http(HTTP[path])
         lines = [header(self)]
-        lines += self.http_table()
-        lines += self.fixed_rate_table()
-        lines += self.bulk_table()
-        lines += self.tunnels_table()
-        lines += self.lossy_table()
+        for section in self.args.only or SECTIONS:
+            lines += getattr(self, f"{section}_table")()
         return "\n".join(lines) + "\n"
 
     def path(self, name):
         return os.path.join(self.dir, name)
 
     def write_files(self):
-        write(self.path("nginx.conf"), NGINX_CONF.format(dir=self.dir, addr=f"{NGINX[0]}:{NGINX[1]}"))
+        write(self.path("nginx.conf"), NGINX_CONF.format(dir=self.dir, addr=f"{NGINX[0]}:{NGINX[1]}",
+                                                  h2=f"{NGINX_H2[0]}:{NGINX_H2[1]}"))
         for cluster in ("east", "west"):
             subprocess.run(
                 [MESHFED, "ca", "init", "--trust-domain", f"{cluster}.bench",
@@ -148,7 +153,6 @@ class Bench:
         start()
 
     def stop(self):
-        self.sink.stop()
         for process in self.processes.values():
             process.send_signal(signal.SIGTERM)
         for process in self.processes.values():
@@ -191,7 +195,8 @@ class Bench:
         for path in HTTP:
             gateways = self.gateways(path)
             before = self.cpu(gateways)
-            result = run_h2load(HTTP[path], 32, 10, self.args.duration)
+            address = NGINX_H2 if path == "direct" else HTTP[path]
+            result = run_h2load(address, 32, 10, self.args.duration)
             after = self.cpu(gateways)
             cpu = cpu_per_100k(before, after, result["requests"])
             rows.append(f"| {path} | {result['rps']:,.0f} | {ms(result['mean'])} | {cpu} |")
@@ -232,9 +237,15 @@ class Bench:
         return rows + [""]
 
     def tunnels_table(self):
-        count = self.args.tunnels
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        # HAProxy holds two sockets per tunnel in one process (client side and server side);
+        # meshfed's first gateway holds one (the tunnels share its QUIC connection).
+        counts = {"meshfed": self.args.tunnels,
+                  "haproxy": min(self.args.tunnels, (hard - 1_000) // 2)}
         rows = [
-            f"## Memory with {count:,} open TCP tunnels",
+            f"## Memory with {self.args.tunnels:,} open TCP tunnels",
+            "",
+            f"(Open files are limited to {hard:,} per process here: HAProxy gets as many tunnels as fit.)",
             "",
             "| path | tunnels open | gateways' RSS before | RSS with the tunnels | per tunnel |",
             "| --- | --- | --- | --- | --- |",
@@ -242,12 +253,12 @@ class Bench:
         for path, address in SINK_AT.items():
             gateways = self.gateways(path)
             before = sum(rss_bytes(self.processes[n].pid) for n in gateways)
-            base = self.sink.accepted
-            sockets = open_tunnels(address, count)
+            base = sink_count(self.path("sink.count"))
+            sockets = open_tunnels(address, counts[path])
             deadline = time.time() + 120
-            while self.sink.accepted - base < len(sockets) and time.time() < deadline:
+            while sink_count(self.path("sink.count")) - base < len(sockets) and time.time() < deadline:
                 time.sleep(0.2)
-            opened = self.sink.accepted - base
+            opened = sink_count(self.path("sink.count")) - base
             time.sleep(1)
             after = sum(rss_bytes(self.processes[n].pid) for n in gateways)
             for s in sockets:
@@ -396,27 +407,35 @@ def write(path, text):
         f.write(text)
 
 
-class Sink:
-    """A TCP server that accepts connections and holds them open, counting them."""
+def run_sink(count_file):
+    """The tunnels' far end: accepts connections on SINK and holds them open, writing how many
+    it has accepted to `count_file`. A process of its own, for its own open-file limit."""
+    accepted = 0
 
-    def __init__(self, address):
-        self.address = address
-        self.accepted = 0
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+    async def hold(reader, writer):
+        nonlocal accepted
+        accepted += 1
+        await reader.read()
+        writer.close()
 
-    def start(self):
-        async def serve():
-            async def hold(reader, writer):
-                self.accepted += 1
-                await reader.read()
-                writer.close()
-            return await asyncio.start_server(hold, *self.address, backlog=4096)
-        self.thread.start()
-        asyncio.run_coroutine_threadsafe(serve(), self.loop).result()
+    async def serve():
+        server = await asyncio.start_server(hold, *SINK, backlog=4096)
+        async with server:
+            while True:
+                with open(count_file + ".tmp", "w") as f:
+                    f.write(str(accepted))
+                os.replace(count_file + ".tmp", count_file)
+                await asyncio.sleep(0.1)
 
-    def stop(self):
-        self.loop.call_soon_threadsafe(self.loop.stop)
+    asyncio.run(serve())
+
+
+def sink_count(count_file):
+    try:
+        with open(count_file) as f:
+            return int(f.read() or 0)
+    except (OSError, ValueError):
+        return 0
 
 
 NGINX_CONF = """
@@ -431,6 +450,7 @@ http {{
     keepalive_timeout 120s;
     server {{
         listen {addr} reuseport backlog=4096;
+        listen {h2} http2;
         location / {{ return 200 "hello from nginx\\n"; }}
     }}
 }}
@@ -456,15 +476,15 @@ listeners: {{ http: "127.0.1.1:15080", federation: "127.0.1.1:15443", dns: "127.
 identity: {{ ca_dir: east/ca }}
 peers:
   - {{ name: west, address: "{west}", trust_domain: west.bench, bundle: west/ca/ca.pem,
-      services: [bench.web, bench.iperf, bench.sink] }}
+      services: [web.bench, iperf.bench, sink.bench] }}
 tcp_services:
-  - {{ service: bench.iperf, port: 5201, listen: "127.0.1.1:15201" }}
-  - {{ service: bench.sink, port: 9000, listen: "127.0.1.1:19000" }}
+  - {{ service: iperf.bench, port: 5201, listen: "127.0.1.1:15201" }}
+  - {{ service: sink.bench, port: 9000, listen: "127.0.1.1:19000" }}
 """
 
 HAPROXY_A = """
 global
-    maxconn 60000
+    maxconn 9500
     log stderr format short local0 warning
 defaults
     timeout connect 5s
@@ -491,7 +511,7 @@ listen sink
 
 HAPROXY_B = """
 global
-    maxconn 60000
+    maxconn 9500
     log stderr format short local0 warning
 defaults
     timeout connect 5s

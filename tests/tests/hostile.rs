@@ -2,6 +2,8 @@
 //! within its limit, and a well-behaved client on the same gateway is served meanwhile.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use http::StatusCode;
@@ -223,4 +225,35 @@ fn contains_goaway(bytes: &[u8]) -> bool {
         at += 9 + len;
     }
     false
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_hanging_up_mid_response_leave_the_gateways_whole() -> anyhow::Result<()> {
+    // A client that goes away while a large response streams makes both gateways drop their
+    // stream halves with a read pending: that must stop the streams, not panic a task.
+    let panics = Arc::new(AtomicU64::new(0));
+    let counted = panics.clone();
+    let previous = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        counted.fetch_add(1, Ordering::Relaxed);
+        previous(info);
+    }));
+    let (federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east").addrs().http;
+    for _ in 0..20 {
+        let mut stream = TcpStream::connect(east).await?;
+        let request = format!(
+            "GET /bytes/{} HTTP/1.1\r\nHost: {GREETER}\r\n\r\n",
+            64 << 20
+        );
+        stream.write_all(request.as_bytes()).await?;
+        let mut buffer = vec![0u8; 256 * 1024];
+        stream.read_exact(&mut buffer).await?;
+        drop(stream);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    still_served(east).await?;
+    assert_eq!(panics.load(Ordering::Relaxed), 0, "a gateway task panicked");
+    federation.shutdown().await;
+    Ok(())
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
 use http::{Request, Response, Uri, Version, header};
+use http_body::Body as _;
 use meshfed_discovery::{Label, ServiceKey};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -116,19 +117,27 @@ impl PeerClient {
         parts.version = Version::HTTP_3;
         parts.headers.remove(header::HOST);
         let stream = self.open_retrying(&parts).await?;
-        let (send, mut recv) = stream.split();
-        tokio::spawn(
-            async move {
-                if let Err(error) = body::send_to_h3(body, send).await {
-                    tracing::debug!(%error, "request body to peer failed");
-                }
+        let (mut send, mut recv) = stream.split();
+        if body.is_end_stream() {
+            // No body (most GETs): finish the stream here rather than spawn a pump for nothing.
+            if let Err(error) = send.finish().await {
+                tracing::debug!(%error, "could not finish the request stream");
             }
-            .in_current_span(),
-        );
+        } else {
+            tokio::spawn(
+                async move {
+                    if let Err(error) = body::send_to_h3(body, send).await {
+                        tracing::debug!(%error, "request body to peer failed");
+                    }
+                }
+                .in_current_span(),
+            );
+        }
         let response = tokio::time::timeout(RESPONSE_TIMEOUT, recv.recv_response())
             .await
             .map_err(|_| {
-                recv.stop_sending(h3::error::Code::H3_REQUEST_CANCELLED);
+                // Returning drops the stream, which stops it (no explicit stop_sending: a read
+                // is pending inside h3-quinn, and it panics on one then).
                 tracing::debug!(timeout = ?RESPONSE_TIMEOUT, "no response head from peer in time");
                 Reason::PeerStreamFailed
             })?

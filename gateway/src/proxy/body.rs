@@ -1,8 +1,8 @@
 //! Request and response bodies, streamed frame by frame between hyper and h3.
 //!
-//! Nothing here buffers a whole body. A body received on an h3 stream is fed through a small
-//! bounded channel by its own task, so a slow reader holds back the sender (QUIC flow control
-//! does the rest); a body sent on an h3 stream is pumped frame by frame, trailers included.
+//! Nothing here buffers a whole body. A body received on an h3 stream is polled in place by
+//! its reader, so a slow reader holds back the sender through QUIC flow control; a body sent on
+//! an h3 stream is pumped frame by frame, trailers included.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -14,17 +14,12 @@ use http::HeaderMap;
 use http_body::Frame;
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Empty, Full};
-use tokio::sync::mpsc;
 
 /// Any error a body can fail with.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The body type used throughout the gateway.
 pub type Body = BoxBody<Bytes, BoxError>;
-
-/// Frames buffered between an h3 stream and its reader. Small: QUIC flow control is the real
-/// buffer, and a deep channel would only hide back-pressure.
-const CHANNEL_DEPTH: usize = 4;
 
 /// A body of one chunk.
 pub fn full(bytes: Bytes) -> Body {
@@ -42,12 +37,19 @@ pub fn incoming(body: hyper::body::Incoming) -> Body {
 }
 
 /// The receiving half of an h3 request stream, client or server side.
-pub(crate) trait H3Recv: Send + 'static {
-    fn recv_data(&mut self) -> impl Future<Output = Result<Option<Bytes>, StreamError>> + Send;
-    fn recv_trailers(
+pub(crate) trait H3Recv: Send + Sync + Unpin + 'static {
+    fn poll_recv_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>>;
+    fn poll_recv_trailers(
         &mut self,
-    ) -> impl Future<Output = Result<Option<HeaderMap>, StreamError>> + Send;
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<HeaderMap>, StreamError>>;
+    /// Only between reads: h3-quinn 0.0.10 panics if a read is pending.
     fn stop_sending(&mut self, code: Code);
+}
+
+/// The next chunk of data on an h3 stream, or `None` at its end.
+pub(crate) async fn recv_data(stream: &mut impl H3Recv) -> Result<Option<Bytes>, StreamError> {
+    std::future::poll_fn(|cx| stream.poll_recv_data(cx)).await
 }
 
 /// The sending half of an h3 request stream, client or server side.
@@ -61,11 +63,17 @@ pub(crate) trait H3Send: Send + 'static {
     fn stop_stream(&mut self, code: Code);
 }
 
-/// A body that yields what arrives on an h3 stream.
+/// A body that yields what arrives on an h3 stream, polled in place by whoever reads it: no
+/// task or channel between them, so a slow reader holds back the sender through QUIC flow
+/// control. A reader that goes away drops the stream, and quinn stops an unfinished stream
+/// when it is dropped. (Not `stop_sending` here: h3-quinn 0.0.10 panics on it while a read is
+/// pending, which is exactly when a reader gives up; `tests/tests/hostile.rs` checks.)
 pub(crate) fn from_h3(stream: impl H3Recv) -> Body {
-    let (tx, rx) = mpsc::channel(CHANNEL_DEPTH);
-    tokio::spawn(feed(stream, tx));
-    ChannelBody { rx }.boxed()
+    H3Body {
+        stream,
+        state: Reading::Data,
+    }
+    .boxed()
 }
 
 /// Sends `body` on an h3 stream, then finishes it. If the body fails, the stream is reset
@@ -95,39 +103,19 @@ pub(crate) async fn send_to_h3(mut body: Body, mut stream: impl H3Send) -> Resul
     Ok(stream.finish().await?)
 }
 
-async fn feed(mut stream: impl H3Recv, tx: mpsc::Sender<Result<Frame<Bytes>, BoxError>>) {
-    loop {
-        match stream.recv_data().await {
-            Ok(Some(data)) => {
-                if tx.send(Ok(Frame::data(data))).await.is_err() {
-                    // The reader went away: tell the sender to stop.
-                    stream.stop_sending(Code::H3_REQUEST_CANCELLED);
-                    return;
-                }
-            }
-            Ok(None) => break,
-            Err(error) => {
-                let _ = tx.send(Err(error.into())).await;
-                return;
-            }
-        }
-    }
-    match stream.recv_trailers().await {
-        Ok(Some(trailers)) => {
-            let _ = tx.send(Ok(Frame::trailers(trailers))).await;
-        }
-        Ok(None) => {}
-        Err(error) => {
-            let _ = tx.send(Err(error.into())).await;
-        }
-    }
+struct H3Body<S: H3Recv> {
+    stream: S,
+    state: Reading,
 }
 
-struct ChannelBody {
-    rx: mpsc::Receiver<Result<Frame<Bytes>, BoxError>>,
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    Data,
+    Trailers,
+    Done,
 }
 
-impl http_body::Body for ChannelBody {
+impl<S: H3Recv> http_body::Body for H3Body<S> {
     type Data = Bytes;
     type Error = BoxError;
 
@@ -135,7 +123,37 @@ impl http_body::Body for ChannelBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
-        self.rx.poll_recv(cx)
+        let this = &mut *self;
+        loop {
+            match this.state {
+                Reading::Data => match this.stream.poll_recv_data(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Ok(Some(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
+                    Poll::Ready(Ok(None)) => this.state = Reading::Trailers,
+                    Poll::Ready(Err(error)) => {
+                        this.state = Reading::Done;
+                        return Poll::Ready(Some(Err(error.into())));
+                    }
+                },
+                Reading::Trailers => {
+                    let trailers = match this.stream.poll_recv_trailers(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(trailers) => trailers,
+                    };
+                    this.state = Reading::Done;
+                    return Poll::Ready(match trailers {
+                        Ok(Some(trailers)) => Some(Ok(Frame::trailers(trailers))),
+                        Ok(None) => None,
+                        Err(error) => Some(Err(error.into())),
+                    });
+                }
+                Reading::Done => return Poll::Ready(None),
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == Reading::Done
     }
 }
 
@@ -144,13 +162,20 @@ impl http_body::Body for ChannelBody {
 macro_rules! h3_halves {
     ($side:ident) => {
         impl H3Recv for h3::$side::RequestStream<h3_quinn::RecvStream, Bytes> {
-            async fn recv_data(&mut self) -> Result<Option<Bytes>, StreamError> {
-                let chunk = h3::$side::RequestStream::recv_data(self).await?;
-                Ok(chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining())))
+            fn poll_recv_data(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Option<Bytes>, StreamError>> {
+                h3::$side::RequestStream::poll_recv_data(self, cx).map(|chunk| {
+                    chunk.map(|chunk| chunk.map(|mut buf| buf.copy_to_bytes(buf.remaining())))
+                })
             }
 
-            async fn recv_trailers(&mut self) -> Result<Option<HeaderMap>, StreamError> {
-                h3::$side::RequestStream::recv_trailers(self).await
+            fn poll_recv_trailers(
+                &mut self,
+                cx: &mut Context<'_>,
+            ) -> Poll<Result<Option<HeaderMap>, StreamError>> {
+                h3::$side::RequestStream::poll_recv_trailers(self, cx)
             }
 
             fn stop_sending(&mut self, code: Code) {

@@ -16,7 +16,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 use tokio::net::tcp::{ReadHalf, WriteHalf};
 
-use super::body::{H3Recv, H3Send};
+use super::body::{H3Recv, H3Send, recv_data};
 use crate::reason::Reason;
 
 /// A TCP endpoint that does not accept a connection within this time is unavailable.
@@ -95,7 +95,7 @@ async fn tcp_to_stream(mut tcp: ReadHalf<'_>, mut stream: impl H3Send) -> io::Re
 async fn stream_to_tcp(mut stream: impl H3Recv, mut tcp: WriteHalf<'_>) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
-        let Some(data) = stream.recv_data().await.map_err(io::Error::other)? else {
+        let Some(data) = recv_data(&mut stream).await.map_err(io::Error::other)? else {
             tcp.shutdown().await?;
             return Ok(total);
         };
