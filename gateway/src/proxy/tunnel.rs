@@ -72,6 +72,12 @@ pub(crate) async fn splice(
 async fn tcp_to_stream(mut tcp: ReadHalf<'_>, mut stream: impl H3Send) -> io::Result<u64> {
     let mut total = 0u64;
     loop {
+        // Wait for bytes (or the end) before taking a buffer: an idle tunnel must not hold
+        // 64 KiB, or 10,000 open tunnels would cost over a gigabyte.
+        if let Err(error) = tcp.peek(&mut [0u8; 1]).await {
+            stream.stop_stream(Code::H3_REQUEST_CANCELLED);
+            return Err(error);
+        }
         let mut buffer = BytesMut::with_capacity(READ_CHUNK);
         let read = match tcp.read_buf(&mut buffer).await {
             Ok(read) => read,
