@@ -63,6 +63,7 @@ def main():
         return run_sink(args.sink)
 
     bench = Bench(tempfile.mkdtemp(prefix="meshfed-bench-"), args)
+    print(f"configs and logs of this run: {bench.dir}", file=sys.stderr)
     try:
         report = bench.run()
     finally:
