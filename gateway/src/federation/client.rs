@@ -51,14 +51,13 @@ pub(crate) struct PeerClient {
     endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
     /// Replaced whole when the SVID or trust changes; read at each connect.
     config: std::sync::RwLock<quinn::ClientConfig>,
-    session: Mutex<Session>,
+    /// The connection requests use. Read on every request without waiting: a plain lock held
+    /// only to clone a handle, never across an await.
+    live: std::sync::RwLock<Option<Live>>,
+    /// Held across a handshake, so that concurrent requests (and the keeper) share one
+    /// connect; holds when the last connect failed.
+    dialing: Mutex<Option<Instant>>,
     stats: Arc<Stats>,
-}
-
-#[derive(Debug, Default)]
-struct Session {
-    live: Option<Live>,
-    last_failure: Option<Instant>,
 }
 
 struct Live {
@@ -89,7 +88,8 @@ impl PeerClient {
             server_name,
             endpoint: std::sync::Mutex::new(Some(endpoint)),
             config: std::sync::RwLock::new(config),
-            session: Mutex::new(Session::default()),
+            live: std::sync::RwLock::new(None),
+            dialing: Mutex::new(None),
             stats,
         }
     }
@@ -214,24 +214,27 @@ impl PeerClient {
     /// Stops using the connection `id` for new requests. It stays open for what it carries,
     /// until the peer closes it or [`RETIRE_GRACE`] has passed.
     pub(crate) async fn retire(&self, id: usize) {
-        let mut session = self.session.lock().await;
-        if session
-            .live
-            .as_ref()
-            .is_some_and(|live| live.connection.stable_id() == id)
-            && let Some(live) = session.live.take()
-        {
-            tokio::spawn(async move {
-                if tokio::time::timeout(RETIRE_GRACE, live.connection.closed())
-                    .await
-                    .is_err()
-                {
-                    live.connection
-                        .close(super::server::CLOSE_NO_ERROR.into(), b"retired");
-                }
-                drop(live);
-            });
-        }
+        let retired = {
+            let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+            match &*live {
+                Some(current) if current.connection.stable_id() == id => live.take(),
+                _ => None,
+            }
+        };
+        let Some(retired) = retired else {
+            return;
+        };
+        tokio::spawn(async move {
+            if tokio::time::timeout(RETIRE_GRACE, retired.connection.closed())
+                .await
+                .is_err()
+            {
+                retired
+                    .connection
+                    .close(super::server::CLOSE_NO_ERROR.into(), b"retired");
+            }
+            drop(retired);
+        });
     }
 
     /// A handle on the live connection (and its id), connecting first if there is none.
@@ -240,36 +243,42 @@ impl PeerClient {
         Ok((live.0, live.1.stable_id()))
     }
 
-    /// The live connection, or a new one. The session lock is held across the handshake, so
-    /// that concurrent requests (and the keeper) share one connect; within
-    /// [`FAILURE_HOLD_DOWN`] of a failed connect, fails at once instead.
+    /// The live connection, or a new one. Only one handshake is in progress at a time; a
+    /// request that finds none live waits for it. Within [`FAILURE_HOLD_DOWN`] of a failed
+    /// connect, fails at once instead.
     async fn live_or_connect(&self) -> Result<(SendRequest, quinn::Connection), Reason> {
-        let mut session = self.session.lock().await;
-        if let Some(live) = &session.live {
-            if live.connection.close_reason().is_none() {
-                return Ok((live.requests.clone(), live.connection.clone()));
-            }
-            session.live = None;
+        if let Some(handle) = self.current() {
+            return Ok(handle);
         }
-        if session
-            .last_failure
-            .is_some_and(|at| at.elapsed() < FAILURE_HOLD_DOWN)
-        {
+        let mut last_failure = self.dialing.lock().await;
+        // Another task may have connected while this one waited.
+        if let Some(handle) = self.current() {
+            return Ok(handle);
+        }
+        if last_failure.is_some_and(|at| at.elapsed() < FAILURE_HOLD_DOWN) {
             return Err(Reason::PeerUnavailable);
         }
         match self.connect().await {
             Ok(live) => {
                 let handle = (live.requests.clone(), live.connection.clone());
-                session.live = Some(live);
-                session.last_failure = None;
+                *self.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live);
+                *last_failure = None;
                 Ok(handle)
             }
             Err(error) => {
                 tracing::info!(peer.cluster = %self.name, peer.addr = %self.address, %error, "cannot connect to peer");
-                session.last_failure = Some(Instant::now());
+                *last_failure = Some(Instant::now());
                 Err(Reason::PeerUnavailable)
             }
         }
+    }
+
+    /// A handle on the live connection, if it is open.
+    fn current(&self) -> Option<(SendRequest, quinn::Connection)> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.as_ref()
+            .filter(|live| live.connection.close_reason().is_none())
+            .map(|live| (live.requests.clone(), live.connection.clone()))
     }
 
     /// Keeps a connection to the peer open until `shutdown`: dials at once, and again
@@ -308,8 +317,8 @@ impl PeerClient {
 
     /// The live connection to the peer, if there is one.
     pub(crate) async fn live(&self) -> Option<quinn::Connection> {
-        let session = self.session.lock().await;
-        session.live.as_ref().map(|live| live.connection.clone())
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.as_ref().map(|live| live.connection.clone())
     }
 
     /// Gives up the endpoint: no connection is made from now on.
