@@ -106,18 +106,7 @@ pub(crate) async fn serve(
     published: Arc<Published>,
     shutdown: CancellationToken,
 ) {
-    loop {
-        let (stream, remote) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "bundle endpoint accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, remote)) = crate::proxy::serve::accept(&listener, &shutdown).await {
         let served = published.load();
         let span = tracing::debug_span!("bundle_client", client.addr = %remote);
         tokio::spawn(

@@ -43,8 +43,8 @@ pub(crate) trait H3Recv: Send + Sync + Unpin + 'static {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<Result<Option<HeaderMap>, StreamError>>;
-    /// Only between reads: h3-quinn 0.0.10 panics if a read is pending.
-    fn stop_sending(&mut self, code: Code);
+    // No `stop_sending`: h3-quinn 0.0.10 panics on it whenever h3 has a read pending inside,
+    // which a caller cannot see. A stream no longer wanted is dropped, and quinn stops it.
 }
 
 /// The next chunk of data on an h3 stream, or `None` at its end.
@@ -65,15 +65,38 @@ pub(crate) trait H3Send: Send + 'static {
 
 /// A body that yields what arrives on an h3 stream, polled in place by whoever reads it: no
 /// task or channel between them, so a slow reader holds back the sender through QUIC flow
-/// control. A reader that goes away drops the stream, and quinn stops an unfinished stream
-/// when it is dropped. (Not `stop_sending` here: h3-quinn 0.0.10 panics on it while a read is
-/// pending, which is exactly when a reader gives up; `tests/tests/hostile.rs` checks.)
+/// control.
+///
+/// A reader that stops early (an upstream answering a GET before the client's FIN arrived, a
+/// client hanging up) hands the stream to [`abandon`], which reads a little longer for the end.
+/// Dropping the stream at once would make quinn send STOP_SENDING (code 0) for a request the
+/// peer had all but finished, which an HTTP/3 client may report as a failure.
 pub(crate) fn from_h3(stream: impl H3Recv) -> Body {
     H3Body {
-        stream,
+        stream: Some(stream),
         state: Reading::Data,
     }
     .boxed()
+}
+
+/// How much more an abandoned stream is read, and for how long, waiting for its end.
+const ABANDON_READ_LIMIT: usize = 64 * 1024;
+const ABANDON_READ_TIME: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Reads what is left of an abandoned stream, up to a limit, so that a stream about to end
+/// (a request whose FIN is still on its way) ends cleanly instead of being stopped; past the
+/// limit or the time, drops it, and quinn stops it.
+async fn abandon<S: H3Recv>(mut stream: S) {
+    let _ = tokio::time::timeout(ABANDON_READ_TIME, async {
+        let mut read = 0;
+        while read <= ABANDON_READ_LIMIT {
+            match recv_data(&mut stream).await {
+                Ok(Some(data)) => read += data.len(),
+                Ok(None) | Err(_) => return,
+            }
+        }
+    })
+    .await;
 }
 
 /// Sends `body` on an h3 stream, then finishes it. If the body fails, the stream is reset
@@ -104,7 +127,8 @@ pub(crate) async fn send_to_h3(mut body: Body, mut stream: impl H3Send) -> Resul
 }
 
 struct H3Body<S: H3Recv> {
-    stream: S,
+    /// Taken by `Drop` to hand to [`abandon`].
+    stream: Option<S>,
     state: Reading,
 }
 
@@ -126,17 +150,25 @@ impl<S: H3Recv> http_body::Body for H3Body<S> {
         let this = &mut *self;
         loop {
             match this.state {
-                Reading::Data => match this.stream.poll_recv_data(cx) {
-                    Poll::Pending => return Poll::Pending,
-                    Poll::Ready(Ok(Some(data))) => return Poll::Ready(Some(Ok(Frame::data(data)))),
-                    Poll::Ready(Ok(None)) => this.state = Reading::Trailers,
-                    Poll::Ready(Err(error)) => {
-                        this.state = Reading::Done;
-                        return Poll::Ready(Some(Err(error.into())));
-                    }
+                Reading::Data => match this.stream.as_mut().map(|s| s.poll_recv_data(cx)) {
+                    None => return Poll::Ready(None),
+                    Some(polled) => match polled {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(Ok(Some(data))) => {
+                            return Poll::Ready(Some(Ok(Frame::data(data))));
+                        }
+                        Poll::Ready(Ok(None)) => this.state = Reading::Trailers,
+                        Poll::Ready(Err(error)) => {
+                            this.state = Reading::Done;
+                            return Poll::Ready(Some(Err(error.into())));
+                        }
+                    },
                 },
                 Reading::Trailers => {
-                    let trailers = match this.stream.poll_recv_trailers(cx) {
+                    let Some(stream) = this.stream.as_mut() else {
+                        return Poll::Ready(None);
+                    };
+                    let trailers = match stream.poll_recv_trailers(cx) {
                         Poll::Pending => return Poll::Pending,
                         Poll::Ready(trailers) => trailers,
                     };
@@ -154,6 +186,17 @@ impl<S: H3Recv> http_body::Body for H3Body<S> {
 
     fn is_end_stream(&self) -> bool {
         self.state == Reading::Done
+    }
+}
+
+impl<S: H3Recv> Drop for H3Body<S> {
+    fn drop(&mut self) {
+        if self.state != Reading::Done
+            && let Some(stream) = self.stream.take()
+            && let Ok(runtime) = tokio::runtime::Handle::try_current()
+        {
+            runtime.spawn(abandon(stream));
+        }
     }
 }
 
@@ -176,10 +219,6 @@ macro_rules! h3_halves {
                 cx: &mut Context<'_>,
             ) -> Poll<Result<Option<HeaderMap>, StreamError>> {
                 h3::$side::RequestStream::poll_recv_trailers(self, cx)
-            }
-
-            fn stop_sending(&mut self, code: Code) {
-                h3::$side::RequestStream::stop_sending(self, code)
             }
         }
 

@@ -82,19 +82,7 @@ pub async fn serve_http<F, Fut>(
         builder = builder.http1_only();
     }
     let graceful = GracefulShutdown::new();
-    loop {
-        let (stream, remote) = tokio::select! {
-            biased;
-            () = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, remote)) = accept(&listener, &shutdown).await {
         // Responses go out in several writes (head, body, trailers): Nagle's algorithm would
         // hold the later ones for the client's delayed ACK, 40 ms a request.
         let _ = stream.set_nodelay(true);
@@ -124,5 +112,27 @@ pub async fn serve_http<F, Fut>(
             ?grace,
             "connections still open at the end of the grace period were cut"
         );
+    }
+}
+
+/// The next connection on `listener`, or `None` once `shutdown` is cancelled. A failed accept
+/// (out of file descriptors, say) is logged and retried after a pause, not returned: the
+/// listener must outlive a passing shortage.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    shutdown: &CancellationToken,
+) -> Option<(tokio::net::TcpStream, std::net::SocketAddr)> {
+    loop {
+        tokio::select! {
+            biased;
+            () = shutdown.cancelled() => return None,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => return Some(accepted),
+                Err(error) => {
+                    tracing::warn!(%error, listener = ?listener.local_addr().ok(), "accept failed");
+                    tokio::time::sleep(ACCEPT_BACKOFF).await;
+                }
+            },
+        }
     }
 }

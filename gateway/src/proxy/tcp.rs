@@ -4,7 +4,6 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -17,9 +16,6 @@ use crate::reason::Reason;
 use crate::route::Destination;
 use crate::state::State;
 
-/// After a failed accept (out of file descriptors, say), wait this long before the next.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
-
 /// Accepts connections for `service` on `listener` until `shutdown`. Tunnels already open
 /// carry on; the runtime waits for them up to the shutdown grace.
 pub(crate) async fn serve(
@@ -30,18 +26,7 @@ pub(crate) async fn serve(
     tracker: TaskTracker,
 ) {
     let service = Arc::new(service);
-    loop {
-        let (stream, remote) = tokio::select! {
-            () = shutdown.cancelled() => return,
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, remote)) = super::serve::accept(&listener, &shutdown).await {
         let span = tracing::debug_span!(
             "tcp",
             client.addr = %remote,

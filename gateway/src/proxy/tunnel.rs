@@ -106,9 +106,7 @@ async fn stream_to_tcp(mut stream: impl H3Recv, mut tcp: WriteHalf<'_>) -> io::R
             return Ok(total);
         };
         total += data.len() as u64;
-        if let Err(error) = tcp.write_all(&data).await {
-            stream.stop_sending(Code::H3_REQUEST_CANCELLED);
-            return Err(error);
-        }
+        // On a failed write the stream is dropped with the error, and quinn stops it.
+        tcp.write_all(&data).await?;
     }
 }
