@@ -49,7 +49,7 @@ pub(crate) async fn recheck(state: &State, trust: &Arc<TrustStore>, rejections: 
         }
     }
     for client in state.peers.values() {
-        let Some(connection) = client.live().await.filter(|c| c.close_reason().is_none()) else {
+        let Some(connection) = client.live().filter(|c| c.close_reason().is_none()) else {
             continue;
         };
         let Some(trust_domain) = state.trust_domain_of(client.name()) else {
@@ -72,7 +72,7 @@ pub(crate) async fn recheck(state: &State, trust: &Arc<TrustStore>, rejections: 
         });
         if !verified {
             tracing::info!(peer.cluster = %client.name(), "retiring a connection to a peer whose certificate no longer verifies");
-            client.retire(connection.stable_id()).await;
+            client.retire(connection.stable_id());
         }
     }
 }

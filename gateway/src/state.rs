@@ -167,7 +167,7 @@ impl State {
         Ok((&port.endpoints, self.next_endpoint(port.endpoints.len())))
     }
 
-    /// The export of `service` if `peer` may reach it. A refusal is answered as unknown, so
+    /// Whether `peer` may reach `service`. A refusal is answered as unknown, so
     /// that a peer cannot map what it is not given; the log keeps the distinction.
     pub(crate) fn exported_to(&self, service: &ServiceKey, peer: &Label) -> Result<(), Reason> {
         let Some(export) = self.exports.get(service) else {

@@ -483,7 +483,9 @@ tcp_services:
   - {{ service: sink.bench, port: 9000, listen: "127.0.1.1:19000" }}
 """
 
-HAPROXY_A = """
+# Both HAProxy instances: at most 9,500 connections, so that two sockets each fit the open-file
+# limit of 20,000 that containers here cannot raise.
+HAPROXY_COMMON = """
 global
     maxconn 9500
     log stderr format short local0 warning
@@ -492,7 +494,9 @@ defaults
     timeout client 120s
     timeout server 120s
     timeout tunnel 1h
-frontend local
+"""
+
+HAPROXY_A = HAPROXY_COMMON + """frontend local
     mode http
     bind 127.0.3.1:15080
     default_backend peer
@@ -510,16 +514,7 @@ listen sink
     server b 127.0.4.1:15445 ssl crt {dir}/a.pem ca-file {dir}/ca.pem verify required verifyhost b.bench
 """
 
-HAPROXY_B = """
-global
-    maxconn 9500
-    log stderr format short local0 warning
-defaults
-    timeout connect 5s
-    timeout client 120s
-    timeout server 120s
-    timeout tunnel 1h
-frontend federation
+HAPROXY_B = HAPROXY_COMMON + """frontend federation
     mode http
     bind 127.0.4.1:15443 ssl crt {dir}/b.pem ca-file {dir}/ca.pem verify required alpn h2
     default_backend nginx

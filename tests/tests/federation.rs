@@ -95,13 +95,14 @@ async fn one_quic_connection_per_peer_is_reused() -> anyhow::Result<()> {
         .peer_requests
         .load(Ordering::Relaxed);
     assert_eq!((opened, accepted, served), (1, 1, 20));
-    // West validated east's address with a Retry before accepting.
+    // West validated east's address with a Retry before accepting (once per handshake east
+    // attempted; more than one only if a first attempt timed out on a loaded machine).
     let retries = federation
         .gateway("west")
         .stats()
         .peer_retries
         .load(Ordering::Relaxed);
-    assert_eq!(retries, 1);
+    assert!(retries >= 1, "no Retry was sent");
     federation.shutdown().await;
     Ok(())
 }

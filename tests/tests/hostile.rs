@@ -22,13 +22,22 @@ async fn east_west() -> anyhow::Result<(Federation, Echo)> {
     Ok((federation, upstream))
 }
 
+/// What came back for raw bytes: the text, and whether the gateway closed the connection.
+struct Exchanged {
+    text: String,
+    closed: bool,
+}
+
 /// Sends `bytes` and reads what comes back until the gateway closes (or 5 s pass).
-async fn exchange(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<String> {
+async fn exchange(addr: SocketAddr, bytes: &[u8]) -> anyhow::Result<Exchanged> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.write_all(bytes).await?;
     let mut reply = Vec::new();
-    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
-    Ok(String::from_utf8_lossy(&reply).into_owned())
+    let read = tokio::time::timeout(Duration::from_secs(5), stream.read_to_end(&mut reply)).await;
+    Ok(Exchanged {
+        text: String::from_utf8_lossy(&reply).into_owned(),
+        closed: read.is_ok(),
+    })
 }
 
 /// A well-behaved request through the same gateway still succeeds.
@@ -79,10 +88,11 @@ async fn malformed_http1_requests_are_refused() -> anyhow::Result<()> {
     for (what, request, want) in cases {
         let reply = exchange(east, request.as_bytes()).await?;
         assert!(
-            reply.starts_with(want),
+            reply.text.starts_with(want),
             "{what}: wanted {want}, got {:?}",
-            reply.lines().next()
+            reply.text.lines().next()
         );
+        assert!(reply.closed, "{what}: the connection stayed open");
         still_served(east).await?;
     }
     federation.shutdown().await;
@@ -101,14 +111,11 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() -> any
          Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n\
          GET /smuggled HTTP/1.1\r\nHost: {GREETER}\r\n\r\n"
     );
-    let started = Instant::now();
     let reply = exchange(east, request.as_bytes()).await?;
-    assert!(
-        started.elapsed() < Duration::from_secs(4),
-        "the connection stayed open"
-    );
-    assert_eq!(reply.matches("HTTP/1.1 ").count(), 1, "{reply}");
-    assert!(!reply.contains("smuggled"), "{reply}");
+    assert!(reply.closed, "the connection stayed open");
+    let text = reply.text;
+    assert_eq!(text.matches("HTTP/1.1 ").count(), 1, "{text}");
+    assert!(!text.contains("smuggled"), "{text}");
     still_served(east).await?;
     federation.shutdown().await;
     Ok(())
@@ -143,10 +150,11 @@ async fn a_slowloris_client_is_cut_off_while_others_are_served() -> anyhow::Resu
         }
     };
     assert!(closed, "the slow client was never cut off");
-    // The limit is 10 s for the whole head.
+    // The limit is 10 s for the whole head: not cut off before it (the 20 s cap above is the
+    // other side, with room for a slow machine).
     let elapsed = started.elapsed();
     assert!(
-        elapsed > Duration::from_secs(8) && elapsed < Duration::from_secs(14),
+        elapsed > Duration::from_secs(8),
         "cut off after {elapsed:?}"
     );
     federation.shutdown().await;

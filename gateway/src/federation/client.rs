@@ -205,7 +205,7 @@ impl PeerClient {
             Ok(stream) => Ok(stream),
             Err(error) => {
                 tracing::debug!(%error, "peer refused the stream; retiring the connection");
-                self.retire(connection).await;
+                self.retire(connection);
                 Err(Reason::PeerStreamFailed)
             }
         }
@@ -213,7 +213,7 @@ impl PeerClient {
 
     /// Stops using the connection `id` for new requests. It stays open for what it carries,
     /// until the peer closes it or [`RETIRE_GRACE`] has passed.
-    pub(crate) async fn retire(&self, id: usize) {
+    pub(crate) fn retire(&self, id: usize) {
         let retired = {
             let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
             match &*live {
@@ -316,7 +316,7 @@ impl PeerClient {
     }
 
     /// The live connection to the peer, if there is one.
-    pub(crate) async fn live(&self) -> Option<quinn::Connection> {
+    pub(crate) fn live(&self) -> Option<quinn::Connection> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.as_ref().map(|live| live.connection.clone())
     }
