@@ -6,6 +6,7 @@
 //! the authoritative DNS server for those zones. It does not decide where traffic goes: the
 //! gateway builds a [`dns::ZoneSet`] snapshot from what it can route and publishes it here.
 
+pub mod catalog;
 pub mod dns;
 pub mod name;
 

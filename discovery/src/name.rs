@@ -53,6 +53,12 @@ pub enum ServiceKeyError {
 // === impl Label ===
 
 impl Label {
+    /// A label from text the caller has built to the rules; checked again in debug builds.
+    pub(crate) fn from_checked(text: String) -> Label {
+        debug_assert!(text.parse::<Label>().is_ok(), "{text:?} is not a label");
+        Label(text)
+    }
+
     /// The label's text.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -13,7 +13,9 @@ pub struct Bound {
     pub(crate) federation: UdpSocket,
     /// The federation port over TCP: bundle endpoint (and, later, control).
     pub(crate) federation_tcp: TcpListener,
-    pub(crate) dns_udp: UdpSocket,
+    /// One socket per core, all on the DNS address (`SO_REUSEPORT`): the kernel spreads
+    /// queries over them.
+    pub(crate) dns_udp: Vec<UdpSocket>,
     pub(crate) dns_tcp: TcpListener,
     pub(crate) admin: TcpListener,
 }
@@ -42,10 +44,11 @@ impl Bound {
             }
         };
         let http = tcp(listeners.http).map_err(err("listeners.http", listeners.http))?;
-        let (federation, federation_tcp) = udp_and_tcp(listeners.federation)
+        let (federation, federation_tcp) = udp_and_tcp(listeners.federation, false)
             .map_err(err("listeners.federation", listeners.federation))?;
         let (dns_udp, dns_tcp) =
-            udp_and_tcp(listeners.dns).map_err(err("listeners.dns", listeners.dns))?;
+            udp_and_tcp(listeners.dns, true).map_err(err("listeners.dns", listeners.dns))?;
+        let dns_udp = dns_sockets(dns_udp).map_err(err("listeners.dns", listeners.dns))?;
         let admin = tcp(listeners.admin).map_err(err("listeners.admin", listeners.admin))?;
         Ok(Bound {
             http,
@@ -62,7 +65,7 @@ impl Bound {
         Ok(Listeners {
             http: self.http.local_addr()?,
             federation: self.federation.local_addr()?,
-            dns: self.dns_udp.local_addr()?,
+            dns: self.dns_tcp.local_addr()?,
             admin: self.admin.local_addr()?,
         })
     }
@@ -88,11 +91,11 @@ pub(crate) fn tcp_services(
 /// One port number for UDP and TCP (DNS; QUIC and bundles on the federation port). With port 0
 /// the system picks a free UDP port, which may be taken for TCP: then pick again, a bounded
 /// number of times.
-fn udp_and_tcp(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
+fn udp_and_tcp(address: SocketAddr, reuse_port: bool) -> io::Result<(UdpSocket, TcpListener)> {
     const ATTEMPTS: usize = 16;
     let mut attempt = 0;
     loop {
-        let socket = udp(address)?;
+        let socket = udp(address, reuse_port)?;
         match tcp(socket.local_addr()?) {
             Ok(listener) => return Ok((socket, listener)),
             Err(error)
@@ -105,6 +108,18 @@ fn udp_and_tcp(address: SocketAddr) -> io::Result<(UdpSocket, TcpListener)> {
             Err(error) => return Err(error),
         }
     }
+}
+
+/// The DNS UDP socket and one more on its address for each further core, so that every
+/// worker thread answers from a socket of its own instead of all waking on one.
+fn dns_sockets(first: UdpSocket) -> io::Result<Vec<UdpSocket>> {
+    let address = first.local_addr()?;
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let mut sockets = vec![first];
+    for _ in 1..cores {
+        sockets.push(udp(address, true)?);
+    }
+    Ok(sockets)
 }
 
 /// A listening TCP socket with `SO_REUSEADDR`, so that a restarted gateway can listen on its
@@ -125,9 +140,10 @@ fn tcp(address: SocketAddr) -> io::Result<TcpListener> {
 /// retransmissions and, past quinn's limit on gaps in one stream, the whole connection. The
 /// kernel caps the size at `net.core.rmem_max`/`wmem_max`; `docs/operations.md` says to raise
 /// those to at least this.
-fn udp(address: SocketAddr) -> io::Result<UdpSocket> {
+fn udp(address: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(address), Type::DGRAM, None)?;
+    socket.set_reuse_port(reuse_port)?;
     // Best effort: a smaller buffer than asked for still works, only less well under bursts.
     let _ = socket.set_recv_buffer_size(UDP_BUFFER);
     let _ = socket.set_send_buffer_size(UDP_BUFFER);

@@ -92,7 +92,7 @@ pub struct Running {
     endpoint: quinn::Endpoint,
     dns: DnsServer,
     /// Kept so the DNS server's snapshot channel stays open.
-    _zones: watch::Sender<meshfed_discovery::dns::ZoneSet>,
+    _zones: watch::Sender<Arc<meshfed_discovery::dns::ZoneSet>>,
 }
 
 /// Starts a gateway. Must be called within a tokio runtime.
@@ -150,17 +150,29 @@ pub fn start(
         });
     }
 
-    let ttl = u32::try_from(config.dns.ttl.as_secs()).unwrap_or(u32::MAX);
-    let serial = u32::try_from(
-        SystemTime::now()
-            .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
-    )
-    .unwrap_or(u32::MAX);
-    let (zones_tx, zones_rx) =
-        watch::channel(zone::zones(&state.routes, addrs.http.ip(), ttl, serial)?);
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let mut catalogs = vec![zone::own_catalog(&config, now)];
+    catalogs.extend(zone::configured_peer_catalogs(&config));
+    let nameserver = match addrs.dns.ip() {
+        ip if ip.is_unspecified() => addrs.http.ip(),
+        ip => ip,
+    };
+    let serial = u32::try_from(now).unwrap_or(u32::MAX);
+    let (zones_tx, zones_rx) = watch::channel(zone::zones(
+        &config,
+        &catalogs,
+        addrs.http.ip(),
+        nameserver,
+        serial,
+    )?);
     let dns = DnsServer::serve(
-        tokio::net::UdpSocket::from_std(bound.dns_udp)?,
+        bound
+            .dns_udp
+            .into_iter()
+            .map(tokio::net::UdpSocket::from_std)
+            .collect::<Result<_, _>>()?,
         tokio::net::TcpListener::from_std(bound.dns_tcp)?,
         zones_rx,
     );
@@ -343,9 +355,7 @@ impl Running {
         // The rotation task ends first, so that it cannot put a server config back.
         let _ = self.rotation.await;
         self.endpoint.set_server_config(None);
-        if let Err(error) = self.dns.shutdown().await {
-            tracing::debug!(%error, "dns server ended with an error");
-        }
+        self.dns.shutdown().await;
         self.tracker.close();
         // The listeners bound their own drain by the grace; the margin covers their last steps.
         let deadline = self.grace + Duration::from_millis(500);

@@ -11,8 +11,8 @@ pub enum LogFormat {
     Json,
 }
 
-/// The default filter: lifecycle events, without hickory's line per DNS query.
-pub const DEFAULT_FILTER: &str = "info,hickory_server=warn";
+/// The default filter: lifecycle events; per-request detail is at `debug` and `trace`.
+pub const DEFAULT_FILTER: &str = "info";
 
 /// Installs the global subscriber with `filter` (`RUST_LOG` syntax; the binary reads it from
 /// `MESHFED_LOG`), by default [`DEFAULT_FILTER`].

@@ -31,6 +31,7 @@ struct Export {
     port: u16,
     endpoints: Vec<SocketAddr>,
     to: Vec<String>,
+    headless: bool,
 }
 
 /// Running gateways, one per cluster, with the files they were started from.
@@ -90,8 +91,19 @@ impl Cluster {
             port,
             endpoints: endpoints.to_vec(),
             to: to.iter().map(|s| (*s).to_owned()).collect(),
+            headless: false,
         });
         self
+    }
+
+    /// Exports `service` as a headless service: one HTTP port 80, resolved endpoint by
+    /// endpoint in DNS.
+    pub fn export_headless(self, service: &str, endpoints: &[SocketAddr], to: &[&str]) -> Self {
+        let mut cluster = self.export_port(service, "http", 80, endpoints, to);
+        if let Some(export) = cluster.exports.last_mut() {
+            export.headless = true;
+        }
+        cluster
     }
 
     /// The addresses this cluster's gateway will listen on.
@@ -366,11 +378,12 @@ impl Builder {
                 .collect();
             let _ = writeln!(
                 yaml,
-                "  - {{ name: {name}, namespace: {namespace}, ports: [{{ port: {}, protocol: {} }}], endpoints: [{}], export_to: [{}] }}",
+                "  - {{ name: {name}, namespace: {namespace}, headless: {}, ports: [{{ name: {protocol}, port: {}, protocol: {protocol} }}], endpoints: [{}], export_to: [{}] }}",
+                export.headless,
                 export.port,
-                export.protocol,
                 endpoints.join(", "),
                 export.to.join(", "),
+                protocol = export.protocol,
             );
         }
         yaml.push_str("tcp_services:\n");

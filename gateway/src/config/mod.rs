@@ -23,6 +23,7 @@ use meshfed_discovery::{Label, ServiceKey};
 use meshfed_trust::TrustDomain;
 
 pub use error::{ConfigError, ConfigErrors};
+pub use meshfed_discovery::catalog::Protocol;
 
 /// A validated gateway configuration.
 #[derive(Clone, Debug)]
@@ -162,6 +163,9 @@ pub struct Export {
     pub ports: Vec<Port>,
     /// Peers (by cluster name) allowed to reach it. Nobody else is.
     pub export_to: Vec<Label>,
+    /// Resolved endpoint by endpoint in DNS (a Kubernetes headless service), rather than to
+    /// one address.
+    pub headless: bool,
 }
 
 /// One port of a service.
@@ -176,36 +180,6 @@ pub struct Port {
     /// Where the service's endpoints serve this port: each endpoint's IP with its own port,
     /// the port's `target_port`, or the service port, in that order.
     pub endpoints: Vec<SocketAddr>,
-}
-
-/// The application protocol of a port.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Protocol {
-    /// HTTP/1.1 to the endpoints (any HTTP version from clients).
-    Http,
-    /// Cleartext HTTP/2 with prior knowledge to the endpoints (`h2c`).
-    Http2,
-    /// gRPC: HTTP/2 to the endpoints, as `http2`.
-    Grpc,
-    /// Opaque TCP: bytes both ways, crossing as an HTTP/3 `CONNECT` stream.
-    Tcp,
-}
-
-impl Protocol {
-    /// Whether requests (as opposed to opaque bytes) cross on this port.
-    pub fn is_http(self) -> bool {
-        !matches!(self, Protocol::Tcp)
-    }
-
-    /// The name the config gives this protocol.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Protocol::Http => "http",
-            Protocol::Http2 => "http2",
-            Protocol::Grpc => "grpc",
-            Protocol::Tcp => "tcp",
-        }
-    }
 }
 
 impl Export {

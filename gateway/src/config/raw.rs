@@ -81,6 +81,7 @@ pub(crate) struct RawExport {
     pub(crate) endpoints: Vec<Text>,
     #[serde(default, deserialize_with = "seq")]
     pub(crate) export_to: Vec<Text>,
+    pub(crate) headless: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -72,6 +72,9 @@ impl Checker {
             .enumerate()
             .map(|(i, e)| self.value(&format!("{at}.export_to[{i}]"), e, parse_label))
             .collect();
+        let headless = raw.headless.as_ref().map_or(Some(false), |h| {
+            self.value(&format!("{at}.headless"), h, parse_bool)
+        });
         let endpoints: Vec<Endpoint> = endpoints.into_iter().collect::<Option<_>>()?;
         let ports = ports
             .into_iter()
@@ -98,6 +101,7 @@ impl Checker {
             },
             ports,
             export_to: export_to.into_iter().collect::<Option<_>>()?,
+            headless: headless?,
         })
     }
 
@@ -227,17 +231,16 @@ impl Checker {
 }
 
 fn parse_protocol(s: &str) -> Result<Protocol, String> {
-    Ok(match s {
-        "http" => Protocol::Http,
-        "http2" => Protocol::Http2,
-        "grpc" => Protocol::Grpc,
-        "tcp" => Protocol::Tcp,
-        other => {
-            return Err(format!(
-                "unknown protocol {other:?}; expected `http`, `http2`, `grpc` or `tcp`"
-            ));
-        }
-    })
+    Protocol::from_name(s)
+        .ok_or_else(|| format!("unknown protocol {s:?}; expected `http`, `http2`, `grpc` or `tcp`"))
+}
+
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s {
+        "true" => Ok(true),
+        "false" => Ok(false),
+        other => Err(format!("expected `true` or `false`, not {other:?}")),
+    }
 }
 
 fn parse_endpoint(s: &str) -> Result<Endpoint, String> {

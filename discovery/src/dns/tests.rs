@@ -1,0 +1,388 @@
+//! The zone and the wire, end to end without sockets: queries built and answers read by
+//! hickory's own message codec, an implementation independent of ours.
+
+use std::collections::BTreeMap;
+
+use hickory_proto::op::{Edns, Message, MessageType, OpCode, Query, ResponseCode};
+use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_proto::serialize::binary::{BinDecodable, BinEncodable};
+
+use super::message::{Rcode, Transport, respond};
+use super::*;
+use crate::catalog::{ClusterCatalog, Endpoint, Protocol, ServiceExport, ServicePort, merge};
+
+fn export(headless: bool, endpoints: usize) -> ServiceExport {
+    ServiceExport {
+        headless,
+        exported_at: 1,
+        ports: vec![
+            ServicePort {
+                name: Some("http".parse().expect("label")),
+                number: 80,
+                protocol: Protocol::Http,
+            },
+            ServicePort {
+                name: None,
+                number: 9000,
+                protocol: Protocol::Tcp,
+            },
+        ],
+        endpoints: (0..endpoints)
+            .map(|i| Endpoint {
+                hostname: format!("pod-{i}").parse().expect("label"),
+                ready: i != 1,
+                labels: BTreeMap::new(),
+            })
+            .collect(),
+    }
+}
+
+fn zones() -> ZoneSet {
+    let east = ClusterCatalog {
+        cluster: "east".parse().expect("label"),
+        version: 1,
+        services: [
+            ("checkout.shop".parse().expect("key"), export(false, 2)),
+            ("db.data".parse().expect("key"), export(true, 3)),
+            ("big.data".parse().expect("key"), export(true, 30)),
+        ]
+        .into(),
+    };
+    let west = ClusterCatalog {
+        cluster: "west".parse().expect("label"),
+        version: 1,
+        services: [
+            ("db.data".parse().expect("key"), export(true, 1)),
+            ("gone.data".parse().expect("key"), export(true, 0)),
+        ]
+        .into(),
+    };
+    let imports = merge([&east, &west]);
+    Clusterset {
+        zone: "clusterset.local",
+        pinned_zone: "meshfed.internal",
+        ttl: 5,
+        serial: 7,
+        address: "10.0.0.5".parse().expect("ip"),
+        nameserver: "10.0.0.53".parse().expect("ip"),
+        imports: &imports,
+    }
+    .zones()
+    .expect("zones")
+}
+
+fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
+    let mut message = Message::query();
+    message.metadata.id = 0x1234;
+    message.metadata.recursion_desired = true;
+    message.add_query(Query::query(Name::from_ascii(name).expect("name"), rtype));
+    if let Some(payload) = edns {
+        let mut edns = Edns::new();
+        edns.set_max_payload(payload);
+        message.set_edns(edns);
+    }
+    message.to_bytes().expect("encode")
+}
+
+fn ask(zones: &ZoneSet, bytes: &[u8], transport: Transport) -> Message {
+    let mut out = Vec::new();
+    respond(zones, bytes, transport, &mut out).expect("an answer");
+    Message::from_bytes(&out).expect("a well-formed response")
+}
+
+fn texts(message: &Message) -> Vec<String> {
+    let mut texts: Vec<String> = message
+        .answers
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.data))
+        .collect();
+    texts.sort();
+    texts
+}
+
+#[test]
+fn answers_follow_the_mcs_specification() {
+    let zones = zones();
+    let svc = "checkout.shop.svc.clusterset.local.";
+    let db = "db.data.svc.clusterset.local.";
+    let cases: &[(&str, RecordType, ResponseCode, &[&str])] = &[
+        (
+            svc,
+            RecordType::A,
+            ResponseCode::NoError,
+            &["checkout.shop.svc.clusterset.local. 10.0.0.5"],
+        ),
+        (svc, RecordType::AAAA, ResponseCode::NoError, &[]),
+        (
+            "CheckOut.Shop.SVC.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &["CheckOut.Shop.SVC.clusterset.local. 10.0.0.5"],
+        ),
+        (
+            "_http._tcp.checkout.shop.svc.clusterset.local.",
+            RecordType::SRV,
+            ResponseCode::NoError,
+            &[
+                "_http._tcp.checkout.shop.svc.clusterset.local. 0 100 80 checkout.shop.svc.clusterset.local.",
+            ],
+        ),
+        (
+            "_tcp.checkout.shop.svc.clusterset.local.",
+            RecordType::SRV,
+            ResponseCode::NoError,
+            &[],
+        ),
+        (
+            "_grpc._tcp.checkout.shop.svc.clusterset.local.",
+            RecordType::SRV,
+            ResponseCode::NXDomain,
+            &[],
+        ),
+        (
+            "dns-version.clusterset.local.",
+            RecordType::TXT,
+            ResponseCode::NoError,
+            &["dns-version.clusterset.local. 1.0.0"],
+        ),
+        (
+            "shop.svc.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &[],
+        ),
+        (
+            "nope.shop.svc.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            &[],
+        ),
+        // Forbidden by the specification: a cluster's backends under the clusterset name.
+        (
+            "east.checkout.shop.svc.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            &[],
+        ),
+        (
+            db,
+            RecordType::A,
+            ResponseCode::NoError,
+            &["db.data.svc.clusterset.local. 10.0.0.5"],
+        ),
+        (
+            "pod-2.east.db.data.svc.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &["pod-2.east.db.data.svc.clusterset.local. 10.0.0.5"],
+        ),
+        // Not ready: no name.
+        (
+            "pod-1.east.db.data.svc.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            &[],
+        ),
+        (
+            "_http._tcp.db.data.svc.clusterset.local.",
+            RecordType::SRV,
+            ResponseCode::NoError,
+            &[
+                "_http._tcp.db.data.svc.clusterset.local. 0 100 80 pod-0.east.db.data.svc.clusterset.local.",
+                "_http._tcp.db.data.svc.clusterset.local. 0 100 80 pod-0.west.db.data.svc.clusterset.local.",
+                "_http._tcp.db.data.svc.clusterset.local. 0 100 80 pod-2.east.db.data.svc.clusterset.local.",
+            ],
+        ),
+        // Headless with no ready endpoint: NXDOMAIN, as the specification says.
+        (
+            "gone.data.svc.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            &[],
+        ),
+        (
+            "checkout.shop.east.meshfed.internal.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &["checkout.shop.east.meshfed.internal. 10.0.0.5"],
+        ),
+        (
+            "checkout.shop.west.meshfed.internal.",
+            RecordType::A,
+            ResponseCode::NXDomain,
+            &[],
+        ),
+        (
+            "ns.clusterset.local.",
+            RecordType::A,
+            ResponseCode::NoError,
+            &["ns.clusterset.local. 10.0.0.53"],
+        ),
+        ("example.com.", RecordType::A, ResponseCode::Refused, &[]),
+        (
+            "xclusterset.local.",
+            RecordType::A,
+            ResponseCode::Refused,
+            &[],
+        ),
+        (
+            "clusterset.local.",
+            RecordType::AXFR,
+            ResponseCode::Refused,
+            &[],
+        ),
+    ];
+    for (name, rtype, rcode, answers) in cases {
+        let response = ask(&zones, &query(name, *rtype, None), Transport::Udp);
+        let what = format!("{name} {rtype}");
+        assert_eq!(response.metadata.response_code, *rcode, "{what}");
+        assert_eq!(texts(&response), *answers, "{what}");
+        assert_eq!(
+            response.metadata.message_type,
+            MessageType::Response,
+            "{what}"
+        );
+        assert_eq!(response.metadata.id, 0x1234, "{what}");
+        assert!(response.metadata.recursion_desired, "{what}: RD is copied");
+        assert!(
+            !response.metadata.recursion_available,
+            "{what}: no recursion"
+        );
+        let ours = *rcode != ResponseCode::Refused;
+        assert_eq!(response.metadata.authoritative, ours, "{what}");
+        let negative = ours && answers.is_empty();
+        assert_eq!(
+            response
+                .authorities
+                .iter()
+                .map(|r| r.record_type())
+                .collect::<Vec<_>>(),
+            if negative {
+                vec![RecordType::SOA]
+            } else {
+                vec![]
+            },
+            "{what}: negative answers carry the SOA"
+        );
+        assert_eq!(response.queries.len(), 1, "{what}: the question is echoed");
+    }
+}
+
+#[test]
+fn the_apex_has_soa_and_ns() {
+    let zones = zones();
+    for (origin, rtype) in [
+        ("clusterset.local.", RecordType::SOA),
+        ("clusterset.local.", RecordType::NS),
+        ("meshfed.internal.", RecordType::SOA),
+    ] {
+        let response = ask(&zones, &query(origin, rtype, None), Transport::Udp);
+        assert_eq!(response.answers.len(), 1, "{origin} {rtype}");
+        let RData::SOA(soa) = &response.answers[0].data else {
+            assert_eq!(rtype, RecordType::NS);
+            continue;
+        };
+        assert_eq!(soa.serial, 7);
+        assert_eq!(soa.minimum, 5, "the negative-caching TTL is the zone's TTL");
+    }
+}
+
+#[test]
+fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
+    let zones = zones();
+    // 29 SRV records of about 60 bytes: more than the 1,232 bytes we offer over UDP.
+    let big = "_http._tcp.big.data.svc.clusterset.local.";
+    let small = "_http._tcp.db.data.svc.clusterset.local.";
+    let cases = [
+        (big, None, Transport::Udp, Some(0)),
+        (big, Some(1232), Transport::Udp, Some(0)),
+        (big, Some(4096), Transport::Udp, Some(0)),
+        (big, None, Transport::Tcp, Some(29)),
+        (big, Some(1232), Transport::Tcp, Some(29)),
+        (small, None, Transport::Udp, None),
+        (small, Some(512), Transport::Udp, None),
+    ];
+    for (name, edns, transport, truncated_to) in cases {
+        let response = ask(&zones, &query(name, RecordType::SRV, edns), transport);
+        let what = format!("{name} {edns:?} {transport:?}");
+        let truncated = truncated_to == Some(0);
+        assert_eq!(response.metadata.truncation, truncated, "{what}");
+        let want = truncated_to.unwrap_or(3);
+        assert_eq!(response.answers.len(), want, "{what}");
+        assert_eq!(
+            response.edns.is_some(),
+            edns.is_some(),
+            "{what}: EDNS answered with EDNS"
+        );
+        if let Some(edns) = &response.edns {
+            assert_eq!(edns.max_payload(), 1232, "{what}");
+        }
+    }
+}
+
+#[test]
+fn malformed_queries_get_a_clear_code_or_nothing() {
+    let zones = zones();
+    let good = query("checkout.shop.svc.clusterset.local.", RecordType::A, None);
+    let mut response = good.clone();
+    response[2] |= 0x80;
+    let mut two_questions = good.clone();
+    two_questions[5] = 2;
+    let mut notify = good.clone();
+    notify[2] |= u8::from(OpCode::Notify) << 3;
+    let mut pointer = good.clone();
+    pointer[12] = 0xc0;
+    let mut badvers = query(
+        "checkout.shop.svc.clusterset.local.",
+        RecordType::A,
+        Some(1232),
+    );
+    let version_at = badvers.len() - 5;
+    badvers[version_at] = 1;
+    let cases: [(&str, Vec<u8>, Option<Rcode>); 7] = [
+        ("a response", response, None),
+        ("too short", good[..11].to_vec(), None),
+        ("two questions", two_questions, Some(Rcode::FormErr)),
+        ("a NOTIFY", notify, Some(Rcode::NotImp)),
+        ("a compressed question", pointer, Some(Rcode::FormErr)),
+        (
+            "a cut question",
+            good[..good.len() - 2].to_vec(),
+            Some(Rcode::FormErr),
+        ),
+        ("EDNS version 1", badvers, Some(Rcode::BadVers)),
+    ];
+    for (what, bytes, want) in cases {
+        let mut out = Vec::new();
+        assert_eq!(
+            respond(&zones, &bytes, Transport::Udp, &mut out),
+            want,
+            "{what}"
+        );
+        if want.is_some() {
+            let message = Message::from_bytes(&out).expect(what);
+            assert_eq!(message.metadata.id, 0x1234, "{what}");
+        }
+    }
+}
+
+#[test]
+fn every_prefix_of_a_query_is_handled_without_panic() {
+    let zones = zones();
+    let good = query(
+        "_http._tcp.db.data.svc.clusterset.local.",
+        RecordType::SRV,
+        Some(1232),
+    );
+    let mut out = Vec::new();
+    for end in 0..good.len() {
+        let _ = respond(&zones, &good[..end], Transport::Udp, &mut out);
+        for flip in 0..8 {
+            let mut bytes = good[..end].to_vec();
+            if let Some(byte) = bytes.get_mut(end.saturating_sub(1)) {
+                *byte ^= 1 << flip;
+            }
+            let _ = respond(&zones, &bytes, Transport::Udp, &mut out);
+        }
+    }
+}
