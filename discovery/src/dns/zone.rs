@@ -1,7 +1,9 @@
 //! Zones prepared for answering: every RRset encoded in wire format when the snapshot is
 //! built, so that answering a query is a hash lookup and a copy.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
+
+use foldhash::HashMap;
 
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{Name, RData, RecordType};
@@ -69,7 +71,16 @@ pub struct ZoneBuilder {
     ttl: u32,
     soa: SOA,
     ns: Name,
-    records: BTreeMap<Name, BTreeMap<RecordType, Vec<RData>>>,
+    /// By lower-case name text (`a.b.`): hashing strings is far cheaper than ordering `Name`s,
+    /// which compare label by label.
+    records: HashMap<String, Owner>,
+}
+
+/// The records of one name.
+#[derive(Debug)]
+struct Owner {
+    name: Name,
+    sets: BTreeMap<RecordType, Vec<RData>>,
 }
 
 /// A zone could not be built from the names given.
@@ -172,7 +183,7 @@ impl ZoneBuilder {
             ttl,
             soa,
             ns,
-            records: BTreeMap::new(),
+            records: HashMap::default(),
         })
     }
 
@@ -184,19 +195,32 @@ impl ZoneBuilder {
     /// Adds a record at `name`, which must be in the zone (case is ignored). Adding the same
     /// record twice keeps one.
     pub fn add(&mut self, name: &str, rdata: RData) -> Result<(), ZoneError> {
-        let name = fqdn(name)?;
-        if !self.origin.zone_of(&name) {
+        let mut key = name.to_ascii_lowercase();
+        if !key.ends_with('.') {
+            key.push('.');
+        }
+        let origin = self.origin.to_ascii();
+        let inside = key == origin
+            || key
+                .strip_suffix(origin.as_str())
+                .is_some_and(|rest| rest.ends_with('.'));
+        if !inside {
             return Err(ZoneError::OutOfZone {
-                name: name.to_string(),
-                origin: self.origin.to_string(),
+                name: name.to_owned(),
+                origin,
             });
         }
-        let set = self
-            .records
-            .entry(name)
-            .or_default()
-            .entry(rdata.record_type())
-            .or_default();
+        let owner = match self.records.entry(key) {
+            std::collections::hash_map::Entry::Occupied(owner) => owner.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                let name = fqdn(slot.key())?;
+                slot.insert(Owner {
+                    name,
+                    sets: BTreeMap::new(),
+                })
+            }
+        };
+        let set = owner.sets.entry(rdata.record_type()).or_default();
         if !set.contains(&rdata) {
             set.push(rdata);
         }
@@ -210,7 +234,9 @@ impl ZoneBuilder {
         let mut text = format!("$ORIGIN {}\n$TTL {}\n", self.origin, self.ttl);
         let _ = writeln!(text, "{} IN SOA {}", self.origin, self.soa);
         let _ = writeln!(text, "{} IN NS {}", self.origin, self.ns);
-        for (name, sets) in &self.records {
+        let mut owners: Vec<&Owner> = self.records.values().collect();
+        owners.sort_by(|a, b| a.name.cmp(&b.name));
+        for Owner { name, sets } in owners {
             for rdata in sets.values().flatten() {
                 let data = match rdata {
                     RData::TXT(txt) => txt
@@ -232,33 +258,54 @@ impl ZoneBuilder {
         index: usize,
         names: &mut HashMap<Box<[u8]>, Node>,
     ) -> Result<Zone, ZoneError> {
-        let apex = self.records.entry(self.origin.clone()).or_default();
-        apex.insert(RecordType::SOA, vec![RData::SOA(self.soa.clone())]);
-        apex.insert(RecordType::NS, vec![RData::NS(NS(self.ns.clone()))]);
+        let origin_key = self.origin.to_ascii();
+        let apex = match self.records.entry(origin_key) {
+            std::collections::hash_map::Entry::Occupied(owner) => owner.into_mut(),
+            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Owner {
+                name: self.origin.clone(),
+                sets: BTreeMap::new(),
+            }),
+        };
+        apex.sets
+            .insert(RecordType::SOA, vec![RData::SOA(self.soa.clone())]);
+        apex.sets
+            .insert(RecordType::NS, vec![RData::NS(NS(self.ns.clone()))]);
         let soa = encode_record(&self.origin, self.ttl, &RData::SOA(self.soa.clone()))?;
         let origin = wire(&self.origin)?;
-        for (name, sets) in &self.records {
+        for Owner { name, sets } in self.records.values() {
             let rrsets = sets
                 .iter()
                 .map(|(rtype, rdatas)| encode_rrset(name, *rtype, self.ttl, rdatas))
                 .collect::<Result<_, _>>()?;
+            let key = wire(name)?;
+            // Empty non-terminals exist too: a query for one gets NODATA, not NXDOMAIN. Their
+            // wire forms are the suffixes of this name's at label boundaries.
+            let mut at = 0;
+            while key[at..] != *origin {
+                at += 1 + usize::from(key[at]);
+                let ancestor = &key[at..];
+                if *ancestor == *origin {
+                    break;
+                }
+                // Seen already in this zone, and so were its own ancestors.
+                if names.get(ancestor).is_some_and(|node| node.zone == index) {
+                    break;
+                }
+                names.insert(
+                    ancestor.into(),
+                    Node {
+                        zone: index,
+                        rrsets: Vec::new(),
+                    },
+                );
+            }
             names.insert(
-                wire(name)?,
+                key,
                 Node {
                     zone: index,
                     rrsets,
                 },
             );
-            // Empty non-terminals exist too: a query for one gets NODATA, not NXDOMAIN.
-            let mut ancestor = name.base_name();
-            while self.origin.zone_of(&ancestor) && ancestor != self.origin {
-                let key = wire(&ancestor)?;
-                names.entry(key).or_insert_with(|| Node {
-                    zone: index,
-                    rrsets: Vec::new(),
-                });
-                ancestor = ancestor.base_name();
-            }
         }
         Ok(Zone { origin, soa })
     }

@@ -19,6 +19,10 @@ use meshfed_discovery::catalog::{
 };
 use meshfed_discovery::dns::{Clusterset, DnsServer, ZoneSet};
 
+/// The gateway's allocator, so that the server is measured as it runs there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> anyhow::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
