@@ -8,6 +8,7 @@
 pub mod admin;
 pub mod bind;
 pub(crate) mod bundles;
+pub(crate) mod catalogs;
 pub mod config;
 pub mod credentials;
 pub mod federation;
@@ -20,7 +21,6 @@ pub mod runtime;
 pub(crate) mod state;
 pub mod stats;
 pub mod telemetry;
-pub(crate) mod zone;
 
 pub use bind::Bound;
 pub use config::Config;

@@ -32,13 +32,15 @@ pub enum Reason {
     PeerStreamFailed,
     /// No local endpoint of the service accepted a connection.
     UpstreamUnavailable,
+    /// The service is known, but no cluster that exports it has a ready endpoint.
+    NoReadyEndpoints,
     /// A local endpoint was reached but failed before a response arrived.
     UpstreamFailed,
 }
 
 impl Reason {
     /// Every reason, for tables and lookups.
-    pub const ALL: [Reason; 9] = [
+    pub const ALL: [Reason; 10] = [
         Reason::MissingAuthority,
         Reason::HeadersTooLarge,
         Reason::NotOurZone,
@@ -48,6 +50,7 @@ impl Reason {
         Reason::PeerStreamFailed,
         Reason::UpstreamUnavailable,
         Reason::UpstreamFailed,
+        Reason::NoReadyEndpoints,
     ];
 
     /// The stable code, as sent in `x-meshfed-error`.
@@ -62,6 +65,7 @@ impl Reason {
             Reason::PeerStreamFailed => "peer_stream_failed",
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamFailed => "upstream_failed",
+            Reason::NoReadyEndpoints => "no_ready_endpoints",
         }
     }
 
@@ -77,7 +81,7 @@ impl Reason {
             Reason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reason::NotOurZone => StatusCode::MISDIRECTED_REQUEST,
             Reason::UnknownService | Reason::NotExported => StatusCode::NOT_FOUND,
-            Reason::PeerUnavailable | Reason::UpstreamUnavailable => {
+            Reason::PeerUnavailable | Reason::UpstreamUnavailable | Reason::NoReadyEndpoints => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Reason::PeerStreamFailed | Reason::UpstreamFailed => StatusCode::BAD_GATEWAY,

@@ -44,6 +44,8 @@ pub(crate) struct Rotation {
     pub(crate) endpoint: quinn::Endpoint,
     pub(crate) state: Arc<State>,
     pub(crate) published: Option<Arc<Published>>,
+    /// The control channel's TLS configurations, rebuilt with the QUIC ones.
+    pub(crate) control: Arc<crate::federation::control::ControlTls>,
     /// The credential files as they were when the credentials in use were loaded. Taken at
     /// start, not when this task first runs: a change in between must not go unnoticed.
     pub(crate) stamps: Stamps,
@@ -160,6 +162,13 @@ impl Rotation {
             })?;
             clients.push((&peer.name, config));
         }
+        let control = crate::federation::control::ControlConfigs::build(
+            &self.svid,
+            &trust,
+            &self.config.peers,
+            refused,
+        )
+        .map_err(|e| format!("cannot use the new credentials on the control channel: {e}"))?;
         if let Some(published) = &self.published {
             let own = credentials::own_bundle(&self.config).map_err(|e| e.to_string())?;
             published
@@ -167,6 +176,7 @@ impl Rotation {
                 .map_err(|e| e.to_string())?;
         }
         self.endpoint.set_server_config(Some(server));
+        self.control.set(control);
         for (name, config) in clients {
             if let Some(client) = self.state.peers.get(name) {
                 client.set_config(config);

@@ -8,12 +8,12 @@
 //! A [`RouteTable`] is an immutable snapshot. The caller supplies the spread counter, so the
 //! choice among clusters is deterministic under test.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use meshfed_discovery::{Label, ServiceKey};
 
-use crate::config::Config;
 use crate::reason::Reason;
+use meshfed_discovery::catalog::Imports;
 
 /// Where a request goes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,35 +44,58 @@ pub struct RouteTable {
     cluster: Label,
     zone: String,
     pinned_zone: String,
-    services: BTreeMap<ServiceKey, Vec<Backend>>,
+    services: BTreeMap<ServiceKey, Backends>,
+}
+
+/// The clusters that export a service, and those of them with a ready endpoint.
+#[derive(Clone, Debug, Default)]
+struct Backends {
+    exporting: Vec<Backend>,
+    ready: Vec<Backend>,
+    /// Exporting peers whose catalog stream broke: known, but unavailable.
+    lost: Vec<Backend>,
 }
 
 impl RouteTable {
-    /// The routes a config describes: local exports, and what each peer is known to export.
-    pub fn from_config(config: &Config) -> Self {
-        let mut services: BTreeMap<ServiceKey, Vec<Backend>> = BTreeMap::new();
-        for export in &config.exports {
-            services
-                .entry(export.service.clone())
-                .or_default()
-                .push(Backend::Local);
-        }
-        for peer in &config.peers {
-            for service in &peer.services {
-                services
-                    .entry(service.clone())
-                    .or_default()
-                    .push(Backend::Peer(peer.name.clone()));
-            }
-        }
-        for backends in services.values_mut() {
-            backends.sort();
-            backends.dedup();
-        }
+    /// The routes to every imported service: to each cluster that has a ready endpoint of it,
+    /// this one (`cluster`) included. `unreachable` peers are known but lost: a service only
+    /// they export is unavailable rather than without endpoints.
+    pub fn new(
+        cluster: Label,
+        zone: &str,
+        pinned_zone: &str,
+        imports: &Imports,
+        unreachable: &BTreeSet<Label>,
+    ) -> Self {
+        let backend = |c: &Label| match c == &cluster {
+            true => Backend::Local,
+            false => Backend::Peer(c.clone()),
+        };
+        let services = imports
+            .services
+            .iter()
+            .map(|(key, service)| {
+                let mut exporting: Vec<Backend> = service.clusters.keys().map(backend).collect();
+                let mut ready: Vec<Backend> = service.ready_clusters().map(backend).collect();
+                exporting.sort();
+                ready.sort();
+                let lost = exporting
+                    .iter()
+                    .filter(|b| matches!(b, Backend::Peer(p) if unreachable.contains(p)))
+                    .cloned()
+                    .collect();
+                let backends = Backends {
+                    exporting,
+                    ready,
+                    lost,
+                };
+                (key.clone(), backends)
+            })
+            .collect();
         RouteTable {
-            cluster: config.cluster.clone(),
-            zone: config.dns.zone.clone(),
-            pinned_zone: config.dns.pinned_zone.clone(),
+            cluster,
+            zone: zone.to_owned(),
+            pinned_zone: pinned_zone.to_owned(),
             services,
         }
     }
@@ -99,12 +122,15 @@ impl RouteTable {
             } else {
                 Backend::Peer(cluster.parse().map_err(|_| Reason::UnknownService)?)
             };
-            let served = self
-                .services
-                .get(&service)
-                .is_some_and(|backends| backends.contains(&backend));
-            if !served {
+            let backends = self.services.get(&service).ok_or(Reason::UnknownService)?;
+            if !backends.exporting.contains(&backend) {
                 return Err(Reason::UnknownService);
+            }
+            if !backends.ready.contains(&backend) {
+                return Err(match backends.lost.contains(&backend) {
+                    true => Reason::PeerUnavailable,
+                    false => Reason::NoReadyEndpoints,
+                });
             }
             return Ok(self.destination(&backend, service));
         }
@@ -114,14 +140,21 @@ impl RouteTable {
     /// Routes a request for `service` to any cluster that serves it; `spread` picks among
     /// clusters when several do.
     pub fn route_service(&self, service: &ServiceKey, spread: u64) -> Result<Destination, Reason> {
-        let backends = self.services.get(service).ok_or(Reason::UnknownService)?;
+        let known = self.services.get(service).ok_or(Reason::UnknownService)?;
+        let backends = &known.ready;
+        if backends.is_empty() {
+            return Err(match known.lost.is_empty() {
+                true => Reason::NoReadyEndpoints,
+                false => Reason::PeerUnavailable,
+            });
+        }
         let index = (spread % backends.len() as u64) as usize;
         Ok(self.destination(&backends[index], service.clone()))
     }
 
-    /// Every routable service with the clusters that serve it.
+    /// Every known service with the clusters that have a ready endpoint of it.
     pub fn services(&self) -> impl Iterator<Item = (&ServiceKey, &[Backend])> {
-        self.services.iter().map(|(k, v)| (k, v.as_slice()))
+        self.services.iter().map(|(k, v)| (k, v.ready.as_slice()))
     }
 
     /// The cluster name of a backend, for DNS names and logs.
@@ -172,27 +205,51 @@ fn within<'a>(host: &'a str, zone: &str) -> Option<&'a str> {
 
 #[cfg(test)]
 mod tests {
-    use std::path::Path;
+    use meshfed_discovery::catalog::{ClusterCatalog, Endpoint, ServiceExport, merge};
 
     use super::*;
 
+    /// East exports greeter and checkout; west exports greeter, only-west, and a service
+    /// with no ready endpoint.
     fn table() -> RouteTable {
-        let config = Config::parse(
-            r#"
-cluster: east
-trust_domain: east.example
-identity: { ca_dir: ca }
-peers:
-  - { name: west, address: "127.0.2.1:15443", trust_domain: west.example, bundle: w.pem,
-      services: [greeter.demo, only-west.demo] }
-exports:
-  - { name: greeter, namespace: demo, ports: [{port: 80, protocol: http}], endpoints: ["127.0.0.1:1"] }
-  - { name: checkout, namespace: shop, ports: [{port: 80, protocol: http}], endpoints: ["127.0.0.1:2"] }
-"#,
-            Path::new("/"),
+        let catalog = |cluster: &str, services: &[(&str, bool)]| ClusterCatalog {
+            cluster: cluster.parse().expect("label"),
+            version: 1,
+            services: services
+                .iter()
+                .map(|(service, ready)| {
+                    let export = ServiceExport {
+                        headless: false,
+                        exported_at: 1,
+                        ports: Vec::new(),
+                        endpoints: vec![Endpoint {
+                            hostname: "pod".parse().expect("label"),
+                            ready: *ready,
+                            labels: Default::default(),
+                        }],
+                    };
+                    (key(service), export)
+                })
+                .collect(),
+        };
+        let east = catalog("east", &[("greeter.demo", true), ("checkout.shop", true)]);
+        let west = catalog(
+            "west",
+            &[
+                ("greeter.demo", true),
+                ("only-west.demo", true),
+                ("down.demo", false),
+            ],
+        );
+        let north = catalog("north", &[("lost.demo", false)]);
+        let imports = merge([&east, &west, &north]);
+        RouteTable::new(
+            "east".parse().expect("label"),
+            "clusterset.local",
+            "meshfed.internal",
+            &imports,
+            &BTreeSet::from(["north".parse().expect("label")]),
         )
-        .expect("valid");
-        RouteTable::from_config(&config)
     }
 
     fn key(s: &str) -> ServiceKey {
@@ -241,6 +298,22 @@ exports:
             (
                 "nope.shop.svc.clusterset.local",
                 Err(Reason::UnknownService),
+            ),
+            (
+                "down.demo.svc.clusterset.local",
+                Err(Reason::NoReadyEndpoints),
+            ),
+            (
+                "down.demo.west.meshfed.internal",
+                Err(Reason::NoReadyEndpoints),
+            ),
+            (
+                "lost.demo.svc.clusterset.local",
+                Err(Reason::PeerUnavailable),
+            ),
+            (
+                "lost.demo.north.meshfed.internal",
+                Err(Reason::PeerUnavailable),
             ),
             ("a.b.c.svc.clusterset.local", Err(Reason::UnknownService)),
             ("svc.clusterset.local", Err(Reason::UnknownService)),

@@ -13,7 +13,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use meshfed_discovery::dns::{DnsServer, ZoneError};
 use tokio::sync::watch;
@@ -24,13 +24,16 @@ use meshfed_trust::{Bundle, TrustDomain};
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 
+use crate::admin;
 use crate::bind::{BindError, Bound};
 use crate::bundles::endpoint::Published;
 use crate::bundles::poll::{Poller, Profile};
+use crate::catalogs::Catalogs;
 use crate::config::FetchProfile;
 use crate::config::{Config, Listeners, TcpService};
 use crate::credentials::{Credentials, gateway_id_of};
 use crate::federation::client::PeerClient;
+use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
 use crate::proxy::local;
@@ -39,7 +42,6 @@ use crate::proxy::tcp;
 use crate::rotation::Rotation;
 use crate::state::State;
 use crate::stats::Stats;
-use crate::{admin, zone};
 use crate::{bundles, credentials, rotation};
 
 /// How long the QUIC endpoint may take to tell peers it is closing. CONNECTION_CLOSE goes out
@@ -89,10 +91,9 @@ pub struct Running {
     tracker: TaskTracker,
     rotation: tokio::task::JoinHandle<()>,
     state: Arc<State>,
+    catalogs: Arc<Catalogs>,
     endpoint: quinn::Endpoint,
     dns: DnsServer,
-    /// Kept so the DNS server's snapshot channel stays open.
-    _zones: watch::Sender<Arc<meshfed_discovery::dns::ZoneSet>>,
 }
 
 /// Starts a gateway. Must be called within a tokio runtime.
@@ -139,7 +140,22 @@ pub fn start(
         );
         peers.insert(peer.name.clone(), client);
     }
-    let state = Arc::new(State::new(&config, peers, stats.clone()));
+    let nameserver = match addrs.dns.ip() {
+        ip if ip.is_unspecified() => addrs.http.ip(),
+        ip => ip,
+    };
+    let (catalogs, built) = Catalogs::new(&config, addrs.http.ip(), nameserver)?;
+    let catalogs = Arc::new(catalogs);
+    let state = Arc::new(State::new(&config, built.routes, peers, stats.clone()));
+    let control = Arc::new(ControlTls::new(
+        ControlConfigs::build(
+            &svid,
+            &trust,
+            &config.peers,
+            &stats.peer_certificates_refused,
+        )
+        .map_err(tls::TlsError::from)?,
+    ));
     // A connection to every peer from the start, kept open and redialled when lost.
     for name in state.peers.keys().cloned().collect::<Vec<_>>() {
         let (state, shutdown) = (state.clone(), shutdown.clone());
@@ -150,23 +166,22 @@ pub fn start(
         });
     }
 
-    let now = SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs());
-    let mut catalogs = vec![zone::own_catalog(&config, now)];
-    catalogs.extend(zone::configured_peer_catalogs(&config));
-    let nameserver = match addrs.dns.ip() {
-        ip if ip.is_unspecified() => addrs.http.ip(),
-        ip => ip,
-    };
-    let serial = u32::try_from(now).unwrap_or(u32::MAX);
-    let (zones_tx, zones_rx) = watch::channel(zone::zones(
-        &config,
-        &catalogs,
-        addrs.http.ip(),
-        nameserver,
-        serial,
-    )?);
+    let (zones_tx, zones_rx) = watch::channel(built.zones);
+    tokio::spawn(
+        catalogs
+            .clone()
+            .publish(state.clone(), zones_tx, shutdown.clone()),
+    );
+    // Every peer's catalog followed over the control channel, from the start.
+    for peer in &config.peers {
+        tokio::spawn(control::follow_peer(
+            peer.name.clone(),
+            peer.address,
+            control.clone(),
+            catalogs.clone(),
+            shutdown.clone(),
+        ));
+    }
     let dns = DnsServer::serve(
         bound
             .dns_udp
@@ -247,16 +262,18 @@ pub fn start(
         Some(endpoint) => {
             let own =
                 credentials::own_bundle(&config).map_err(|e| StartError::Bundles(e.to_string()))?;
-            let published = Arc::new(Published::new(endpoint.clone(), &own, &svid)?);
-            tracker.spawn(bundles::endpoint::serve(
-                tokio::net::TcpListener::from_std(bound.federation_tcp)?,
-                published.clone(),
-                shutdown.clone(),
-            ));
-            Some(published)
+            Some(Arc::new(Published::new(endpoint.clone(), &own, &svid)?))
         }
         None => None,
     };
+    tracker.spawn(control::serve(
+        tokio::net::TcpListener::from_std(bound.federation_tcp)?,
+        state.clone(),
+        control.clone(),
+        catalogs.clone(),
+        published.clone(),
+        shutdown.clone(),
+    ));
 
     let id = svid.id().clone();
     let config = Arc::new(config);
@@ -270,6 +287,7 @@ pub fn start(
         endpoint: endpoint.clone(),
         state: state.clone(),
         published,
+        control,
         stamps,
     };
     let rotation = tokio::spawn(rotation.run(shutdown.clone()));
@@ -295,9 +313,9 @@ pub fn start(
         tracker,
         rotation,
         state,
+        catalogs,
         endpoint,
         dns,
-        _zones: zones_tx,
     })
 }
 
@@ -340,6 +358,12 @@ impl Running {
     /// The TCP service listeners, with the addresses actually bound.
     pub fn tcp_services(&self) -> &[TcpService] {
         &self.tcp_services
+    }
+
+    /// The services this gateway routes and resolves now, merged from every cluster's
+    /// catalog (its own included), with the clusters that export each.
+    pub fn imports(&self) -> Arc<meshfed_discovery::catalog::Imports> {
+        self.catalogs.in_force()
     }
 
     /// The gateway's counters.

@@ -27,7 +27,8 @@ use crate::stats::Stats;
 pub(crate) struct State {
     /// How this gateway names itself in `Via`.
     pub(crate) pseudonym: String,
-    pub(crate) routes: RouteTable,
+    /// Swapped whole when the catalogs change; a request routes on the table it read.
+    routes: std::sync::RwLock<Arc<RouteTable>>,
     pub(crate) peers: BTreeMap<Label, PeerClient>,
     pub(crate) stats: Arc<Stats>,
     exports: BTreeMap<ServiceKey, Export>,
@@ -66,12 +67,13 @@ impl Drop for Registered<'_> {
 impl State {
     pub(crate) fn new(
         config: &Config,
+        routes: Arc<RouteTable>,
         peers: BTreeMap<Label, PeerClient>,
         stats: Arc<Stats>,
     ) -> Self {
         State {
             pseudonym: format!("meshfed-{}", config.cluster),
-            routes: RouteTable::from_config(config),
+            routes: std::sync::RwLock::new(routes),
             peers,
             stats,
             exports: config
@@ -89,6 +91,19 @@ impl State {
             next_endpoint: AtomicU64::new(0),
             inbound: std::sync::Mutex::default(),
         }
+    }
+
+    /// The current route table.
+    pub(crate) fn routes(&self) -> Arc<RouteTable> {
+        self.routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Routes from now on by `routes`.
+    pub(crate) fn set_routes(&self, routes: Arc<RouteTable>) {
+        *self.routes.write().unwrap_or_else(|e| e.into_inner()) = routes;
     }
 
     /// Registers a peer's connection to us until the returned guard drops.

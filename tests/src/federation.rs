@@ -45,6 +45,9 @@ pub struct Federation {
     pub configs: BTreeMap<String, std::path::PathBuf>,
     /// Configs, CAs and bundles live here.
     pub dir: TempDir,
+    /// `(cluster, peer, service)`: what each gateway should import once the catalogs are
+    /// exchanged, for the peers it trusts.
+    expected: Vec<(String, String, String)>,
 }
 
 impl Cluster {
@@ -117,7 +120,6 @@ impl Cluster {
 pub struct Builder {
     clusters: Vec<Cluster>,
     bundles: BTreeMap<(String, String), String>,
-    imports: Vec<(String, String, String)>,
     svid_lifetime: Option<String>,
     bundle_exchange: Option<Profile>,
     tcp_services: Vec<(String, String, u16)>,
@@ -151,7 +153,6 @@ impl Federation {
         Builder {
             clusters,
             bundles: BTreeMap::new(),
-            imports: Vec::new(),
             svid_lifetime: None,
             bundle_exchange: None,
             tcp_services: Vec::new(),
@@ -165,14 +166,27 @@ impl Federation {
     }
 
     /// Stops `cluster`'s gateway and starts a new one from the same config on the same
-    /// addresses, as a restart in production would.
+    /// addresses, as a restart in production would. It returns once the new gateway serves;
+    /// [`Federation::catalogs_exchanged`] waits for the catalogs to flow again.
     pub async fn restart(&mut self, cluster: &str) -> anyhow::Result<()> {
+        let addrs = self.stop(cluster).await?;
+        self.start_again(cluster, addrs).await
+    }
+
+    /// Shuts `cluster`'s gateway down, as an operator stopping it would; returns the addresses
+    /// it listened on, for [`Federation::start_again`].
+    pub async fn stop(&mut self, cluster: &str) -> anyhow::Result<Listeners> {
         let old = self
             .gateways
             .remove(cluster)
             .ok_or_else(|| anyhow::anyhow!("no cluster {cluster}"))?;
         let addrs = old.addrs();
         old.shutdown().await;
+        Ok(addrs)
+    }
+
+    /// Starts a stopped cluster's gateway again from its config, on the same addresses.
+    pub async fn start_again(&mut self, cluster: &str, addrs: Listeners) -> anyhow::Result<()> {
         // The old sockets close as the last tasks holding them end; and while the port was free,
         // another test's outgoing connection may have used it as its source port and left it in
         // TIME-WAIT (60 s on Linux), which blocks a listener there. Retry the bind, bounded.
@@ -201,6 +215,39 @@ impl Federation {
         Ok(())
     }
 
+    /// Waits until every gateway routes every service its trusted peers export to it: the
+    /// catalog exchange has run.
+    pub async fn catalogs_exchanged(&self) -> anyhow::Result<()> {
+        for (cluster, peer, service) in &self.expected {
+            let Some(running) = self.gateways.get(cluster) else {
+                continue;
+            };
+            if !self.gateways.contains_key(peer) {
+                continue;
+            }
+            let key: meshfed_discovery::ServiceKey = service.parse()?;
+            let peer_label: meshfed_discovery::Label = peer.parse()?;
+            crate::wait::until(
+                std::time::Duration::from_secs(15),
+                &format!("{cluster} to import {service} from {peer}"),
+                || {
+                    running
+                        .imports()
+                        .services
+                        .get(&key)
+                        .is_some_and(|imported| {
+                            imported
+                                .clusters
+                                .get(&peer_label)
+                                .is_some_and(|endpoints| endpoints.iter().any(|e| e.ready))
+                        })
+                },
+            )
+            .await?;
+        }
+        Ok(())
+    }
+
     /// Shuts every gateway down.
     pub async fn shutdown(self) {
         for (_, gateway) in self.gateways {
@@ -214,13 +261,6 @@ impl Builder {
     pub fn bundle(mut self, cluster: &str, peer: &str, pem: String) -> Self {
         self.bundles
             .insert((cluster.to_owned(), peer.to_owned()), pem);
-        self
-    }
-
-    /// Makes `cluster` believe that `peer` exports `service` to it, whether or not it does.
-    pub fn import(mut self, cluster: &str, peer: &str, service: &str) -> Self {
-        self.imports
-            .push((cluster.to_owned(), peer.to_owned(), service.to_owned()));
         self
     }
 
@@ -279,6 +319,25 @@ impl Builder {
             std::fs::write(&path, self.config_yaml(cluster))?;
             configs.push(path);
         }
+        // What each gateway should import, from each peer it trusts (both ways: the control
+        // channel is mutual TLS) and that trusts it.
+        let mut expected = Vec::new();
+        for cluster in &self.clusters {
+            for peer in self.clusters.iter().filter(|p| p.name != cluster.name) {
+                let pair = (cluster.name.clone(), peer.name.clone());
+                let reverse = (peer.name.clone(), cluster.name.clone());
+                if self.bundles.contains_key(&pair) || self.bundles.contains_key(&reverse) {
+                    continue;
+                }
+                for export in peer.exports.iter().filter(|e| e.to.contains(&cluster.name)) {
+                    expected.push((
+                        cluster.name.clone(),
+                        peer.name.clone(),
+                        export.service.clone(),
+                    ));
+                }
+            }
+        }
         let mut gateways = BTreeMap::new();
         let mut cas = BTreeMap::new();
         let mut paths = BTreeMap::new();
@@ -289,12 +348,15 @@ impl Builder {
             paths.insert(cluster.name.clone(), path);
             cas.insert(cluster.name, cluster.ca);
         }
-        Ok(Federation {
+        let federation = Federation {
             gateways,
             cas,
             configs: paths,
             dir,
-        })
+            expected,
+        };
+        federation.catalogs_exchanged().await?;
+        Ok(federation)
     }
 
     fn config_yaml(&self, cluster: &Cluster) -> String {
@@ -329,17 +391,6 @@ impl Builder {
         }
         yaml.push_str("peers:\n");
         for peer in self.clusters.iter().filter(|p| p.name != cluster.name) {
-            let exported = peer
-                .exports
-                .iter()
-                .filter(|e| e.to.contains(&cluster.name))
-                .map(|e| e.service.as_str());
-            let imported = self
-                .imports
-                .iter()
-                .filter(|(c, p, _)| *c == cluster.name && *p == peer.name)
-                .map(|(_, _, service)| service.as_str());
-            let services: Vec<&str> = exported.chain(imported).collect();
             let endpoint = match self.bundle_exchange {
                 Some(Profile::Spiffe) => format!(
                     ", bundle_endpoint: {{ url: \"https://{}/\", profile: https_spiffe }}",
@@ -358,10 +409,9 @@ impl Builder {
                 .unwrap_or(peer.addrs.federation);
             let _ = writeln!(
                 yaml,
-                "  - {{ name: {p}, address: \"{}\", trust_domain: {p}.test, bundle: {}/{p}.pem, services: [{}]{endpoint} }}",
+                "  - {{ name: {p}, address: \"{}\", trust_domain: {p}.test, bundle: {}/{p}.pem{endpoint} }}",
                 address,
                 cluster.name,
-                services.join(", "),
                 p = peer.name,
             );
         }

@@ -7,6 +7,7 @@
 
 pub mod binary;
 pub mod client;
+pub mod dns;
 pub mod echo;
 pub mod federation;
 pub mod grpc;

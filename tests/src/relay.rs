@@ -3,6 +3,8 @@
 //! It sits between one client and one server (a gateway and its peer's federation port) and,
 //! in both directions, drops datagrams, delays them, and holds some back longer so that they
 //! arrive after later ones. Randomness comes from a seeded generator, so a run can be repeated.
+//! TCP on the same port is passed through unimpaired: the federation port's control channel
+//! (catalog exchange) goes to the same address as QUIC, and only the data plane is under test.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -131,6 +133,32 @@ impl LossyRelay {
                     let front = front.clone();
                     link.carry(datagram, move |datagram| async move {
                         let _ = front.send_to(&datagram, to).await;
+                    });
+                }
+            }
+        });
+        // TCP on the same port, unimpaired, for the control channel.
+        let tcp = tokio::net::TcpListener::bind(addr).await?;
+        tokio::spawn({
+            let stop = stop.clone();
+            async move {
+                loop {
+                    let (mut inbound, _) = tokio::select! {
+                        () = stop.cancelled() => return,
+                        accepted = tcp.accept() => match accepted {
+                            Ok(accepted) => accepted,
+                            Err(_) => continue,
+                        },
+                    };
+                    let stop = stop.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            () = stop.cancelled() => {}
+                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                        }
                     });
                 }
             }

@@ -83,6 +83,7 @@ async fn a_root_rotation_reaches_the_peer_through_bundle_endpoints() -> anyhow::
         config.replace(&west_endpoint, &format!("https://{closed}/")),
     )?;
     federation.restart("east").await?;
+    federation.catalogs_exchanged().await?;
     let reply = client::get(east_http, GREETER, "/").await?;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     federation.shutdown().await;

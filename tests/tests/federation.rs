@@ -148,30 +148,60 @@ async fn services_not_exported_to_a_peer_are_not_reachable() -> anyhow::Result<(
 }
 
 #[tokio::test]
-async fn a_peer_asking_for_an_unexported_service_is_refused_as_unknown() -> anyhow::Result<()> {
-    // East believes (wrongly) that west exports secret.demo to it: west must still refuse, and
-    // answer as if the service did not exist, so that peers cannot map what is not theirs.
+async fn an_export_not_offered_to_a_peer_is_neither_resolvable_nor_routable_there()
+-> anyhow::Result<()> {
+    // West exports public.demo to east and secret.demo to nobody.
     let secret = Echo::start("secret in west").await?;
+    let public = Echo::start("public in west").await?;
     let east = Cluster::new("east")?;
-    let west = Cluster::new("west")?.export("secret.demo", secret.addr(), &[]);
-    let federation = Federation::builder(vec![east, west])
-        .import("east", "west", "secret.demo")
-        .start()
-        .await?;
-    let reply = client::get(
-        federation.gateway("east").addrs().http,
-        "secret.demo.svc.clusterset.local",
-        "/",
-    )
-    .await?;
+    let west = Cluster::new("west")?
+        .export("secret.demo", secret.addr(), &[])
+        .export("public.demo", public.addr(), &["east"]);
+    let federation = Federation::start(vec![east, west]).await?;
+    let east_http = federation.gateway("east").addrs().http;
+    let imports = federation.gateway("east").imports();
+    assert!(imports.services.contains_key(&"public.demo".parse()?));
+    assert!(
+        !imports.services.contains_key(&"secret.demo".parse()?),
+        "east was told of a service not exported to it: {imports:?}"
+    );
+
+    // Not routable from east: east does not even ask west.
+    let reply = client::get(east_http, "secret.demo.svc.clusterset.local", "/").await?;
     assert_eq!(
         (reply.status, reply.reason()),
         (StatusCode::NOT_FOUND, Some("unknown_service"))
     );
+    assert_eq!(west_stats_requests(&federation), 0);
+    // Not resolvable from east.
+    let dns = federation.gateway("east").addrs().dns;
+    let dig = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("dig")
+            .args([&format!("@{}", dns.ip()), "-p", &dns.port().to_string()])
+            .args(["+tries=1", "+time=5", "secret.demo.svc.clusterset.local"])
+            .output()
+    })
+    .await??;
+    let text = String::from_utf8(dig.stdout)?;
+    assert!(text.contains("status: NXDOMAIN"), "{text}");
+
+    // East's gateway asking west anyway, with its own SVID, is refused as if the service did
+    // not exist, so that peers cannot map what is not theirs.
+    let id = meshfed_trust::SpiffeId::new("east.test".parse()?, ["meshfed", "gateway", "east"])?;
+    let svid = federation.cas["east"].issue(&id, SystemTime::now(), Duration::from_secs(3600))?;
+    let west = federation.gateway("west").addrs().federation;
+    let status = h3_get(
+        &svid,
+        &[&federation.cas["west"]],
+        west,
+        "secret.demo.svc.clusterset.local",
+    )
+    .await?;
+    assert_eq!(status, StatusCode::NOT_FOUND);
     assert_eq!(
         west_stats_requests(&federation),
         1,
-        "the refusal must come from west"
+        "the refusal came from west"
     );
     federation.shutdown().await;
     Ok(())
@@ -232,11 +262,21 @@ async fn a_peer_whose_certificate_does_not_chain_to_its_trust_domain_is_refused(
         .bundle("east", "west", rogue_root)
         .start()
         .await?;
+    // East refuses west's certificate on the control channel (and would on QUIC), so it never
+    // learns west's catalog: greeter is unknown there, and the refusals are counted.
+    let refused = &federation.gateway("east").stats().peer_certificates_refused;
+    until(
+        Duration::from_secs(10),
+        "east to refuse west's certificate",
+        || refused.count(Rejection::Chain) > 0,
+    )
+    .await?;
     let reply = client::get(federation.gateway("east").addrs().http, GREETER, "/").await?;
     assert_eq!(
         (reply.status, reply.reason()),
-        (StatusCode::SERVICE_UNAVAILABLE, Some("peer_unavailable"))
+        (StatusCode::NOT_FOUND, Some("unknown_service"))
     );
+    assert_eq!(west_stats_requests(&federation), 0);
     federation.shutdown().await;
     Ok(())
 }
@@ -378,6 +418,7 @@ async fn a_restarted_peer_is_reached_again_on_a_new_connection() -> anyhow::Resu
         StatusCode::OK
     );
     federation.restart("west").await?;
+    federation.catalogs_exchanged().await?;
     let reply = client::get(east, GREETER, "/").await?;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     let opened = federation

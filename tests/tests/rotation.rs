@@ -195,6 +195,7 @@ async fn svids_and_a_root_rotate_under_load_without_a_failed_request() -> anyhow
     let mut federation = Arc::try_unwrap(federation)
         .map_err(|_| anyhow::anyhow!("the federation is still shared"))?;
     federation.restart("west").await?;
+    federation.catalogs_exchanged().await?;
     let reply = client::get(east_http, GREETER, "/").await?;
     assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
     federation.shutdown().await;

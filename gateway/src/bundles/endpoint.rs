@@ -15,15 +15,12 @@ use meshfed_trust::{Bundle, Svid, tls};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
 use crate::config::{BundleEndpoint, ServeProfile};
 use crate::proxy::body::{self, Body};
 
 /// A client must complete the TLS handshake and its request within this time.
-const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
+pub(crate) const CLIENT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the endpoint serves now: swapped whole when the bundle or the SVID changes.
 #[derive(Debug)]
@@ -100,41 +97,32 @@ impl Published {
     }
 }
 
-/// Serves the bundle on `listener` until `shutdown`.
-pub(crate) async fn serve(
-    listener: TcpListener,
-    published: Arc<Published>,
-    shutdown: CancellationToken,
+/// Serves the bundle to one client whose TLS handshake has begun (the federation port's
+/// acceptor read its ClientHello and found no control-channel ALPN).
+pub(crate) async fn serve_client(
+    start: tokio_rustls::StartHandshake<tokio::net::TcpStream>,
+    published: &Published,
 ) {
-    while let Some((stream, remote)) = crate::proxy::serve::accept(&listener, &shutdown).await {
-        let served = published.load();
-        let span = tracing::debug_span!("bundle_client", client.addr = %remote);
-        tokio::spawn(
-            async move {
-                let acceptor = tokio_rustls::TlsAcceptor::from(served.tls.clone());
-                let connection = async {
-                    let stream = acceptor.accept(stream).await?;
-                    let jwks = served.jwks.clone();
-                    let service = service_fn(move |request| {
-                        let response = answer(&request, jwks.clone());
-                        async move { Ok::<_, std::convert::Infallible>(response) }
-                    });
-                    http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(CLIENT_TIMEOUT)
-                        .keep_alive(false)
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await
-                        .map_err(std::io::Error::other)
-                };
-                match tokio::time::timeout(CLIENT_TIMEOUT, connection).await {
-                    Ok(Ok(())) => tracing::debug!("served the bundle"),
-                    Ok(Err(error)) => tracing::debug!(%error, "bundle client failed"),
-                    Err(_) => tracing::debug!("bundle client too slow"),
-                }
-            }
-            .instrument(span),
-        );
+    let served = published.load();
+    let connection = async {
+        let stream = start.into_stream(served.tls.clone()).await?;
+        let jwks = served.jwks.clone();
+        let service = service_fn(move |request| {
+            let response = answer(&request, jwks.clone());
+            async move { Ok::<_, std::convert::Infallible>(response) }
+        });
+        http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(CLIENT_TIMEOUT)
+            .keep_alive(false)
+            .serve_connection(TokioIo::new(stream), service)
+            .await
+            .map_err(std::io::Error::other)
+    };
+    match tokio::time::timeout(CLIENT_TIMEOUT, connection).await {
+        Ok(Ok(())) => tracing::debug!("served the bundle"),
+        Ok(Err(error)) => tracing::debug!(%error, "bundle client failed"),
+        Err(_) => tracing::debug!("bundle client too slow"),
     }
 }
 

@@ -102,6 +102,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
     for path in &configs {
         gateways.push(start(path).await?);
     }
+    exchanged(&gateways).await?;
     print!("{}", guide(dir));
 
     super::stop_signal().await;
@@ -121,6 +122,36 @@ async fn start(path: &Path) -> anyhow::Result<Running> {
     Ok(meshfed_gateway::start(config, bound, credentials)?)
 }
 
+/// Waits until each gateway has its peer's catalog, so that every printed command works.
+async fn exchanged(gateways: &[Running]) -> anyhow::Result<()> {
+    let complete = || {
+        gateways.iter().enumerate().all(|(i, gateway)| {
+            let peer = &CLUSTERS[1 - i];
+            let imports = gateway.imports();
+            peer.services.iter().all(|(name, namespace, _)| {
+                let key = format!("{name}.{namespace}").parse();
+                let cluster = peer.name.parse();
+                match (key, cluster) {
+                    (Ok(key), Ok(cluster)) => imports
+                        .services
+                        .get(&key)
+                        .is_some_and(|s| s.clusters.contains_key(&cluster)),
+                    _ => false,
+                }
+            })
+        })
+    };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !complete() {
+        anyhow::ensure!(
+            tokio::time::Instant::now() < deadline,
+            "the gateways did not exchange their catalogs within 10 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    Ok(())
+}
+
 /// Awaits every future, concurrently.
 async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(futures: Vec<F>) {
     let tasks: Vec<_> = futures.into_iter().map(tokio::spawn).collect();
@@ -137,19 +168,13 @@ fn config_yaml(cluster: &Cluster, peer: &Cluster, endpoints: &[SocketAddr]) -> S
          trust_domain: {td}\n\
          listeners:\n  http: {ip}:15080\n  federation: {ip}:15443\n  dns: {ip}:15053\n  admin: {ip}:15000\n\
          identity:\n  ca_dir: {name}/ca\n  svid_lifetime: 24h\n\
-         peers:\n  - name: {peer}\n    address: {peer_ip}:15443\n    trust_domain: {peer_td}\n    bundle: {name}/{peer}-bundle.pem\n    services: [{peer_services}]\n\
+         peers:\n  - name: {peer}\n    address: {peer_ip}:15443\n    trust_domain: {peer_td}\n    bundle: {name}/{peer}-bundle.pem\n\
          exports:\n",
         name = cluster.name,
         td = cluster.trust_domain,
         peer = peer.name,
         peer_ip = peer.ip,
         peer_td = peer.trust_domain,
-        peer_services = peer
-            .services
-            .iter()
-            .map(|(s, ns, _)| format!("{s}.{ns}"))
-            .collect::<Vec<_>>()
-            .join(", "),
     );
     for ((service, namespace, _), endpoint) in cluster.services.iter().zip(endpoints) {
         let _ = write!(

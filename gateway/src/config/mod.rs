@@ -103,8 +103,6 @@ pub struct Peer {
     pub bundle: PathBuf,
     /// Where to fetch the peer's bundle from, and how to authenticate that endpoint.
     pub bundle_endpoint: Option<PeerBundleEndpoint>,
-    /// Services the peer exports to us. Until catalog exchange lands, this is configured.
-    pub services: Vec<ServiceKey>,
 }
 
 /// This gateway's SPIFFE bundle endpoint, served on the federation port over TCP.

@@ -204,18 +204,6 @@ impl Checker {
                     ),
                 );
             }
-            let imported = config
-                .peers
-                .iter()
-                .any(|p| p.services.contains(&tcp.service));
-            let exported = config.exports.iter().any(|e| e.service == tcp.service);
-            if !imported && !exported {
-                self.error(
-                    &format!("{at}.service"),
-                    raw_tcp.service.as_ref(),
-                    "is neither exported here nor named in any peer's `services`",
-                );
-            }
             if tcp.listen.port() != 0
                 && let Some((other, _)) = listening.iter().find(|(_, a)| *a == tcp.listen)
             {

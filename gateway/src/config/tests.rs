@@ -17,7 +17,6 @@ peers:
     address: 10.1.0.5:15443
     trust_domain: west.example
     bundle: /etc/meshfed/west.pem
-    services: [greeter.demo]
 exports:
   - name: checkout
     namespace: shop
@@ -54,7 +53,6 @@ fn good_config_parses_with_defaults_filled_in() {
             renew_at: 50,
         }
     );
-    assert_eq!(config.peers[0].services[0].to_string(), "greeter.demo");
     assert_eq!(
         config.exports[0].ports[0].endpoints,
         [
@@ -196,6 +194,17 @@ fn errors_display_path_line_value_and_reason() {
 }
 
 #[test]
+fn a_peer_services_list_is_refused_with_what_replaced_it() {
+    let text = "cluster: east\npeers:\n  - name: west\n    services: [greeter.demo]\n";
+    let got = errors(text);
+    let error = got
+        .iter()
+        .find(|e| e.path == "peers[0].services")
+        .expect("an error at peers[0].services");
+    assert!(error.to_string().contains("catalog exchange"), "{error}");
+}
+
+#[test]
 fn a_shape_error_names_its_key_path() {
     let text = "cluster: east\npeers:\n  - name: west\n    services: { a: b }\n";
     let got = errors(text);
@@ -261,8 +270,7 @@ trust_domain: east.example
 listeners: { http: "10.0.0.1:15080" }
 identity: { ca_dir: ca }
 peers:
-  - { name: west, address: "10.1.0.5:15443", trust_domain: west.example, bundle: w.pem,
-      services: [db.shop] }
+  - { name: west, address: "10.1.0.5:15443", trust_domain: west.example, bundle: w.pem }
 exports:
   - name: checkout
     namespace: shop
@@ -339,11 +347,6 @@ fn service_mistakes_are_each_reported() {
             "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\ntcp_services: [{ service: checkout.shop, port: 80 }]",
             "tcp_services[0].port",
             "no `tcp` port 80",
-        ),
-        (
-            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\ntcp_services: [{ service: nowhere.shop, port: 5432 }]",
-            "tcp_services[0].service",
-            "neither exported",
         ),
         (
             "ports: [{ port: 80, protocol: tcp }]\n    endpoints: [\"10.0.0.7\"]\ntcp_services: [{ service: checkout.shop, port: 80, listen: \"127.0.0.1:15080\" }]",

@@ -302,14 +302,14 @@ impl Checker {
         let bundle = self.required(&format!("{at}.bundle"), raw.bundle.as_ref(), |s| {
             Ok(base.join(s))
         });
-        let services: Option<Vec<ServiceKey>> = raw
-            .services
-            .iter()
-            .enumerate()
-            .map(|(i, s)| self.value(&format!("{at}.services[{i}]"), s, parse_service))
-            .collect::<Vec<_>>()
-            .into_iter()
-            .collect();
+        if let Some(first) = raw.services.first() {
+            self.invalid(
+                &format!("{at}.services"),
+                first,
+                "peers' services are no longer listed: each peer's exports arrive through the \
+                 catalog exchange (docs/discovery.md); remove this list",
+            );
+        }
         let bundle_endpoint = raw.bundle_endpoint.as_ref().map(|raw| {
             let peer = name.as_ref().zip(trust_domain.as_ref());
             self.peer_bundle_endpoint(&format!("{at}.bundle_endpoint"), raw, peer, base)
@@ -320,7 +320,6 @@ impl Checker {
             trust_domain: trust_domain?,
             bundle: bundle?,
             bundle_endpoint: bundle_endpoint.map_or(Some(None), |b| b.map(Some))?,
-            services: services?,
         })
     }
 

@@ -406,7 +406,7 @@ enum ConnectError {
 
 /// `wait` give or take a fifth, so that gateways that lost a peer together do not dial it in
 /// lockstep.
-fn jittered(wait: Duration) -> Duration {
+pub(crate) fn jittered(wait: Duration) -> Duration {
     use std::hash::{BuildHasher as _, Hasher as _};
     // Each RandomState has fresh keys, so this is a new number each call: no RNG crate needed
     // for a jitter.

@@ -50,7 +50,7 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         let routed = if headers::section_size(&request) > wire::MAX_FIELD_SECTION_SIZE {
             Err(Reason::HeadersTooLarge)
         } else {
-            state.routes.route(&authority, state.next_backend())
+            state.routes().route(&authority, state.next_backend())
         };
         let result = match routed {
             Err(reason) => Err(reason),

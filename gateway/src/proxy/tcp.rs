@@ -41,7 +41,7 @@ pub(crate) async fn serve(
 async fn connection(client: TcpStream, service: Arc<TcpService>, state: Arc<State>) {
     let _ = client.set_nodelay(true);
     let outcome = match state
-        .routes
+        .routes()
         .route_service(&service.service, state.next_backend())
     {
         Ok(Destination::Local(key)) => local(client, &state, &key, service.port).await,

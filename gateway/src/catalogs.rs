@@ -1,0 +1,273 @@
+//! The catalogs this gateway knows: its own exports, and each peer's as the catalog exchange
+//! brings it. Every change rebuilds the route table and the DNS zones from the merged catalogs
+//! and swaps both in whole; requests and queries see the old set or the new, never a mix.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use meshfed_discovery::catalog::{ClusterCatalog, Endpoint, Imports, ServiceExport, ServicePort};
+use meshfed_discovery::dns::{Clusterset, ZoneError, ZoneSet};
+use meshfed_discovery::exchange::ExportedCatalog;
+use meshfed_discovery::{Label, catalog};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, Dns, Export};
+use crate::route::RouteTable;
+use crate::state::State;
+
+/// Our exports and the peers' catalogs, and where a change is published.
+#[derive(Debug)]
+pub(crate) struct Catalogs {
+    exported: watch::Sender<Arc<ExportedCatalog>>,
+    peers: Mutex<BTreeMap<Label, PeerCatalog>>,
+    changed: Notify,
+    names: Names,
+    /// The merged catalogs that the routes and zones in force were built from.
+    in_force: watch::Sender<Arc<Imports>>,
+}
+
+/// A peer's catalog as last received, and whether it is current.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct PeerCatalog {
+    catalog: ClusterCatalog,
+    /// False once the peer's stream broke: its services stay known (so that a request for one
+    /// is told the peer is unavailable, not that the service does not exist), but none of its
+    /// endpoints is ready until it returns.
+    reachable: bool,
+}
+
+/// What the routes and the zones are built with, besides the catalogs.
+#[derive(Clone, Debug)]
+struct Names {
+    dns: Dns,
+    /// Where applications reach services: every DNS answer.
+    address: IpAddr,
+    /// The DNS server's own address, for `ns.<zone>`.
+    nameserver: IpAddr,
+}
+
+/// The first routes and zones, built before anything serves.
+#[derive(Debug)]
+pub(crate) struct Built {
+    pub(crate) routes: Arc<RouteTable>,
+    pub(crate) zones: Arc<ZoneSet>,
+    imports: Arc<Imports>,
+}
+
+impl Catalogs {
+    /// Our exports from `config`, no peer catalog yet, and the routes and zones they give.
+    pub(crate) fn new(
+        config: &Config,
+        address: IpAddr,
+        nameserver: IpAddr,
+    ) -> Result<(Self, Built), ZoneError> {
+        let exported = own(config, now());
+        let catalogs = Catalogs {
+            exported: watch::Sender::new(Arc::new(exported)),
+            peers: Mutex::default(),
+            changed: Notify::new(),
+            names: Names {
+                dns: config.dns.clone(),
+                address,
+                nameserver,
+            },
+            in_force: watch::Sender::new(Arc::default()),
+        };
+        let built = catalogs.build(serial_now())?;
+        catalogs.in_force.send_replace(built.imports.clone());
+        Ok((catalogs, built))
+    }
+
+    /// Our exports as peers watch them.
+    pub(crate) fn exported(&self) -> watch::Receiver<Arc<ExportedCatalog>> {
+        self.exported.subscribe()
+    }
+
+    /// Sets what `peer` exports to us, as its stream just said.
+    pub(crate) fn set_peer(&self, peer: &Label, catalog: &ClusterCatalog) {
+        let fresh = PeerCatalog {
+            catalog: catalog.clone(),
+            reachable: true,
+        };
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = peers.insert(peer.clone(), fresh.clone()).as_ref() != Some(&fresh);
+        drop(peers);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// Marks `peer`'s catalog as no longer current (its stream broke): nothing is routed to it
+    /// until it returns.
+    pub(crate) fn lose_peer(&self, peer: &Label) {
+        let mut peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let changed = peers
+            .get_mut(peer)
+            .is_some_and(|held| std::mem::replace(&mut held.reachable, false));
+        drop(peers);
+        if changed {
+            self.changed.notify_one();
+        }
+    }
+
+    /// The services the routes and DNS zones in force know, merged from every cluster's
+    /// catalog.
+    pub(crate) fn in_force(&self) -> Arc<Imports> {
+        self.in_force.borrow().clone()
+    }
+
+    /// Every cluster's catalog merged, as it is now (an unreachable peer's endpoints not
+    /// ready), and the unreachable peers.
+    fn imports(&self) -> (Imports, BTreeSet<Label>) {
+        let own = self.exported.borrow().catalog.clone();
+        let peers = self.peers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut unreachable = BTreeSet::new();
+        let mut catalogs = vec![own];
+        for (name, held) in peers.iter() {
+            let mut catalog = held.catalog.clone();
+            if !held.reachable {
+                unreachable.insert(name.clone());
+                for endpoint in catalog.services.values_mut().flat_map(|s| &mut s.endpoints) {
+                    endpoint.ready = false;
+                }
+            }
+            catalogs.push(catalog);
+        }
+        (catalog::merge(&catalogs), unreachable)
+    }
+
+    /// Rebuilds the routes and zones after every change, until `shutdown`. Changes that arrive
+    /// during a rebuild are taken together by the next one.
+    pub(crate) async fn publish(
+        self: Arc<Self>,
+        state: Arc<State>,
+        zones: watch::Sender<Arc<ZoneSet>>,
+        shutdown: CancellationToken,
+    ) {
+        // The SOA serial grows with every rebuild, and across restarts (it starts at the time).
+        let mut serial = serial_now();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = self.changed.notified() => {}
+            }
+            serial = serial.wrapping_add(1).max(serial_now());
+            let catalogs = self.clone();
+            let built = tokio::task::spawn_blocking(move || catalogs.build(serial)).await;
+            match built {
+                Ok(Ok(built)) => {
+                    state.set_routes(built.routes);
+                    zones.send_replace(built.zones);
+                    self.in_force.send_replace(built.imports);
+                }
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "cannot rebuild the DNS zones; keeping the last ones")
+                }
+                Err(error) => tracing::warn!(%error, "zone rebuild failed; keeping the last ones"),
+            }
+        }
+    }
+
+    fn build(&self, serial: u32) -> Result<Built, ZoneError> {
+        let (imports, unreachable) = self.imports();
+        let cluster = self.exported.borrow().catalog.cluster.clone();
+        let Names {
+            dns,
+            address,
+            nameserver,
+        } = &self.names;
+        let zones = Clusterset {
+            zone: &dns.zone,
+            pinned_zone: &dns.pinned_zone,
+            ttl: u32::try_from(dns.ttl.as_secs()).unwrap_or(u32::MAX),
+            serial,
+            address: *address,
+            nameserver: *nameserver,
+            imports: &imports,
+        }
+        .zones()?;
+        for (key, service) in &imports.services {
+            for conflict in &service.conflicts {
+                tracing::warn!(service = %key, %conflict, "exports of one service disagree");
+            }
+        }
+        let routes = RouteTable::new(cluster, &dns.zone, &dns.pinned_zone, &imports, &unreachable);
+        tracing::debug!(
+            services = imports.services.len(),
+            serial,
+            "routes and zones rebuilt"
+        );
+        Ok(Built {
+            routes: Arc::new(routes),
+            zones: Arc::new(zones),
+            imports: Arc::new(imports),
+        })
+    }
+}
+
+/// This cluster's exports as a catalog: endpoints named by address and taken as ready.
+fn own(config: &Config, exported_at: u64) -> ExportedCatalog {
+    let services = config
+        .exports
+        .iter()
+        .map(|export| (export.service.clone(), service_export(export, exported_at)))
+        .collect();
+    let visible_to = config
+        .exports
+        .iter()
+        .map(|export| {
+            let peers: BTreeSet<Label> = export.export_to.iter().cloned().collect();
+            (export.service.clone(), peers)
+        })
+        .collect();
+    ExportedCatalog {
+        catalog: ClusterCatalog {
+            cluster: config.cluster.clone(),
+            version: 1,
+            services,
+        },
+        visible_to,
+    }
+}
+
+fn service_export(export: &Export, exported_at: u64) -> ServiceExport {
+    let mut ports: Vec<ServicePort> = export
+        .ports
+        .iter()
+        .map(|port| ServicePort {
+            name: port.name.clone(),
+            number: port.port,
+            protocol: port.protocol,
+        })
+        .collect();
+    ports.sort_by_key(|p| p.number);
+    // Every port lists the same endpoint addresses (with their own port numbers).
+    let mut endpoints: BTreeMap<Label, Endpoint> = BTreeMap::new();
+    for address in export.ports.iter().flat_map(|p| &p.endpoints) {
+        let hostname = Endpoint::hostname_of(address.ip());
+        endpoints.entry(hostname.clone()).or_insert(Endpoint {
+            hostname,
+            ready: true,
+            labels: BTreeMap::new(),
+        });
+    }
+    ServiceExport {
+        headless: export.headless,
+        exported_at,
+        ports,
+        endpoints: endpoints.into_values().collect(),
+    }
+}
+
+fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn serial_now() -> u32 {
+    u32::try_from(now()).unwrap_or(u32::MAX)
+}

@@ -1,0 +1,160 @@
+//! The catalog exchange end to end: gateways learn each other's exports from config alone,
+//! over the control channel, and serve them by DNS and by route; a peer that stops drops out
+//! and comes back when it returns.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use meshfed_tests::client;
+use meshfed_tests::dns::{Tool, Transport, ask};
+use meshfed_tests::echo::Echo;
+use meshfed_tests::wait::until;
+use meshfed_tests::{Cluster, Federation};
+
+#[tokio::test]
+async fn three_gateways_discover_each_others_exports_from_config_alone() -> anyhow::Result<()> {
+    let checkout = Echo::start("checkout in north").await?;
+    let cart = Echo::start("cart in east").await?;
+    let db: Vec<SocketAddr> = (1..=3)
+        .map(|i| SocketAddr::from(([127, 0, 3, i], 5432)))
+        .collect();
+    let north = Cluster::new("north")?.export("checkout.shop", checkout.addr(), &["east", "west"]);
+    let east = Cluster::new("east")?
+        .export("cart.shop", cart.addr(), &["north", "west"])
+        .export_headless("db.data", &db, &["west"]);
+    let west = Cluster::new("west")?;
+    let federation = Federation::start(vec![north, east, west]).await?;
+
+    // West exports nothing and imports from both: names with the ports its peers gave.
+    let dns = federation.gateway("west").addrs().dns;
+    let cases: Vec<(&str, &str, Vec<&str>)> = vec![
+        (
+            "checkout.shop.svc.clusterset.local",
+            "A",
+            vec!["checkout.shop.svc.clusterset.local. 5 IN A 127.0.0.1"],
+        ),
+        (
+            "_http._tcp.checkout.shop.svc.clusterset.local",
+            "SRV",
+            vec![
+                "_http._tcp.checkout.shop.svc.clusterset.local. 5 IN SRV 0 100 80 checkout.shop.svc.clusterset.local.",
+            ],
+        ),
+        (
+            "_http._tcp.cart.shop.svc.clusterset.local",
+            "SRV",
+            vec![
+                "_http._tcp.cart.shop.svc.clusterset.local. 5 IN SRV 0 100 80 cart.shop.svc.clusterset.local.",
+            ],
+        ),
+        (
+            "_http._tcp.db.data.svc.clusterset.local",
+            "SRV",
+            vec![
+                "_http._tcp.db.data.svc.clusterset.local. 5 IN SRV 0 100 80 127-0-3-1.east.db.data.svc.clusterset.local.",
+                "_http._tcp.db.data.svc.clusterset.local. 5 IN SRV 0 100 80 127-0-3-2.east.db.data.svc.clusterset.local.",
+                "_http._tcp.db.data.svc.clusterset.local. 5 IN SRV 0 100 80 127-0-3-3.east.db.data.svc.clusterset.local.",
+            ],
+        ),
+        (
+            "127-0-3-2.east.db.data.svc.clusterset.local",
+            "A",
+            vec!["127-0-3-2.east.db.data.svc.clusterset.local. 5 IN A 127.0.0.1"],
+        ),
+        (
+            "checkout.shop.north.meshfed.internal",
+            "A",
+            vec!["checkout.shop.north.meshfed.internal. 5 IN A 127.0.0.1"],
+        ),
+    ];
+    for (name, rtype, answers) in &cases {
+        let reply = ask(Tool::Dig, Transport::Udp, dns, name, rtype, &[]).await?;
+        assert_eq!(reply.status, "NOERROR", "{name} {rtype}: {}", reply.text);
+        assert_eq!(reply.answers, *answers, "{name} {rtype}: {}", reply.text);
+    }
+    // North was not offered db.data.
+    let dns = federation.gateway("north").addrs().dns;
+    let reply = ask(
+        Tool::Dig,
+        Transport::Udp,
+        dns,
+        "db.data.svc.clusterset.local",
+        "A",
+        &[],
+    )
+    .await?;
+    assert_eq!(reply.status, "NXDOMAIN", "{}", reply.text);
+
+    // And the names route: west reaches north's checkout and east's cart.
+    let west = federation.gateway("west").addrs().http;
+    for (name, from) in [
+        ("checkout.shop.svc.clusterset.local", "checkout in north"),
+        ("cart.shop.svc.clusterset.local", "cart in east"),
+    ] {
+        let reply = client::get(west, name, "/").await?;
+        assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.text());
+        assert!(reply.text().starts_with(from), "{name}: {}", reply.text());
+    }
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_stopped_peer_drops_out_and_comes_back() -> anyhow::Result<()> {
+    let greeter = Echo::start("greeter in west").await?;
+    let db: Vec<SocketAddr> = vec![SocketAddr::from(([127, 0, 3, 9], 5432))];
+    let east = Cluster::new("east")?;
+    let west = Cluster::new("west")?
+        .export("greeter.demo", greeter.addr(), &["east"])
+        .export_headless("db.data", &db, &["east"]);
+    let mut federation = Federation::start(vec![east, west]).await?;
+    let east_http = federation.gateway("east").addrs().http;
+    let east_dns = federation.gateway("east").addrs().dns;
+    let pod = "127-0-3-9.west.db.data.svc.clusterset.local";
+    let greeter_name = "greeter.demo.svc.clusterset.local";
+    assert_eq!(
+        client::get(east_http, greeter_name, "/").await?.status,
+        StatusCode::OK
+    );
+
+    // West stops: east stops routing to it at once, with a reason, and west's ready endpoints
+    // leave east's DNS.
+    let addrs = federation.stop("west").await?;
+    let reply = client::get(east_http, greeter_name, "/").await?;
+    assert_eq!(
+        (reply.status, reply.reason()),
+        (StatusCode::SERVICE_UNAVAILABLE, Some("peer_unavailable")),
+        "{}",
+        reply.text()
+    );
+    let gone = "west's headless endpoint to leave east's DNS";
+    until(Duration::from_secs(5), gone, || {
+        let east = federation.gateway("east");
+        let imports = east.imports();
+        let key = "db.data".parse().expect("key");
+        imports
+            .services
+            .get(&key)
+            .is_some_and(|s| s.ready_clusters().next().is_none())
+    })
+    .await?;
+    let reply = ask(Tool::Kdig, Transport::Udp, east_dns, pod, "A", &[]).await?;
+    assert_eq!(reply.status, "NXDOMAIN", "{}", reply.text);
+    // The service itself stays known (its clusterset name still resolves to the gateway).
+    let reply = ask(Tool::Kdig, Transport::Udp, east_dns, greeter_name, "A", &[]).await?;
+    assert_eq!(reply.status, "NOERROR", "{}", reply.text);
+
+    // West comes back: east follows its catalog again, and routes and resolves as before.
+    let back = Instant::now();
+    federation.start_again("west", addrs).await?;
+    federation.catalogs_exchanged().await?;
+    let rediscovered = back.elapsed();
+    let reply = client::get(east_http, greeter_name, "/").await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    let reply = ask(Tool::Kdig, Transport::Udp, east_dns, pod, "A", &[]).await?;
+    assert_eq!(reply.status, "NOERROR", "{}", reply.text);
+    eprintln!("east routed to the restarted west again {rediscovered:?} after it started");
+    federation.shutdown().await;
+    Ok(())
+}
