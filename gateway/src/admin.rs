@@ -1,4 +1,5 @@
-//! The admin listener: health and readiness for orchestrators. Loopback by default.
+//! The admin listener: health and readiness for orchestrators, counters, and the services the
+//! gateway knows (`/services`, what `meshfed services` prints). Loopback by default.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -10,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 
 use meshfed_trust::verify::Rejection;
 
+use crate::catalogs::Catalogs;
 use crate::proxy::body::{self, Body};
 use crate::stats::Stats;
 
@@ -19,8 +21,20 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
     draining: CancellationToken,
     stats: Arc<Stats>,
+    catalogs: Arc<Catalogs>,
 ) -> Response<Body> {
     match request.uri().path() {
+        "/services" => match serde_json::to_string_pretty(&catalogs.report()) {
+            Ok(json) => {
+                let mut response = text(StatusCode::OK, json + "\n");
+                response.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    header::HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+            Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+        },
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/readyz" if draining.is_cancelled() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())

@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, Dns, Export};
 use crate::route::RouteTable;
+use crate::services::{ClusterReport, PortReport, ServiceReport, ServicesReport};
 use crate::state::State;
 
 /// Our exports and the peers' catalogs, and where a change is published.
@@ -26,7 +27,14 @@ pub(crate) struct Catalogs {
     changed: Notify,
     names: Names,
     /// The merged catalogs that the routes and zones in force were built from.
-    in_force: watch::Sender<Arc<Imports>>,
+    in_force: watch::Sender<Arc<InForce>>,
+}
+
+/// What the routes and zones in force were built from.
+#[derive(Debug, Default)]
+struct InForce {
+    imports: Arc<Imports>,
+    unreachable: BTreeSet<Label>,
 }
 
 /// A peer's catalog as last received, and whether it is current.
@@ -54,7 +62,7 @@ struct Names {
 pub(crate) struct Built {
     pub(crate) routes: Arc<RouteTable>,
     pub(crate) zones: Arc<ZoneSet>,
-    imports: Arc<Imports>,
+    in_force: Arc<InForce>,
 }
 
 impl Catalogs {
@@ -77,7 +85,7 @@ impl Catalogs {
             in_force: watch::Sender::new(Arc::default()),
         };
         let built = catalogs.build(serial_now())?;
-        catalogs.in_force.send_replace(built.imports.clone());
+        catalogs.in_force.send_replace(built.in_force.clone());
         Ok((catalogs, built))
     }
 
@@ -116,7 +124,55 @@ impl Catalogs {
     /// The services the routes and DNS zones in force know, merged from every cluster's
     /// catalog.
     pub(crate) fn in_force(&self) -> Arc<Imports> {
-        self.in_force.borrow().clone()
+        self.in_force.borrow().imports.clone()
+    }
+
+    /// The services in force, for `GET /services` and `meshfed services`.
+    pub(crate) fn report(&self) -> ServicesReport {
+        let in_force = self.in_force.borrow().clone();
+        let exported = self.exported.borrow().clone();
+        let own = &exported.catalog.cluster;
+        let services = in_force
+            .imports
+            .services
+            .iter()
+            .map(|(key, service)| ServiceReport {
+                service: key.to_string(),
+                headless: service.headless,
+                ports: service
+                    .ports
+                    .iter()
+                    .map(|p| PortReport {
+                        name: p.name.as_ref().map(Label::to_string),
+                        port: p.number,
+                        protocol: p.protocol.to_string(),
+                    })
+                    .collect(),
+                clusters: service
+                    .clusters
+                    .iter()
+                    .map(|(cluster, endpoints)| ClusterReport {
+                        cluster: cluster.to_string(),
+                        local: cluster == own,
+                        reachable: !in_force.unreachable.contains(cluster),
+                        endpoints: endpoints.len(),
+                        ready: endpoints.iter().filter(|e| e.ready).count(),
+                    })
+                    .collect(),
+                exported_to: exported
+                    .visible_to
+                    .get(key)
+                    .into_iter()
+                    .flatten()
+                    .map(Label::to_string)
+                    .collect(),
+                conflicts: service.conflicts.iter().map(ToString::to_string).collect(),
+            })
+            .collect();
+        ServicesReport {
+            cluster: own.to_string(),
+            services,
+        }
     }
 
     /// Every cluster's catalog merged, as it is now (an unreachable peer's endpoints not
@@ -161,7 +217,7 @@ impl Catalogs {
                 Ok(Ok(built)) => {
                     state.set_routes(built.routes);
                     zones.send_replace(built.zones);
-                    self.in_force.send_replace(built.imports);
+                    self.in_force.send_replace(built.in_force);
                 }
                 Ok(Err(error)) => {
                     tracing::warn!(%error, "cannot rebuild the DNS zones; keeping the last ones")
@@ -203,7 +259,10 @@ impl Catalogs {
         Ok(Built {
             routes: Arc::new(routes),
             zones: Arc::new(zones),
-            imports: Arc::new(imports),
+            in_force: Arc::new(InForce {
+                imports: Arc::new(imports),
+                unreachable,
+            }),
         })
     }
 }

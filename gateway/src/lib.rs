@@ -18,6 +18,7 @@ pub(crate) mod recheck;
 pub(crate) mod rotation;
 pub mod route;
 pub mod runtime;
+pub mod services;
 pub(crate) mod state;
 pub mod stats;
 pub mod telemetry;

@@ -225,11 +225,19 @@ pub fn start(
         ));
     }
     let admin_stats = stats.clone();
+    let admin_catalogs = catalogs.clone();
     let draining = shutdown.clone();
     tokio::spawn(serve_http(
         tokio::net::TcpListener::from_std(bound.admin)?,
         Versions::Http1,
-        move |request| admin::handle(request, draining.clone(), admin_stats.clone()),
+        move |request| {
+            admin::handle(
+                request,
+                draining.clone(),
+                admin_stats.clone(),
+                admin_catalogs.clone(),
+            )
+        },
         admin_shutdown.clone(),
         Duration::from_secs(1),
     ));

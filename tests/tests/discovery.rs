@@ -96,8 +96,70 @@ async fn three_gateways_discover_each_others_exports_from_config_alone() -> anyh
         assert_eq!(reply.status, StatusCode::OK, "{name}: {}", reply.text());
         assert!(reply.text().starts_with(from), "{name}: {}", reply.text());
     }
+
+    // `meshfed services`, the real binary, against east's admin listener.
+    let admin = federation.gateway("east").addrs().admin.to_string();
+    let table = services(&["--admin", &admin]).await?;
+    let rows: Vec<Vec<&str>> = table
+        .lines()
+        .map(|l| {
+            l.split("  ")
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
+                .collect()
+        })
+        .collect();
+    for want in [
+        vec![
+            "cart.shop",
+            "http:80/http",
+            "east",
+            "1/1 ready",
+            "local, exported to north,west",
+        ],
+        vec![
+            "checkout.shop",
+            "http:80/http",
+            "north",
+            "1/1 ready",
+            "imported",
+        ],
+        vec![
+            "db.data",
+            "http:80/http",
+            "east",
+            "3/3 ready",
+            "local, exported to west",
+        ],
+    ] {
+        assert!(rows.contains(&want), "{want:?} not in\n{table}");
+    }
+    let json = services(&["--admin", &admin, "--json"]).await?;
+    let report: meshfed_gateway::services::ServicesReport = serde_json::from_str(&json)?;
+    assert_eq!(report.cluster, "east");
+    let names: Vec<&str> = report.services.iter().map(|s| s.service.as_str()).collect();
+    assert_eq!(names, ["cart.shop", "checkout.shop", "db.data"]);
     federation.shutdown().await;
     Ok(())
+}
+
+/// Runs `meshfed services` with `args`; its standard output.
+async fn services(args: &[&str]) -> anyhow::Result<String> {
+    let binary = meshfed_tests::binary::meshfed()?;
+    let args: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary)
+            .arg("services")
+            .args(&args)
+            .output()
+    })
+    .await??;
+    anyhow::ensure!(
+        output.status.success(),
+        "meshfed services failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
 }
 
 #[tokio::test]

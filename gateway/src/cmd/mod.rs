@@ -6,6 +6,7 @@ mod cert;
 mod demo;
 mod demo_service;
 mod run;
+mod services;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -44,6 +45,16 @@ enum Command {
     },
     /// Start a two-cluster federation on this machine and print commands to try.
     Demo,
+    /// List the services a running gateway exports and imports, from which clusters, with
+    /// endpoint health.
+    Services {
+        /// The gateway's admin listener.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: std::net::SocketAddr,
+        /// Print the report as JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Manage a trust domain's certificate authority.
     Ca {
         #[command(subcommand)]
@@ -122,6 +133,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Check { config } => run::check(&config),
         Command::Run { config } => run::run(&config),
         Command::Demo => demo::run(),
+        Command::Services { admin, json } => services::run(admin, json),
         Command::Ca {
             command: CaCommand::Init { trust_domain, out },
         } => ca::init(&trust_domain, &out),
