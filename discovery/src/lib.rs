@@ -12,5 +12,6 @@ pub mod catalog;
 pub mod dns;
 pub mod exchange;
 pub mod name;
+pub mod sources;
 
 pub use name::{Label, LabelError, ServiceKey, ServiceKeyError};

@@ -7,14 +7,14 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use meshfed_discovery::catalog::{ClusterCatalog, Endpoint, Imports, ServiceExport, ServicePort};
+use meshfed_discovery::catalog::{ClusterCatalog, Imports, ServiceExport};
 use meshfed_discovery::dns::{Clusterset, ZoneError, ZoneSet};
 use meshfed_discovery::exchange::ExportedCatalog;
-use meshfed_discovery::{Label, catalog};
+use meshfed_discovery::{Label, ServiceKey, catalog};
 use tokio::sync::{Notify, watch};
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, Dns, Export};
+use crate::config::{Config, Dns};
 use crate::route::RouteTable;
 use crate::services::{ClusterReport, PortReport, ServiceReport, ServicesReport};
 use crate::state::State;
@@ -69,10 +69,26 @@ impl Catalogs {
     /// Our exports from `config`, no peer catalog yet, and the routes and zones they give.
     pub(crate) fn new(
         config: &Config,
+        own: BTreeMap<ServiceKey, ServiceExport>,
         address: IpAddr,
         nameserver: IpAddr,
     ) -> Result<(Self, Built), ZoneError> {
-        let exported = own(config, now());
+        let visible_to = config
+            .exports
+            .iter()
+            .map(|export| {
+                let peers: BTreeSet<Label> = export.export_to.iter().cloned().collect();
+                (export.service.clone(), peers)
+            })
+            .collect();
+        let exported = ExportedCatalog {
+            catalog: ClusterCatalog {
+                cluster: config.cluster.clone(),
+                version: 1,
+                services: own,
+            },
+            visible_to,
+        };
         let catalogs = Catalogs {
             exported: watch::Sender::new(Arc::new(exported)),
             peers: Mutex::default(),
@@ -87,6 +103,22 @@ impl Catalogs {
         let built = catalogs.build(serial_now())?;
         catalogs.in_force.send_replace(built.in_force.clone());
         Ok((catalogs, built))
+    }
+
+    /// Our exports with their endpoints as they are now: peers watching us are sent the
+    /// change, and our own routes and zones are rebuilt.
+    pub(crate) fn set_own(&self, services: BTreeMap<ServiceKey, ServiceExport>) {
+        let changed = self.exported.send_if_modified(|exported| {
+            let mut next = ExportedCatalog::clone(exported);
+            if next.catalog.update(services).is_none() {
+                return false;
+            }
+            *exported = Arc::new(next);
+            true
+        });
+        if changed {
+            self.changed.notify_one();
+        }
     }
 
     /// Our exports as peers watch them.
@@ -264,60 +296,6 @@ impl Catalogs {
                 unreachable,
             }),
         })
-    }
-}
-
-/// This cluster's exports as a catalog: endpoints named by address and taken as ready.
-fn own(config: &Config, exported_at: u64) -> ExportedCatalog {
-    let services = config
-        .exports
-        .iter()
-        .map(|export| (export.service.clone(), service_export(export, exported_at)))
-        .collect();
-    let visible_to = config
-        .exports
-        .iter()
-        .map(|export| {
-            let peers: BTreeSet<Label> = export.export_to.iter().cloned().collect();
-            (export.service.clone(), peers)
-        })
-        .collect();
-    ExportedCatalog {
-        catalog: ClusterCatalog {
-            cluster: config.cluster.clone(),
-            version: 1,
-            services,
-        },
-        visible_to,
-    }
-}
-
-fn service_export(export: &Export, exported_at: u64) -> ServiceExport {
-    let mut ports: Vec<ServicePort> = export
-        .ports
-        .iter()
-        .map(|port| ServicePort {
-            name: port.name.clone(),
-            number: port.port,
-            protocol: port.protocol,
-        })
-        .collect();
-    ports.sort_by_key(|p| p.number);
-    // Every port lists the same endpoint addresses (with their own port numbers).
-    let mut endpoints: BTreeMap<Label, Endpoint> = BTreeMap::new();
-    for address in export.ports.iter().flat_map(|p| &p.endpoints) {
-        let hostname = Endpoint::hostname_of(address.ip());
-        endpoints.entry(hostname.clone()).or_insert(Endpoint {
-            hostname,
-            ready: true,
-            labels: BTreeMap::new(),
-        });
-    }
-    ServiceExport {
-        headless: export.headless,
-        exported_at,
-        ports,
-        endpoints: endpoints.into_values().collect(),
     }
 }
 

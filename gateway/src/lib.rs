@@ -11,6 +11,7 @@ pub(crate) mod bundles;
 pub(crate) mod catalogs;
 pub mod config;
 pub mod credentials;
+pub(crate) mod endpoints;
 pub mod federation;
 pub mod proxy;
 pub mod reason;

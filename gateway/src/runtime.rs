@@ -32,6 +32,7 @@ use crate::catalogs::Catalogs;
 use crate::config::FetchProfile;
 use crate::config::{Config, Listeners, TcpService};
 use crate::credentials::{Credentials, gateway_id_of};
+use crate::endpoints::{Endpoints, Registry};
 use crate::federation::client::PeerClient;
 use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
@@ -144,9 +145,24 @@ pub fn start(
         ip if ip.is_unspecified() => addrs.http.ip(),
         ip => ip,
     };
-    let (catalogs, built) = Catalogs::new(&config, addrs.http.ip(), nameserver)?;
+    let registry = Registry::new(&config, unix_now());
+    let (catalogs, built) =
+        Catalogs::new(&config, registry.catalog(), addrs.http.ip(), nameserver)?;
     let catalogs = Arc::new(catalogs);
-    let state = Arc::new(State::new(&config, built.routes, peers, stats.clone()));
+    let state = Arc::new(State::new(
+        &config,
+        Arc::new(registry.exports()),
+        built.routes,
+        peers,
+        stats.clone(),
+    ));
+    Endpoints::start(
+        &config,
+        registry,
+        state.clone(),
+        catalogs.clone(),
+        &shutdown,
+    );
     let control = Arc::new(ControlTls::new(
         ControlConfigs::build(
             &svid,
@@ -407,4 +423,11 @@ impl Running {
         self.admin_shutdown.cancel();
         tracing::info!("stopped");
     }
+}
+
+/// Seconds since the Unix epoch.
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }

@@ -31,7 +31,9 @@ pub(crate) struct State {
     routes: std::sync::RwLock<Arc<RouteTable>>,
     pub(crate) peers: BTreeMap<Label, PeerClient>,
     pub(crate) stats: Arc<Stats>,
-    exports: BTreeMap<ServiceKey, Export>,
+    /// This cluster's exports, each port listing the endpoints that take traffic now; swapped
+    /// whole when endpoints are found or change health.
+    exports: std::sync::RwLock<Arc<BTreeMap<ServiceKey, Export>>>,
     peers_by_trust_domain: BTreeMap<TrustDomain, Label>,
     upstream: Upstream,
     /// Spreads requests over the clusters that serve a service.
@@ -67,6 +69,7 @@ impl Drop for Registered<'_> {
 impl State {
     pub(crate) fn new(
         config: &Config,
+        exports: Arc<BTreeMap<ServiceKey, Export>>,
         routes: Arc<RouteTable>,
         peers: BTreeMap<Label, PeerClient>,
         stats: Arc<Stats>,
@@ -76,11 +79,7 @@ impl State {
             routes: std::sync::RwLock::new(routes),
             peers,
             stats,
-            exports: config
-                .exports
-                .iter()
-                .map(|e| (e.service.clone(), e.clone()))
-                .collect(),
+            exports: std::sync::RwLock::new(exports),
             peers_by_trust_domain: config
                 .peers
                 .iter()
@@ -157,8 +156,12 @@ impl State {
         port: Option<u16>,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, Reason> {
-        let export = self.exports.get(service).ok_or(Reason::UnknownService)?;
+        let exports = self.exports();
+        let export = exports.get(service).ok_or(Reason::UnknownService)?;
         let port = export.http_port(port).ok_or(Reason::UnknownService)?;
+        if port.endpoints.is_empty() {
+            return Err(Reason::NoReadyEndpoints);
+        }
         if let Ok(host) = HeaderValue::from_str(&wire::authority(service, None)) {
             request.headers_mut().insert(header::HOST, host);
         }
@@ -176,16 +179,37 @@ impl State {
         &self,
         service: &ServiceKey,
         port: u16,
-    ) -> Result<(&[SocketAddr], usize), Reason> {
-        let export = self.exports.get(service).ok_or(Reason::UnknownService)?;
+    ) -> Result<(Vec<SocketAddr>, usize), Reason> {
+        let exports = self.exports();
+        let export = exports.get(service).ok_or(Reason::UnknownService)?;
         let port = export.tcp_port(port).ok_or(Reason::UnknownService)?;
-        Ok((&port.endpoints, self.next_endpoint(port.endpoints.len())))
+        if port.endpoints.is_empty() {
+            return Err(Reason::NoReadyEndpoints);
+        }
+        Ok((
+            port.endpoints.clone(),
+            self.next_endpoint(port.endpoints.len()),
+        ))
+    }
+
+    /// This cluster's exports as they are now.
+    fn exports(&self) -> Arc<BTreeMap<ServiceKey, Export>> {
+        self.exports
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Forwards to `exports`' endpoints from now on.
+    pub(crate) fn set_exports(&self, exports: Arc<BTreeMap<ServiceKey, Export>>) {
+        *self.exports.write().unwrap_or_else(|e| e.into_inner()) = exports;
     }
 
     /// Whether `peer` may reach `service`. A refusal is answered as unknown, so
     /// that a peer cannot map what it is not given; the log keeps the distinction.
     pub(crate) fn exported_to(&self, service: &ServiceKey, peer: &Label) -> Result<(), Reason> {
-        let Some(export) = self.exports.get(service) else {
+        let exports = self.exports();
+        let Some(export) = exports.get(service) else {
             tracing::debug!(%service, "peer asked for a service we do not export");
             return Err(Reason::UnknownService);
         };

@@ -35,7 +35,12 @@ pub struct Echo {
 impl Echo {
     /// Starts an echo server named `name` on a free loopback port.
     pub async fn start(name: &'static str) -> std::io::Result<Echo> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Echo::start_on(name, SocketAddr::from(([127, 0, 0, 1], 0))).await
+    }
+
+    /// Starts an echo server named `name` on `addr`.
+    pub async fn start_on(name: &'static str, addr: SocketAddr) -> std::io::Result<Echo> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
         tokio::spawn(serve_http(

@@ -32,6 +32,10 @@ struct Export {
     endpoints: Vec<SocketAddr>,
     to: Vec<String>,
     headless: bool,
+    /// The port the endpoints serve on, if not `port`.
+    target_port: Option<u16>,
+    /// More YAML for the export, such as `health_check: {...}`.
+    extra: Vec<String>,
 }
 
 /// Running gateways, one per cluster, with the files they were started from.
@@ -95,6 +99,8 @@ impl Cluster {
             endpoints: endpoints.to_vec(),
             to: to.iter().map(|s| (*s).to_owned()).collect(),
             headless: false,
+            target_port: None,
+            extra: Vec::new(),
         });
         self
     }
@@ -107,6 +113,38 @@ impl Cluster {
             export.headless = true;
         }
         cluster
+    }
+
+    /// Adds `yaml` (one `key: value` of an export, such as `health_check: { protocol: tcp }`)
+    /// to the last export.
+    pub fn with(mut self, yaml: &str) -> Self {
+        if let Some(export) = self.exports.last_mut() {
+            export.extra.push(yaml.to_owned());
+        }
+        self
+    }
+
+    /// Exports `service` with one `http` port 80 whose endpoints are looked up as `dns_source`
+    /// says (the YAML of `endpoints_from`, e.g. `{ dns: a.b.svc.cluster.local, server: ... }`),
+    /// at `target_port`.
+    pub fn export_from_dns(
+        mut self,
+        service: &str,
+        dns_source: &str,
+        target_port: u16,
+        to: &[&str],
+    ) -> Self {
+        self.exports.push(Export {
+            service: service.to_owned(),
+            protocol: "http",
+            port: 80,
+            endpoints: Vec::new(),
+            to: to.iter().map(|s| (*s).to_owned()).collect(),
+            headless: false,
+            target_port: Some(target_port),
+            extra: vec![format!("endpoints_from: {dns_source}")],
+        });
+        self
     }
 
     /// The addresses this cluster's gateway will listen on.
@@ -426,15 +464,26 @@ impl Builder {
                 .iter()
                 .map(|e| format!("\"{e}\""))
                 .collect();
-            let _ = writeln!(
-                yaml,
-                "  - {{ name: {name}, namespace: {namespace}, headless: {}, ports: [{{ name: {protocol}, port: {}, protocol: {protocol} }}], endpoints: [{}], export_to: [{}] }}",
-                export.headless,
-                export.port,
-                endpoints.join(", "),
-                export.to.join(", "),
-                protocol = export.protocol,
-            );
+            let target = export
+                .target_port
+                .map(|t| format!(", target_port: {t}"))
+                .unwrap_or_default();
+            let mut fields = vec![
+                format!("name: {name}"),
+                format!("namespace: {namespace}"),
+                format!("headless: {}", export.headless),
+                format!(
+                    "ports: [{{ name: {p}, port: {}, protocol: {p}{target} }}]",
+                    export.port,
+                    p = export.protocol
+                ),
+                format!("export_to: [{}]", export.to.join(", ")),
+            ];
+            if !endpoints.is_empty() {
+                fields.push(format!("endpoints: [{}]", endpoints.join(", ")));
+            }
+            fields.extend(export.extra.iter().cloned());
+            let _ = writeln!(yaml, "  - {{ {} }}", fields.join(", "));
         }
         yaml.push_str("tcp_services:\n");
         for (_, service, port) in self

@@ -3,6 +3,13 @@
 
 use std::net::SocketAddr;
 use std::pin::Pin;
+use std::time::Duration;
+
+use http_body_util::BodyExt as _;
+use meshfed_gateway::proxy::serve::{Versions, serve_http};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use tower_service::Service as _;
 
 use tokio_stream::{Stream, StreamExt as _};
 use tokio_util::sync::CancellationToken;
@@ -19,6 +26,9 @@ pub mod proto {
     tonic::include_proto!("meshfed.test.echo.v1");
 }
 
+use meshfed_discovery::sources::grpc_health::health_check_response::ServingStatus;
+use meshfed_discovery::sources::grpc_health::health_server::{Health, HealthServer};
+use meshfed_discovery::sources::grpc_health::{HealthCheckRequest, HealthCheckResponse};
 use proto::echo_server::{Echo, EchoServer};
 use proto::{ChatMessage, SayReply, SayRequest};
 
@@ -27,25 +37,53 @@ use proto::{ChatMessage, SayReply, SayRequest};
 pub struct GrpcEcho {
     addr: SocketAddr,
     stop: CancellationToken,
+    serving: Arc<AtomicBool>,
 }
 
 impl GrpcEcho {
-    /// Starts a server named `name` on a free loopback port.
+    /// Starts a server named `name` on a free loopback port. It also answers the gRPC health
+    /// protocol: `SERVING` until [`GrpcEcho::set_serving`] says otherwise.
     pub async fn start(name: &'static str) -> std::io::Result<GrpcEcho> {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
-        let incoming = tonic::transport::server::TcpIncoming::from(listener);
-        let signal = stop.clone().cancelled_owned();
-        tokio::spawn(async move {
-            let served = tonic::transport::Server::builder()
-                .serve_with_incoming_shutdown(EchoServer::new(Named(name)), incoming, signal)
-                .await;
-            if let Err(error) = served {
-                eprintln!("grpc echo {name} failed: {error}");
-            }
-        });
-        Ok(GrpcEcho { addr, stop })
+        let serving = Arc::new(AtomicBool::new(true));
+        // Two services on one port without tonic's router (which would bring axum): the
+        // path picks the service, as gRPC's routing is by path anyway.
+        let echo = EchoServer::new(Named(name));
+        let health = HealthServer::new(Serving(serving.clone()));
+        tokio::spawn(serve_http(
+            listener,
+            Versions::Http1And2,
+            move |request: http::Request<hyper::body::Incoming>| {
+                let (mut echo, mut health) = (echo.clone(), health.clone());
+                async move {
+                    let response = if request.uri().path().starts_with("/grpc.health.v1.Health/") {
+                        health.call(request).await
+                    } else {
+                        echo.call(request).await
+                    };
+                    match response {
+                        Ok(response) => {
+                            response.map(|body| Synced(std::sync::Mutex::new(body)).boxed())
+                        }
+                        Err(never) => match never {},
+                    }
+                }
+            },
+            stop.clone(),
+            Duration::from_millis(100),
+        ));
+        Ok(GrpcEcho {
+            addr,
+            stop,
+            serving,
+        })
+    }
+
+    /// What the health protocol answers from now on: `SERVING` or `NOT_SERVING`.
+    pub fn set_serving(&self, serving: bool) {
+        self.serving.store(serving, Ordering::Relaxed);
     }
 
     /// Where it listens.
@@ -61,6 +99,57 @@ impl Drop for GrpcEcho {
 }
 
 struct Named(&'static str);
+
+/// A tonic response body made `Sync` for the test server's boxed body type: the mutex is only
+/// reached through `&mut`, so it is never contended.
+struct Synced(std::sync::Mutex<tonic::body::Body>);
+
+impl http_body::Body for Synced {
+    type Data = bytes::Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        let body = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        Pin::new(body).poll_frame(cx).map_err(Into::into)
+    }
+}
+
+/// The gRPC health service (`grpc.health.v1.Health`), answering for the server as a whole.
+struct Serving(Arc<AtomicBool>);
+
+type HealthStream = Pin<Box<dyn Stream<Item = Result<HealthCheckResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Health for Serving {
+    type WatchStream = HealthStream;
+
+    async fn check(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthCheckResponse>, Status> {
+        let status = match self.0.load(Ordering::Relaxed) {
+            true => ServingStatus::Serving,
+            false => ServingStatus::NotServing,
+        };
+        Ok(Response::new(HealthCheckResponse {
+            status: status.into(),
+        }))
+    }
+
+    async fn watch(
+        &self,
+        _: Request<HealthCheckRequest>,
+    ) -> Result<Response<HealthStream>, Status> {
+        Err(Status::unimplemented("only Check is served here"))
+    }
+}
 
 type ChatStream = Pin<Box<dyn Stream<Item = Result<ChatMessage, Status>> + Send>>;
 

@@ -11,6 +11,7 @@ pub mod dns;
 pub mod echo;
 pub mod federation;
 pub mod grpc;
+pub mod knot;
 pub mod pattern;
 pub mod relay;
 pub mod tcp_echo;

@@ -7,6 +7,7 @@
 
 mod bundle_endpoint;
 mod duration;
+mod endpoints;
 mod error;
 mod raw;
 mod service;
@@ -24,6 +25,8 @@ use meshfed_trust::TrustDomain;
 
 pub use error::{ConfigError, ConfigErrors};
 pub use meshfed_discovery::catalog::Protocol;
+pub use meshfed_discovery::sources::LocalEndpoint;
+pub use meshfed_discovery::sources::probe::Probe;
 
 /// A validated gateway configuration.
 #[derive(Clone, Debug)]
@@ -164,6 +167,55 @@ pub struct Export {
     /// Resolved endpoint by endpoint in DNS (a Kubernetes headless service), rather than to
     /// one address.
     pub headless: bool,
+    /// The endpoints listed in config (empty when they come from DNS).
+    pub endpoints: Vec<LocalEndpoint>,
+    /// Where the endpoints come from.
+    pub source: EndpointSource,
+    /// How endpoints are checked; without one, every endpoint found takes traffic.
+    pub health_check: Option<HealthCheck>,
+}
+
+/// Where an export's endpoints come from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum EndpointSource {
+    /// `endpoints` in config.
+    Static,
+    /// The local cluster's DNS, looked up again when the answer's TTL runs out.
+    Dns {
+        /// The name to look up, e.g. `checkout.shop.svc.cluster.local`.
+        name: String,
+        /// A/AAAA records (endpoint ports from the service's ports), or SRV records (each
+        /// with its own port and target host).
+        record: DnsRecord,
+        /// The DNS server to ask; the system's resolvers (`/etc/resolv.conf`) if not given.
+        server: Option<SocketAddr>,
+    },
+}
+
+/// Which DNS records give a service's endpoints.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DnsRecord {
+    /// A and AAAA.
+    Address,
+    /// SRV, whose targets are then looked up for addresses.
+    Srv,
+}
+
+/// An active health check of every endpoint of a service.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// What a check does.
+    pub probe: Probe,
+    /// The service port whose endpoint port is checked.
+    pub port: u16,
+    /// Time between checks of one endpoint.
+    pub interval: Duration,
+    /// A check that takes longer fails.
+    pub timeout: Duration,
+    /// Consecutive passes that bring a failing endpoint back.
+    pub healthy_threshold: u32,
+    /// Consecutive failures that take an endpoint out of rotation.
+    pub unhealthy_threshold: u32,
 }
 
 /// One port of a service.
@@ -175,9 +227,19 @@ pub struct Port {
     pub port: u16,
     /// What the port speaks.
     pub protocol: Protocol,
-    /// Where the service's endpoints serve this port: each endpoint's IP with its own port,
-    /// the port's `target_port`, or the service port, in that order.
+    /// The port the endpoints serve this port on, if not the service port.
+    pub target_port: Option<u16>,
+    /// Where the service's endpoints that take traffic serve this port: each endpoint's IP with
+    /// its own port, the port's `target_port`, or the service port, in that order.
     pub endpoints: Vec<SocketAddr>,
+}
+
+impl Port {
+    /// Where `endpoint` serves this port.
+    pub fn address_of(&self, endpoint: &LocalEndpoint) -> SocketAddr {
+        let port = endpoint.port.or(self.target_port).unwrap_or(self.port);
+        SocketAddr::new(endpoint.ip, port)
+    }
 }
 
 impl Export {

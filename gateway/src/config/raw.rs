@@ -82,6 +82,27 @@ pub(crate) struct RawExport {
     #[serde(default, deserialize_with = "seq")]
     pub(crate) export_to: Vec<Text>,
     pub(crate) headless: Option<Text>,
+    pub(crate) endpoints_from: Option<RawEndpointsFrom>,
+    pub(crate) health_check: Option<RawHealthCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawEndpointsFrom {
+    pub(crate) dns: Option<Text>,
+    pub(crate) srv: Option<Text>,
+    pub(crate) server: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawHealthCheck {
+    pub(crate) protocol: Option<Text>,
+    pub(crate) port: Option<Text>,
+    pub(crate) path: Option<Text>,
+    pub(crate) service: Option<Text>,
+    pub(crate) interval: Option<Text>,
+    pub(crate) timeout: Option<Text>,
+    pub(crate) healthy_threshold: Option<Text>,
+    pub(crate) unhealthy_threshold: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -7,7 +7,7 @@ use meshfed_discovery::Label;
 
 use super::raw::{RawConfig, RawExport, RawPort, RawTcpService};
 use super::validate::{Checker, parse_label, parse_port, parse_service, parse_socket};
-use super::{Config, Export, Listeners, Port, Protocol, TcpService};
+use super::{Config, EndpointSource, Export, Listeners, LocalEndpoint, Port, Protocol, TcpService};
 
 /// An endpoint as written: an IP address, with or without a port.
 #[derive(Clone, Copy)]
@@ -35,12 +35,26 @@ impl Checker {
         if raw.ports.is_empty() {
             self.missing(&format!("{at}.ports"), "a service needs at least one port");
         }
-        if raw.endpoints.is_empty() {
-            self.missing(
-                &format!("{at}.endpoints"),
-                "a service needs at least one endpoint",
-            );
-        }
+        let source = match (&raw.endpoints_from, raw.endpoints.is_empty()) {
+            (None, true) => {
+                self.missing(
+                    &format!("{at}.endpoints"),
+                    "a service needs `endpoints`, or `endpoints_from` to find them in DNS",
+                );
+                None
+            }
+            (None, false) => Some(EndpointSource::Static),
+            (Some(_), false) => {
+                self.missing(
+                    &format!("{at}.endpoints_from"),
+                    "give `endpoints` or `endpoints_from`, not both",
+                );
+                None
+            }
+            (Some(from), true) => {
+                self.endpoints_from(&format!("{at}.endpoints_from"), from, raw.ports.len())
+            }
+        };
         let ports: Vec<Option<PortSpec>> = raw
             .ports
             .iter()
@@ -75,25 +89,45 @@ impl Checker {
         let headless = raw.headless.as_ref().map_or(Some(false), |h| {
             self.value(&format!("{at}.headless"), h, parse_bool)
         });
-        let endpoints: Vec<Endpoint> = endpoints.into_iter().collect::<Option<_>>()?;
-        let ports = ports
+        let first_port = ports.first().and_then(|p| p.as_ref()).map(|p| p.port);
+        let health_check = raw
+            .health_check
+            .as_ref()
+            .map(|raw| self.health_check(&format!("{at}.health_check"), raw, first_port));
+        let endpoints: Vec<LocalEndpoint> = endpoints
             .into_iter()
-            .map(|spec| {
-                let spec = spec?;
-                Some(Port {
-                    endpoints: endpoints
-                        .iter()
-                        .map(|e| {
-                            let port = e.port.or(spec.target_port).unwrap_or(spec.port);
-                            SocketAddr::new(e.ip, port)
-                        })
-                        .collect(),
-                    name: spec.name,
-                    port: spec.port,
-                    protocol: spec.protocol,
+            .map(|e| {
+                e.map(|e| LocalEndpoint {
+                    ip: e.ip,
+                    port: e.port,
+                    hostname: None,
                 })
             })
             .collect::<Option<_>>()?;
+        let ports: Vec<Port> = ports
+            .into_iter()
+            .map(|spec| {
+                let spec = spec?;
+                let mut port = Port {
+                    endpoints: Vec::new(),
+                    name: spec.name,
+                    port: spec.port,
+                    protocol: spec.protocol,
+                    target_port: spec.target_port,
+                };
+                port.endpoints = endpoints.iter().map(|e| port.address_of(e)).collect();
+                Some(port)
+            })
+            .collect::<Option<_>>()?;
+        let health_check = health_check.map_or(Some(None), |h| h.map(Some))?;
+        if let Some(check) = &health_check
+            && !ports.iter().any(|p| p.port == check.port)
+        {
+            self.missing(
+                &format!("{at}.health_check.port"),
+                &format!("{} is not a port of the service", check.port),
+            );
+        }
         Some(Export {
             service: meshfed_discovery::ServiceKey {
                 name: name?,
@@ -102,6 +136,9 @@ impl Checker {
             ports,
             export_to: export_to.into_iter().collect::<Option<_>>()?,
             headless: headless?,
+            endpoints,
+            source: source?,
+            health_check,
         })
     }
 

@@ -324,6 +324,56 @@ fn ports_give_each_endpoint_its_address_and_tcp_services_their_listeners() {
 fn service_mistakes_are_each_reported() {
     let cases = [
         (
+            "ports: [{ port: 80, protocol: http }]",
+            "exports[0].endpoints",
+            "`endpoints_from`",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\n    endpoints_from: { dns: a.b.svc.cluster.local }",
+            "exports[0].endpoints_from",
+            "not both",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints_from: { server: \"10.0.0.53:53\" }",
+            "exports[0].endpoints_from",
+            "needs `dns`",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints_from: { dns: \"bad name\" }",
+            "exports[0].endpoints_from.dns",
+            "not a DNS name",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }, { port: 81, protocol: http }]\n    endpoints_from: { srv: _http._tcp.a.b.svc.cluster.local }",
+            "exports[0].endpoints_from.srv",
+            "exactly one port",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\n    health_check: { protocol: icmp }",
+            "exports[0].health_check.protocol",
+            "unknown health check protocol",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\n    health_check: { protocol: http, port: 81 }",
+            "exports[0].health_check.port",
+            "not a port of the service",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\n    health_check: { protocol: http, interval: 1s, timeout: 2s }",
+            "exports[0].health_check.timeout",
+            "longer than the interval",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\n    health_check: { protocol: tcp, path: /x }",
+            "exports[0].health_check.path",
+            "only an `http` check",
+        ),
+        (
+            "ports: [{ port: 80, protocol: http }]\n    endpoints: [\"10.0.0.7\"]\n    health_check: { protocol: grpc, unhealthy_threshold: 0 }",
+            "exports[0].health_check.unhealthy_threshold",
+            "1 to 100",
+        ),
+        (
             "ports: [{ port: 80, protocol: http }, { port: 81, protocol: http }]\n    endpoints: [\"10.0.0.7:8080\"]",
             "exports[0].endpoints[0]",
             "several ports",
@@ -366,4 +416,81 @@ fn service_mistakes_are_each_reported() {
             "wanted {path}: {reason} for\n{text}\ngot {got:#?}"
         );
     }
+}
+
+#[test]
+fn endpoint_sources_and_health_checks_parse_with_their_defaults() {
+    let text = r#"
+cluster: east
+trust_domain: east.example
+identity: { ca_dir: ca }
+exports:
+  - name: checkout
+    namespace: shop
+    ports: [{ name: http, port: 80, protocol: http, target_port: 8080 }]
+    endpoints_from: { dns: Checkout.Shop.svc.cluster.local, server: "10.96.0.10:53" }
+    health_check: { protocol: http, path: /healthz }
+  - name: db
+    namespace: data
+    ports: [{ name: pg, port: 5432, protocol: tcp }]
+    endpoints_from: { srv: _pg._tcp.db.data.svc.cluster.local }
+    health_check: { protocol: grpc, service: db, interval: 500ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 5 }
+"#;
+    let config = Config::parse(text, Path::new("/")).expect("valid");
+    let checkout = &config.exports[0];
+    assert_eq!(
+        checkout.source,
+        EndpointSource::Dns {
+            name: "checkout.shop.svc.cluster.local.".to_owned(),
+            record: DnsRecord::Address,
+            server: Some("10.96.0.10:53".parse().expect("addr")),
+        }
+    );
+    assert!(checkout.endpoints.is_empty());
+    let check = checkout.health_check.as_ref().expect("a check");
+    assert_eq!(
+        (
+            &check.probe,
+            check.port,
+            check.interval,
+            check.timeout,
+            check.healthy_threshold,
+            check.unhealthy_threshold
+        ),
+        (
+            &Probe::Http {
+                path: "/healthz".to_owned()
+            },
+            80,
+            Duration::from_secs(5),
+            Duration::from_secs(1),
+            2,
+            3
+        )
+    );
+    let db = &config.exports[1];
+    assert!(matches!(
+        db.source,
+        EndpointSource::Dns {
+            record: DnsRecord::Srv,
+            server: None,
+            ..
+        }
+    ));
+    let check = db.health_check.as_ref().expect("a check");
+    assert_eq!(
+        check.probe,
+        Probe::Grpc {
+            service: "db".to_owned()
+        }
+    );
+    assert_eq!(
+        (
+            check.interval,
+            check.timeout,
+            check.healthy_threshold,
+            check.unhealthy_threshold
+        ),
+        (Duration::from_millis(500), Duration::from_millis(200), 1, 5)
+    );
 }

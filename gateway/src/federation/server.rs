@@ -207,7 +207,7 @@ async fn tunnel(
     let connected = match target {
         Some((service, Some(port))) => match state.exported_to(&service, peer) {
             Ok(()) => match state.tcp_endpoints(&service, port) {
-                Ok((endpoints, first)) => tunnel::connect(endpoints, first).await,
+                Ok((endpoints, first)) => tunnel::connect(&endpoints, first).await,
                 Err(reason) => Err(reason),
             },
             Err(reason) => Err(reason),

@@ -75,10 +75,10 @@ async fn local(
     service: &meshfed_discovery::ServiceKey,
     port: u16,
 ) -> Result<tunnel::Carried, (Reason, String)> {
-    let (endpoints, first): (&[SocketAddr], usize) = state
+    let (endpoints, first): (Vec<SocketAddr>, usize) = state
         .tcp_endpoints(service, port)
         .map_err(|reason| (reason, String::new()))?;
-    let mut upstream = tunnel::connect(endpoints, first)
+    let mut upstream = tunnel::connect(&endpoints, first)
         .await
         .map_err(|reason| (reason, String::new()))?;
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {
