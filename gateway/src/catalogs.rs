@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use meshfed_discovery::catalog::{ClusterCatalog, Imports, ServiceExport};
-use meshfed_discovery::dns::{Clusterset, ZoneError, ZoneSet};
+use meshfed_discovery::dns::{Clusterset, ClustersetZones, ZoneError, ZoneSet};
 use meshfed_discovery::exchange::ExportedCatalog;
 use meshfed_discovery::{Label, ServiceKey, catalog};
 use tokio::sync::{Notify, watch};
@@ -25,7 +25,9 @@ pub(crate) struct Catalogs {
     exported: watch::Sender<Arc<ExportedCatalog>>,
     peers: Mutex<BTreeMap<Label, PeerCatalog>>,
     changed: Notify,
-    names: Names,
+    /// The DNS zones, kept up to date with the merged catalogs.
+    zones: Mutex<ClustersetZones>,
+    dns: Dns,
     /// The merged catalogs that the routes and zones in force were built from.
     in_force: watch::Sender<Arc<InForce>>,
 }
@@ -45,16 +47,6 @@ struct PeerCatalog {
     /// is told the peer is unavailable, not that the service does not exist), but none of its
     /// endpoints is ready until it returns.
     reachable: bool,
-}
-
-/// What the routes and the zones are built with, besides the catalogs.
-#[derive(Clone, Debug)]
-struct Names {
-    dns: Dns,
-    /// Where applications reach services: every DNS answer.
-    address: IpAddr,
-    /// The DNS server's own address, for `ns.<zone>`.
-    nameserver: IpAddr,
 }
 
 /// The first routes and zones, built before anything serves.
@@ -93,14 +85,21 @@ impl Catalogs {
             exported: watch::Sender::new(Arc::new(exported)),
             peers: Mutex::default(),
             changed: Notify::new(),
-            names: Names {
-                dns: config.dns.clone(),
-                address,
-                nameserver,
-            },
+            zones: Mutex::new(ClustersetZones::new(
+                Clusterset {
+                    zone: config.dns.zone.clone(),
+                    pinned_zone: config.dns.pinned_zone.clone(),
+                    ttl: u32::try_from(config.dns.ttl.as_secs()).unwrap_or(u32::MAX),
+                    address,
+                    nameserver,
+                },
+                // The SOA serial starts at the time, so that it grows across restarts too.
+                serial_now(),
+            )?),
+            dns: config.dns.clone(),
             in_force: watch::Sender::new(Arc::default()),
         };
-        let built = catalogs.build(serial_now())?;
+        let built = catalogs.build()?;
         catalogs.in_force.send_replace(built.in_force.clone());
         Ok((catalogs, built))
     }
@@ -235,16 +234,13 @@ impl Catalogs {
         zones: watch::Sender<Arc<ZoneSet>>,
         shutdown: CancellationToken,
     ) {
-        // The SOA serial grows with every rebuild, and across restarts (it starts at the time).
-        let mut serial = serial_now();
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = self.changed.notified() => {}
             }
-            serial = serial.wrapping_add(1).max(serial_now());
             let catalogs = self.clone();
-            let built = tokio::task::spawn_blocking(move || catalogs.build(serial)).await;
+            let built = tokio::task::spawn_blocking(move || catalogs.build()).await;
             match built {
                 Ok(Ok(built)) => {
                     state.set_routes(built.routes);
@@ -259,35 +255,24 @@ impl Catalogs {
         }
     }
 
-    fn build(&self, serial: u32) -> Result<Built, ZoneError> {
+    /// Routes and zones for the catalogs as they are now; only the services that changed
+    /// since the last build are encoded again.
+    fn build(&self) -> Result<Built, ZoneError> {
         let (imports, unreachable) = self.imports();
         let cluster = self.exported.borrow().catalog.cluster.clone();
-        let Names {
-            dns,
-            address,
-            nameserver,
-        } = &self.names;
-        let zones = Clusterset {
-            zone: &dns.zone,
-            pinned_zone: &dns.pinned_zone,
-            ttl: u32::try_from(dns.ttl.as_secs()).unwrap_or(u32::MAX),
-            serial,
-            address: *address,
-            nameserver: *nameserver,
-            imports: &imports,
-        }
-        .zones()?;
+        let dns = &self.dns;
+        let zones = self
+            .zones
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .update(&imports)?;
         for (key, service) in &imports.services {
             for conflict in &service.conflicts {
                 tracing::warn!(service = %key, %conflict, "exports of one service disagree");
             }
         }
         let routes = RouteTable::new(cluster, &dns.zone, &dns.pinned_zone, &imports, &unreachable);
-        tracing::debug!(
-            services = imports.services.len(),
-            serial,
-            "routes and zones rebuilt"
-        );
+        tracing::debug!(services = imports.services.len(), "routes and zones rebuilt");
         Ok(Built {
             routes: Arc::new(routes),
             zones: Arc::new(zones),

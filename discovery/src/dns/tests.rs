@@ -58,17 +58,18 @@ fn zones() -> ZoneSet {
         .into(),
     };
     let imports = merge([&east, &west]);
+    let mut zones = ClustersetZones::new(clusterset(), 6).expect("zones");
+    zones.update(&imports).expect("zones")
+}
+
+fn clusterset() -> Clusterset {
     Clusterset {
-        zone: "clusterset.local",
-        pinned_zone: "meshfed.internal",
+        zone: "clusterset.local".to_owned(),
+        pinned_zone: "meshfed.internal".to_owned(),
         ttl: 5,
-        serial: 7,
         address: "10.0.0.5".parse().expect("ip"),
         nameserver: "10.0.0.53".parse().expect("ip"),
-        imports: &imports,
     }
-    .zones()
-    .expect("zones")
 }
 
 fn query(name: &str, rtype: RecordType, edns: Option<u16>) -> Vec<u8> {
@@ -383,6 +384,125 @@ fn every_prefix_of_a_query_is_handled_without_panic() {
                 *byte ^= 1 << flip;
             }
             let _ = respond(&zones, &bytes, Transport::Udp, &mut out);
+        }
+    }
+}
+
+mod incremental {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    const SERVICES: [&str; 3] = ["checkout.shop", "cart.shop", "db.data"];
+    const CLUSTERS: [&str; 3] = ["east", "west", "north"];
+    const HOSTS: [&str; 3] = ["a", "b", "c"];
+
+    fn arb_export() -> impl Strategy<Value = ServiceExport> {
+        (
+            any::<bool>(),
+            proptest::sample::subsequence(vec![("http", 80u16), ("grpc", 9090), ("db", 5432)], 0..3),
+            proptest::collection::vec(any::<bool>(), 0..3),
+        )
+            .prop_map(|(headless, ports, ready)| ServiceExport {
+                headless,
+                exported_at: 1,
+                ports: ports
+                    .into_iter()
+                    .map(|(name, number)| ServicePort {
+                        name: Some(name.parse().expect("label")),
+                        number,
+                        protocol: Protocol::Http,
+                    })
+                    .collect(),
+                endpoints: ready
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, ready)| Endpoint {
+                        hostname: HOSTS[i].parse().expect("label"),
+                        ready,
+                        labels: BTreeMap::new(),
+                    })
+                    .collect(),
+            })
+    }
+
+    fn arb_imports() -> impl Strategy<Value = crate::catalog::Imports> {
+        proptest::collection::vec(
+            proptest::collection::btree_map(proptest::sample::select(&SERVICES[..]), arb_export(), 0..3),
+            3,
+        )
+        .prop_map(|clusters| {
+            let catalogs: Vec<ClusterCatalog> = clusters
+                .into_iter()
+                .enumerate()
+                .map(|(i, services)| ClusterCatalog {
+                    cluster: CLUSTERS[i].parse().expect("label"),
+                    version: 1,
+                    services: services
+                        .into_iter()
+                        .map(|(k, e)| (k.parse().expect("key"), e))
+                        .collect(),
+                })
+                .collect();
+            merge(&catalogs)
+        })
+    }
+
+    /// Every name the generated imports could give, and some they never do.
+    fn names() -> Vec<String> {
+        let mut names = vec![
+            "clusterset.local.".to_owned(),
+            "svc.clusterset.local.".to_owned(),
+            "shop.svc.clusterset.local.".to_owned(),
+            "data.svc.clusterset.local.".to_owned(),
+            "dns-version.clusterset.local.".to_owned(),
+            "meshfed.internal.".to_owned(),
+            "nope.shop.svc.clusterset.local.".to_owned(),
+        ];
+        for service in SERVICES {
+            let base = format!("{service}.svc.clusterset.local.");
+            names.push(base.clone());
+            names.push(format!("_tcp.{base}"));
+            for port in ["http", "grpc", "db"] {
+                names.push(format!("_{port}._tcp.{base}"));
+            }
+            for cluster in CLUSTERS {
+                names.push(format!("{service}.{cluster}.meshfed.internal."));
+                names.push(format!("{cluster}.{base}"));
+                for host in HOSTS {
+                    names.push(format!("{host}.{cluster}.{base}"));
+                }
+            }
+        }
+        names
+    }
+
+    fn answers(zones: &ZoneSet) -> Vec<Vec<u8>> {
+        let mut all = Vec::new();
+        for name in names() {
+            for rtype in [RecordType::A, RecordType::SRV, RecordType::SOA, RecordType::TXT] {
+                let mut out = Vec::new();
+                respond(zones, &query(&name, rtype, Some(4096)), Transport::Udp, &mut out);
+                all.push(out);
+            }
+        }
+        all
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        #[test]
+        fn incremental_updates_answer_as_a_fresh_build(steps in proptest::collection::vec(arb_imports(), 1..6)) {
+            let mut live = ClustersetZones::new(clusterset(), 100).expect("zones");
+            for (i, imports) in steps.iter().enumerate() {
+                let incremental = live.update(imports).expect("update");
+                let serial_before = 100 + u32::try_from(i).expect("small");
+                let mut fresh = ClustersetZones::new(clusterset(), serial_before).expect("zones");
+                let fresh = fresh.update(imports).expect("build");
+                prop_assert_eq!(incremental.len(), fresh.len());
+                prop_assert!(answers(&incremental) == answers(&fresh), "step {}", i);
+            }
         }
     }
 }

@@ -1,10 +1,19 @@
-//! Zones prepared for answering: every RRset encoded in wire format when the snapshot is
-//! built, so that answering a query is a hash lookup and a copy.
+//! Zones prepared for answering: every RRset encoded in wire format ahead of time, so that
+//! answering a query is a hash lookup and a copy; and kept up to date incrementally, so that a
+//! change to one service re-encodes only that service's names.
+//!
+//! [`LiveZones`] holds the records, grouped (one group per service, one for the zones' own
+//! records). [`LiveZones::set_group`] replaces a group; [`LiveZones::commit`] bumps the SOA
+//! serial and returns a new [`ZoneSet`] snapshot. A snapshot's names are split into shards by
+//! hash; a commit rebuilds only the shards whose names changed and shares the others with the
+//! previous snapshot, so readers of the old one are never disturbed and a commit costs what
+//! changed, not the size of the zone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use foldhash::HashMap;
-
 use hickory_proto::rr::rdata::{NS, SOA};
 use hickory_proto::rr::{Name, RData, RecordType};
 use hickory_proto::serialize::binary::{BinEncodable, BinEncoder, NameEncoding};
@@ -15,17 +24,19 @@ const CLASS_IN: u16 = 1;
 /// records point their owner there, so that a client's own spelling (0x20 case
 /// randomisation) is what it reads back.
 const OWNER_IS_QUESTION: [u8; 2] = [0xc0, 0x0c];
+/// Shards per snapshot: enough that one service's change touches a small part of a large
+/// zone, few enough that a small zone is not all overhead.
+const SHARDS: usize = 256;
 
-/// Every zone the server is authoritative for, prepared for answering. Immutable: a change
-/// builds a new set, published whole.
-#[derive(Clone, Debug, Default)]
+/// Every zone the server is authoritative for, prepared for answering. Immutable.
+#[derive(Clone, Debug)]
 pub struct ZoneSet {
-    zones: Vec<Zone>,
-    /// Every name in every zone (empty non-terminals included), lower-case wire form.
-    names: HashMap<Box<[u8]>, Node>,
+    zones: Arc<[Zone]>,
+    shards: Arc<[Arc<Shard>]>,
+    hasher: foldhash::fast::FixedState,
 }
 
-/// One zone, prepared.
+/// One zone's apex and negative-answer SOA.
 #[derive(Clone, Debug)]
 struct Zone {
     /// The apex, lower-case wire form.
@@ -35,13 +46,22 @@ struct Zone {
     soa: Box<[u8]>,
 }
 
-/// A name that exists: its RRsets, by type.
+/// Some of the names, by lower-case wire form.
+#[derive(Clone, Debug, Default)]
+struct Shard {
+    names: HashMap<Box<[u8]>, Node>,
+}
+
+/// A name that exists (empty non-terminals included): its RRsets, by type.
 #[derive(Clone, Debug)]
 struct Node {
-    /// Which zone in [`ZoneSet::zones`] the name belongs to.
+    /// Which zone the name belongs to.
     zone: usize,
     rrsets: Vec<RrSet>,
 }
+
+/// A name's node as a commit leaves it: `None` when the name no longer exists.
+type NodeChange = (Box<[u8]>, Option<Node>);
 
 /// Records of one name and type, encoded back to back with [`OWNER_IS_QUESTION`] as owner.
 #[derive(Clone, Debug)]
@@ -64,22 +84,37 @@ pub(crate) enum Lookup<'a> {
     Answer(&'a RrSet),
 }
 
-/// Records for one zone, collected before it is prepared.
+/// The records of a set of zones, kept up to date group by group.
 #[derive(Debug)]
-pub struct ZoneBuilder {
-    origin: Name,
+pub struct LiveZones {
+    zones: Vec<ZoneSpec>,
     ttl: u32,
-    soa: SOA,
+    serial: u32,
+    groups: HashMap<String, Vec<(String, RData)>>,
+    owners: HashMap<String, Owner>,
+    /// How many names lie below each name: an empty non-terminal exists while this is above
+    /// zero.
+    below: HashMap<String, u32>,
+    /// Names whose node must be encoded again at the next commit.
+    dirty: BTreeSet<String>,
+    shards: Arc<[Arc<Shard>]>,
+    hasher: foldhash::fast::FixedState,
+}
+
+#[derive(Debug)]
+struct ZoneSpec {
+    origin: Name,
+    /// Lower-case text with the final dot, as names are keyed.
+    key: String,
     ns: Name,
-    /// By lower-case name text (`a.b.`): hashing strings is far cheaper than ordering `Name`s,
-    /// which compare label by label.
-    records: HashMap<String, Owner>,
+    hostmaster: Name,
 }
 
 /// The records of one name.
 #[derive(Debug)]
 struct Owner {
     name: Name,
+    zone: usize,
     sets: BTreeMap<RecordType, Vec<RData>>,
 }
 
@@ -94,13 +129,11 @@ pub enum ZoneError {
         /// Why it is not valid.
         reason: String,
     },
-    /// A record was added outside the zone's origin.
-    #[error("{name} is outside zone {origin}")]
+    /// A record is outside every zone.
+    #[error("{name} is outside every zone served")]
     OutOfZone {
         /// The record's name.
         name: String,
-        /// The zone's origin.
-        origin: String,
     },
     /// A record could not be encoded (an RRset too large for a DNS message, for one).
     #[error("cannot encode the records of {name}: {reason}")]
@@ -115,23 +148,10 @@ pub enum ZoneError {
 // === impl ZoneSet ===
 
 impl ZoneSet {
-    /// Prepares zones for answering. A name in two zones belongs to the more specific one.
-    pub fn new(zones: Vec<ZoneBuilder>) -> Result<Self, ZoneError> {
-        let mut zones = zones;
-        // Most labels last, so that a nested zone's names overwrite its parent's.
-        zones.sort_by_key(|z| z.origin.num_labels());
-        let mut set = ZoneSet::default();
-        for builder in zones {
-            let index = set.zones.len();
-            let zone = builder.prepare(index, &mut set.names)?;
-            set.zones.push(zone);
-        }
-        Ok(set)
-    }
-
     /// Looks up `qname` (lower-case wire form) and `qtype`.
     pub(crate) fn lookup(&self, qname: &[u8], qtype: u16) -> Lookup<'_> {
-        if let Some(node) = self.names.get(qname) {
+        let shard = &self.shards[shard_of(&self.hasher, qname)];
+        if let Some(node) = shard.names.get(qname) {
             let soa = &self.zones[node.zone].soa;
             let rrset = if qtype == u16::from(RecordType::ANY) {
                 // RFC 8482: one RRset is a complete answer to ANY, and keeps answers small.
@@ -144,12 +164,12 @@ impl ZoneSet {
                 None => Lookup::NoData { soa },
             };
         }
-        // The most specific zone that holds the name; zones are sorted least specific first.
+        // The most specific zone that holds the name.
         match self
             .zones
             .iter()
-            .rev()
-            .find(|zone| is_within(qname, &zone.origin))
+            .filter(|zone| is_within(qname, &zone.origin))
+            .max_by_key(|zone| zone.origin.len())
         {
             Some(zone) => Lookup::NxDomain { soa: &zone.soa },
             None => Lookup::Refused,
@@ -158,86 +178,162 @@ impl ZoneSet {
 
     /// How many names the set holds, empty non-terminals included.
     pub fn len(&self) -> usize {
-        self.names.len()
+        self.shards.iter().map(|s| s.names.len()).sum()
     }
 
-    /// Whether the set holds no zone at all.
+    /// Whether the set holds no name at all.
     pub fn is_empty(&self) -> bool {
-        self.zones.is_empty()
+        self.len() == 0
     }
 }
 
-// === impl ZoneBuilder ===
-
-impl ZoneBuilder {
-    /// An empty zone at `origin` (e.g. `clusterset.local`) whose records carry `ttl` seconds.
-    /// The SOA names `ns.<origin>` as primary; `serial` should grow with every change.
-    pub fn new(origin: &str, ttl: u32, serial: u32) -> Result<Self, ZoneError> {
-        let origin = fqdn(origin)?;
-        let ns = fqdn(&format!("ns.{origin}"))?;
-        let hostmaster = fqdn(&format!("hostmaster.{origin}"))?;
-        // refresh, retry, expire matter only to secondaries; minimum is the negative-answer TTL.
-        let soa = SOA::new(ns.clone(), hostmaster, serial, 3600, 600, 86400, ttl);
-        Ok(ZoneBuilder {
-            origin,
-            ttl,
-            soa,
-            ns,
-            records: HashMap::default(),
-        })
-    }
-
-    /// The zone's apex.
-    pub fn origin(&self) -> &Name {
-        &self.origin
-    }
-
-    /// Adds a record at `name`, which must be in the zone (case is ignored). Adding the same
-    /// record twice keeps one.
-    pub fn add(&mut self, name: &str, rdata: RData) -> Result<(), ZoneError> {
-        let mut key = name.to_ascii_lowercase();
-        if !key.ends_with('.') {
-            key.push('.');
+impl Default for ZoneSet {
+    fn default() -> Self {
+        ZoneSet {
+            zones: Arc::new([]),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            hasher: foldhash::fast::FixedState::default(),
         }
-        let origin = self.origin.to_ascii();
-        let inside = key == origin
-            || key
-                .strip_suffix(origin.as_str())
-                .is_some_and(|rest| rest.ends_with('.'));
-        if !inside {
-            return Err(ZoneError::OutOfZone {
-                name: name.to_owned(),
+    }
+}
+
+// === impl LiveZones ===
+
+impl LiveZones {
+    /// Zones at `origins` (e.g. `clusterset.local`) with no records yet but their SOA and NS,
+    /// whose records carry `ttl` seconds, starting at SOA serial `serial`. Each SOA names
+    /// `ns.<origin>` as primary.
+    pub fn new(origins: &[&str], ttl: u32, serial: u32) -> Result<Self, ZoneError> {
+        let mut zones = Vec::with_capacity(origins.len());
+        for origin in origins {
+            let origin = fqdn(origin)?;
+            zones.push(ZoneSpec {
+                key: origin.to_ascii(),
+                ns: fqdn(&format!("ns.{origin}"))?,
+                hostmaster: fqdn(&format!("hostmaster.{origin}"))?,
                 origin,
             });
         }
-        let owner = match self.records.entry(key) {
-            std::collections::hash_map::Entry::Occupied(owner) => owner.into_mut(),
-            std::collections::hash_map::Entry::Vacant(slot) => {
-                let name = fqdn(slot.key())?;
-                slot.insert(Owner {
-                    name,
-                    sets: BTreeMap::new(),
-                })
-            }
+        let mut live = LiveZones {
+            zones,
+            ttl,
+            serial,
+            groups: HashMap::default(),
+            owners: HashMap::default(),
+            below: HashMap::default(),
+            dirty: BTreeSet::new(),
+            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
+            hasher: foldhash::fast::FixedState::with_seed(u64::from(serial)),
         };
-        let set = owner.sets.entry(rdata.record_type()).or_default();
-        if !set.contains(&rdata) {
-            set.push(rdata);
+        let apexes: Vec<String> = live.zones.iter().map(|z| z.key.clone()).collect();
+        live.dirty.extend(apexes);
+        Ok(live)
+    }
+
+    /// Replaces the records of `group` (a service, say) with `records`: `(name, data)` pairs,
+    /// each name in one of the zones. On error nothing changes.
+    pub fn set_group(&mut self, group: &str, records: Vec<(String, RData)>) -> Result<(), ZoneError> {
+        let mut checked = Vec::with_capacity(records.len());
+        for (name, rdata) in records {
+            let key = key_of(&name);
+            let zone = self.zone_of(&key).ok_or(ZoneError::OutOfZone { name: name.clone() })?;
+            checked.push((key, zone, rdata));
+        }
+        // Names are parsed before anything is touched, so that an error changes nothing.
+        let mut parsed = HashMap::default();
+        for (key, _, _) in &checked {
+            if !self.owners.contains_key(key) && !parsed.contains_key(key) {
+                parsed.insert(key.clone(), fqdn(key)?);
+            }
+        }
+        if let Some(old) = self.groups.remove(group) {
+            for (key, rdata) in old {
+                self.remove(&key, &rdata);
+            }
+        }
+        let mut kept = Vec::with_capacity(checked.len());
+        for (key, zone, rdata) in checked {
+            if !self.owners.contains_key(&key) {
+                let name = parsed.remove(&key).map_or_else(|| fqdn(&key), Ok)?;
+                self.add_owner(&key, name, zone);
+            }
+            if let Some(owner) = self.owners.get_mut(&key) {
+                let set = owner.sets.entry(rdata.record_type()).or_default();
+                if !set.contains(&rdata) {
+                    set.push(rdata.clone());
+                }
+            }
+            self.dirty.insert(key.clone());
+            kept.push((key, rdata));
+        }
+        if !kept.is_empty() {
+            self.groups.insert(group.to_owned(), kept);
         }
         Ok(())
     }
 
-    /// The zone in master-file format (RFC 1035 section 5): for another server to load the
-    /// same records (the benchmark's Knot DNS does), and for a person to read.
-    pub fn zone_file(&self) -> String {
+    /// Takes the changes since the last commit into a new snapshot, with the next SOA serial.
+    pub fn commit(&mut self) -> Result<ZoneSet, ZoneError> {
+        self.serial = self.serial.wrapping_add(1).max(1);
+        let apexes: Vec<String> = self.zones.iter().map(|z| z.key.clone()).collect();
+        self.dirty.extend(apexes);
+        let zones: Arc<[Zone]> = self
+            .zones
+            .iter()
+            .map(|zone| {
+                Ok(Zone {
+                    origin: wire(&zone.origin)?,
+                    soa: encode_record(&zone.origin, self.ttl, &RData::SOA(self.soa(zone)))?,
+                })
+            })
+            .collect::<Result<_, ZoneError>>()?;
+        // Each changed name's node, encoded, grouped by shard.
+        let mut changes: BTreeMap<usize, Vec<NodeChange>> = BTreeMap::new();
+        for key in std::mem::take(&mut self.dirty) {
+            let name = match self.owners.get(&key) {
+                Some(owner) => owner.name.clone(),
+                None => fqdn(&key)?,
+            };
+            let wire_name = wire(&name)?;
+            let node = self.node(&key, &name)?;
+            changes
+                .entry(shard_of(&self.hasher, &wire_name))
+                .or_default()
+                .push((wire_name, node));
+        }
+        let mut shards: Vec<Arc<Shard>> = self.shards.to_vec();
+        for (index, changed) in changes {
+            let shard = Arc::make_mut(&mut shards[index]);
+            for (wire_name, node) in changed {
+                match node {
+                    Some(node) => shard.names.insert(wire_name, node),
+                    None => shard.names.remove(&wire_name),
+                };
+            }
+        }
+        self.shards = shards.into();
+        Ok(ZoneSet {
+            zones,
+            shards: self.shards.clone(),
+            hasher: self.hasher,
+        })
+    }
+
+    /// The zone `zone` (by its index in the origins given to [`LiveZones::new`]) in
+    /// master-file format (RFC 1035 section 5): for another server to load the same records
+    /// (the benchmark's Knot DNS does), and for a person to read.
+    pub fn zone_file(&self, zone: usize) -> String {
         use std::fmt::Write as _;
-        let mut text = format!("$ORIGIN {}\n$TTL {}\n", self.origin, self.ttl);
-        let _ = writeln!(text, "{} IN SOA {}", self.origin, self.soa);
-        let _ = writeln!(text, "{} IN NS {}", self.origin, self.ns);
-        let mut owners: Vec<&Owner> = self.records.values().collect();
+        let Some(spec) = self.zones.get(zone) else {
+            return String::new();
+        };
+        let mut text = format!("$ORIGIN {}\n$TTL {}\n", spec.origin, self.ttl);
+        let _ = writeln!(text, "{} IN SOA {}", spec.origin, self.soa(spec));
+        let _ = writeln!(text, "{} IN NS {}", spec.origin, spec.ns);
+        let mut owners: Vec<&Owner> = self.owners.values().filter(|o| o.zone == zone).collect();
         owners.sort_by(|a, b| a.name.cmp(&b.name));
-        for Owner { name, sets } in owners {
-            for rdata in sets.values().flatten() {
+        for owner in owners {
+            for rdata in owner.sets.values().flatten() {
                 let data = match rdata {
                     RData::TXT(txt) => txt
                         .txt_data
@@ -247,67 +343,113 @@ impl ZoneBuilder {
                         .join(" "),
                     other => other.to_string(),
                 };
-                let _ = writeln!(text, "{name} IN {} {data}", rdata.record_type());
+                let _ = writeln!(text, "{} IN {} {data}", owner.name, rdata.record_type());
             }
         }
         text
     }
 
-    fn prepare(
-        mut self,
-        index: usize,
-        names: &mut HashMap<Box<[u8]>, Node>,
-    ) -> Result<Zone, ZoneError> {
-        let origin_key = self.origin.to_ascii();
-        let apex = match self.records.entry(origin_key) {
-            std::collections::hash_map::Entry::Occupied(owner) => owner.into_mut(),
-            std::collections::hash_map::Entry::Vacant(slot) => slot.insert(Owner {
-                name: self.origin.clone(),
+    fn soa(&self, zone: &ZoneSpec) -> SOA {
+        // refresh, retry, expire matter only to secondaries; minimum is the negative TTL.
+        SOA::new(
+            zone.ns.clone(),
+            zone.hostmaster.clone(),
+            self.serial,
+            3600,
+            600,
+            86400,
+            self.ttl,
+        )
+    }
+
+    /// The zone a name (keyed) belongs to: the most specific that holds it.
+    fn zone_of(&self, key: &str) -> Option<usize> {
+        self.zones
+            .iter()
+            .enumerate()
+            .filter(|(_, zone)| {
+                key == zone.key
+                    || key
+                        .strip_suffix(zone.key.as_str())
+                        .is_some_and(|rest| rest.ends_with('.'))
+            })
+            .max_by_key(|(_, zone)| zone.key.len())
+            .map(|(index, _)| index)
+    }
+
+    fn add_owner(&mut self, key: &str, name: Name, zone: usize) {
+        self.owners.insert(
+            key.to_owned(),
+            Owner {
+                name,
+                zone,
                 sets: BTreeMap::new(),
-            }),
-        };
-        apex.sets
-            .insert(RecordType::SOA, vec![RData::SOA(self.soa.clone())]);
-        apex.sets
-            .insert(RecordType::NS, vec![RData::NS(NS(self.ns.clone()))]);
-        let soa = encode_record(&self.origin, self.ttl, &RData::SOA(self.soa.clone()))?;
-        let origin = wire(&self.origin)?;
-        for Owner { name, sets } in self.records.values() {
-            let rrsets = sets
-                .iter()
-                .map(|(rtype, rdatas)| encode_rrset(name, *rtype, self.ttl, rdatas))
-                .collect::<Result<_, _>>()?;
-            let key = wire(name)?;
-            // Empty non-terminals exist too: a query for one gets NODATA, not NXDOMAIN. Their
-            // wire forms are the suffixes of this name's at label boundaries.
-            let mut at = 0;
-            while key[at..] != *origin {
-                at += 1 + usize::from(key[at]);
-                let ancestor = &key[at..];
-                if *ancestor == *origin {
-                    break;
-                }
-                // Seen already in this zone, and so were its own ancestors.
-                if names.get(ancestor).is_some_and(|node| node.zone == index) {
-                    break;
-                }
-                names.insert(
-                    ancestor.into(),
-                    Node {
-                        zone: index,
-                        rrsets: Vec::new(),
-                    },
-                );
+            },
+        );
+        let apex = self.zones[zone].key.clone();
+        for ancestor in ancestors(key, &apex) {
+            let count = self.below.entry(ancestor.to_owned()).or_default();
+            *count += 1;
+            if *count == 1 {
+                self.dirty.insert(ancestor.to_owned());
             }
-            names.insert(
-                key,
-                Node {
-                    zone: index,
-                    rrsets,
-                },
-            );
         }
-        Ok(Zone { origin, soa })
+    }
+
+    fn remove(&mut self, key: &str, rdata: &RData) {
+        let Some(owner) = self.owners.get_mut(key) else {
+            return;
+        };
+        self.dirty.insert(key.to_owned());
+        if let Some(set) = owner.sets.get_mut(&rdata.record_type()) {
+            set.retain(|r| r != rdata);
+            if set.is_empty() {
+                owner.sets.remove(&rdata.record_type());
+            }
+        }
+        if !owner.sets.is_empty() {
+            return;
+        }
+        let zone = owner.zone;
+        self.owners.remove(key);
+        let apex = self.zones[zone].key.clone();
+        for ancestor in ancestors(key, &apex) {
+            if let Some(count) = self.below.get_mut(ancestor) {
+                *count -= 1;
+                if *count == 0 {
+                    self.below.remove(ancestor);
+                    self.dirty.insert(ancestor.to_owned());
+                }
+            }
+        }
+    }
+
+    /// The node for `key` as it is now: `None` when the name no longer exists.
+    fn node(&self, key: &str, name: &Name) -> Result<Option<Node>, ZoneError> {
+        let apex = self.zones.iter().position(|z| z.key == key);
+        let owner = self.owners.get(key);
+        let below = self.below.get(key).is_some_and(|n| *n > 0);
+        let zone = match (apex, owner) {
+            (Some(zone), _) => zone,
+            (None, Some(owner)) => owner.zone,
+            (None, None) if below => match self.zone_of(key) {
+                Some(zone) => zone,
+                None => return Ok(None),
+            },
+            (None, None) => return Ok(None),
+        };
+        let mut sets: BTreeMap<RecordType, Vec<RData>> =
+            owner.map(|o| o.sets.clone()).unwrap_or_default();
+        if let Some(index) = apex {
+            let spec = &self.zones[index];
+            sets.insert(RecordType::SOA, vec![RData::SOA(self.soa(spec))]);
+            sets.insert(RecordType::NS, vec![RData::NS(NS(spec.ns.clone()))]);
+        }
+        let rrsets = sets
+            .iter()
+            .map(|(rtype, rdatas)| encode_rrset(name, *rtype, self.ttl, rdatas))
+            .collect::<Result<_, _>>()?;
+        Ok(Some(Node { zone, rrsets }))
     }
 }
 
@@ -322,6 +464,33 @@ pub(crate) fn fqdn(name: &str) -> Result<Name, ZoneError> {
     let mut parsed = Name::from_ascii(name).map_err(|e| bad(e.to_string()))?;
     parsed.set_fqdn(true);
     Ok(parsed.to_lowercase())
+}
+
+/// How names are keyed: lower case, with the final dot.
+fn key_of(name: &str) -> String {
+    let mut key = name.to_ascii_lowercase();
+    if !key.ends_with('.') {
+        key.push('.');
+    }
+    key
+}
+
+/// The names strictly between `key` and the zone apex `apex` (both keyed).
+fn ancestors<'a>(key: &'a str, apex: &str) -> impl Iterator<Item = &'a str> {
+    let mut rest = key;
+    let apex_len = apex.len();
+    std::iter::from_fn(move || {
+        let (_, parent) = rest.split_once('.')?;
+        if parent.len() <= apex_len {
+            return None;
+        }
+        rest = parent;
+        Some(parent)
+    })
+}
+
+fn shard_of(hasher: &foldhash::fast::FixedState, wire_name: &[u8]) -> usize {
+    (hasher.hash_one(wire_name) as usize) % SHARDS
 }
 
 /// A name in lower-case, uncompressed wire form.

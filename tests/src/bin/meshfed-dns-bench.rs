@@ -17,7 +17,7 @@ use anyhow::Context;
 use meshfed_discovery::catalog::{
     ClusterCatalog, Endpoint, Imports, Protocol, ServiceExport, ServicePort, merge,
 };
-use meshfed_discovery::dns::{Clusterset, DnsServer, ZoneSet};
+use meshfed_discovery::dns::{Clusterset, ClustersetZones, DnsServer};
 
 /// The gateway's allocator, so that the server is measured as it runs there.
 #[global_allocator]
@@ -38,17 +38,15 @@ fn main() -> anyhow::Result<()> {
 }
 
 /// `svc-<i>.ns-<i % 100>`: one HTTP port named `http`; every tenth service headless with three
-/// endpoints, the others with one. `generation` toggles the readiness of the third endpoint of
-/// one headless service, a change that leaves every name the queries use as it was.
-fn catalog(services: usize, generation: u64) -> Imports {
-    let toggled = (generation as usize * 10) % services.max(1);
+/// endpoints, the others with one.
+fn catalog(services: usize) -> Imports {
     let services = (0..services)
         .map(|i| {
             let headless = i % 10 == 0;
             let endpoints = (0..if headless { 3 } else { 1 })
                 .map(|e| Endpoint {
                     hostname: format!("pod-{e}").parse().expect("label"),
-                    ready: !(e == 2 && i == toggled && generation % 2 == 1),
+                    ready: true,
                     labels: BTreeMap::new(),
                 })
                 .collect();
@@ -68,35 +66,28 @@ fn catalog(services: usize, generation: u64) -> Imports {
         .collect();
     merge([&ClusterCatalog {
         cluster: "east".parse().expect("label"),
-        version: generation,
+        version: 1,
         services,
     }])
 }
 
-fn clusterset(imports: &Imports, serial: u32) -> Clusterset<'_> {
+fn clusterset() -> Clusterset {
     Clusterset {
-        zone: "clusterset.local",
-        pinned_zone: "meshfed.internal",
+        zone: "clusterset.local".to_owned(),
+        pinned_zone: "meshfed.internal".to_owned(),
         ttl: 5,
-        serial,
         address: "10.0.0.5".parse().expect("ip"),
         nameserver: "10.0.0.53".parse().expect("ip"),
-        imports,
     }
-}
-
-fn zones(services: usize, generation: u64) -> anyhow::Result<Arc<ZoneSet>> {
-    let imports = catalog(services, generation);
-    Ok(Arc::new(
-        clusterset(&imports, generation as u32 + 1).zones()?,
-    ))
 }
 
 fn serve(listen: SocketAddr, services: usize, rate: f64) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async move {
         let started = Instant::now();
-        let (tx, rx) = tokio::sync::watch::channel(zones(services, 0)?);
+        let imports = catalog(services);
+        let mut zones = ClustersetZones::new(clusterset(), 0)?;
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(zones.update(&imports)?));
         eprintln!("built {services} services in {:?}", started.elapsed());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut udp = Vec::new();
@@ -109,22 +100,41 @@ fn serve(listen: SocketAddr, services: usize, rate: f64) -> anyhow::Result<()> {
         if rate <= 0.0 {
             std::future::pending::<()>().await;
         }
-        // Rebuild from the catalog on a blocking thread, as the gateway would, and publish.
+        // Each change: one headless service's third endpoint turns unready or ready again (its
+        // SRV answer changes; no name the queries use appears or goes), encoded and swapped in
+        // as the gateway does after a catalog change.
+        let headless: Vec<_> = imports
+            .services
+            .iter()
+            .filter(|(_, s)| s.headless)
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        let zones = Arc::new(std::sync::Mutex::new(zones));
         let period = Duration::from_secs_f64(1.0 / rate);
         let mut ticker = tokio::time::interval(period);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-        let (mut generation, mut window, mut changes) = (0u64, Instant::now(), 0u32);
+        let (mut generation, mut window, mut changes) = (0usize, Instant::now(), 0u32);
         loop {
             ticker.tick().await;
             generation += 1;
-            let next = tokio::task::spawn_blocking(move || zones(services, generation)).await??;
-            tx.send_replace(next);
+            let (key, mut service) = headless[generation % headless.len()].clone();
+            let ready = (generation / headless.len()) % 2 == 0;
+            for endpoints in service.clusters.values_mut() {
+                if let Some(third) = endpoints.get_mut(2) {
+                    third.ready = !ready;
+                }
+            }
+            let zones = zones.clone();
+            let next = tokio::task::spawn_blocking(move || {
+                let mut zones = zones.lock().unwrap_or_else(|e| e.into_inner());
+                zones.set_service(&key, Some(&service));
+                zones.commit()
+            })
+            .await??;
+            tx.send_replace(Arc::new(next));
             changes += 1;
             if window.elapsed() >= Duration::from_secs(1) {
-                eprintln!(
-                    "changes/s {:.1}",
-                    f64::from(changes) / window.elapsed().as_secs_f64()
-                );
+                eprintln!("changes/s {:.1}", f64::from(changes) / window.elapsed().as_secs_f64());
                 (window, changes) = (Instant::now(), 0);
             }
         }
@@ -142,10 +152,9 @@ fn reuse_port_udp(listen: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
 }
 
 fn write(services: usize, dir: &std::path::Path) -> anyhow::Result<()> {
-    let imports = catalog(services, 0);
-    let [clusterset, _pinned] = clusterset(&imports, 1).records()?;
-    std::fs::write(dir.join("clusterset.local.zone"), clusterset.zone_file())
-        .context("zone file")?;
+    let mut zones = ClustersetZones::new(clusterset(), 0)?;
+    zones.update(&catalog(services))?;
+    std::fs::write(dir.join("clusterset.local.zone"), zones.zone_file()).context("zone file")?;
     // Every service's A and SRV, a per-endpoint name for the headless ones, and one name in
     // ten that does not exist.
     let mut queries = String::new();
