@@ -26,7 +26,7 @@ const CLASS_IN: u16 = 1;
 const OWNER_IS_QUESTION: [u8; 2] = [0xc0, 0x0c];
 /// Shards per snapshot: enough that one service's change touches a small part of a large
 /// zone, few enough that a small zone is not all overhead.
-const SHARDS: usize = 256;
+const SHARDS: usize = 4096;
 
 /// Every zone the server is authoritative for, prepared for answering. Immutable.
 #[derive(Clone, Debug)]

@@ -141,11 +141,14 @@ fn serve(listen: SocketAddr, services: usize, rate: f64) -> anyhow::Result<()> {
     })
 }
 
-/// One of several UDP sockets on `listen`, as the gateway binds them (`SO_REUSEPORT`).
+/// One of several UDP sockets on `listen`, as the gateway binds them (`SO_REUSEPORT`, large
+/// buffers).
 fn reuse_port_udp(listen: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, None)?;
     socket.set_reuse_port(true)?;
+    let _ = socket.set_recv_buffer_size(meshfed_gateway::bind::UDP_BUFFER);
+    let _ = socket.set_send_buffer_size(meshfed_gateway::bind::UDP_BUFFER);
     socket.bind(&listen.into())?;
     socket.set_nonblocking(true)?;
     Ok(socket.into())
