@@ -272,7 +272,10 @@ impl Catalogs {
             }
         }
         let routes = RouteTable::new(cluster, &dns.zone, &dns.pinned_zone, &imports, &unreachable);
-        tracing::debug!(services = imports.services.len(), "routes and zones rebuilt");
+        tracing::debug!(
+            services = imports.services.len(),
+            "routes and zones rebuilt"
+        );
         Ok(Built {
             routes: Arc::new(routes),
             zones: Arc::new(zones),

@@ -145,7 +145,10 @@ pub fn start(
         ip if ip.is_unspecified() => addrs.http.ip(),
         ip => ip,
     };
-    let registry = Registry::new(&config, unix_now());
+    let registry = Registry::new(
+        &config,
+        &crate::endpoints::export_times::load_or_record(&config, unix_now()),
+    );
     let (catalogs, built) =
         Catalogs::new(&config, registry.catalog(), addrs.http.ip(), nameserver)?;
     let catalogs = Arc::new(catalogs);

@@ -45,6 +45,7 @@ pub struct LossyRelay {
     addr: SocketAddr,
     stats: Arc<RelayStats>,
     stop: CancellationToken,
+    freeze: tokio::sync::watch::Sender<bool>,
 }
 
 impl LossyRelay {
@@ -71,7 +72,23 @@ impl LossyRelay {
         impairment: Impairment,
         seed: u64,
     ) -> std::io::Result<LossyRelay> {
-        let front = Arc::new(UdpSocket::bind(listen).await?);
+        // UDP and TCP on one port number: with port 0, the port picked for UDP may be taken for
+        // TCP; then pick again, a bounded number of times.
+        let mut attempts = 0;
+        let (front, tcp) = loop {
+            let front = UdpSocket::bind(listen).await?;
+            match tokio::net::TcpListener::bind(front.local_addr()?).await {
+                Ok(tcp) => break (Arc::new(front), tcp),
+                Err(error)
+                    if listen.port() == 0
+                        && error.kind() == std::io::ErrorKind::AddrInUse
+                        && attempts < 16 =>
+                {
+                    attempts += 1;
+                }
+                Err(error) => return Err(error),
+            }
+        };
         let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         back.connect(server).await?;
         let addr = front.local_addr()?;
@@ -79,10 +96,12 @@ impl LossyRelay {
         let stop = CancellationToken::new();
         let client = Arc::new(Mutex::new(None::<SocketAddr>));
         let dice = Arc::new(std::sync::Mutex::new(Dice(seed | 1)));
+        let (freeze, frozen) = tokio::sync::watch::channel(false);
         let link = Link {
             impairment,
             stats: stats.clone(),
             dice,
+            frozen: frozen.clone(),
         };
 
         // Client to server.
@@ -138,32 +157,45 @@ impl LossyRelay {
             }
         });
         // TCP on the same port, unimpaired, for the control channel.
-        let tcp = tokio::net::TcpListener::bind(addr).await?;
         tokio::spawn({
             let stop = stop.clone();
             async move {
                 loop {
-                    let (mut inbound, _) = tokio::select! {
+                    let (inbound, _) = tokio::select! {
                         () = stop.cancelled() => return,
                         accepted = tcp.accept() => match accepted {
                             Ok(accepted) => accepted,
                             Err(_) => continue,
                         },
                     };
-                    let stop = stop.clone();
+                    let (stop, frozen) = (stop.clone(), frozen.clone());
                     tokio::spawn(async move {
-                        let Ok(mut outbound) = tokio::net::TcpStream::connect(server).await else {
+                        let Ok(outbound) = tokio::net::TcpStream::connect(server).await else {
                             return;
                         };
+                        let (in_read, in_write) = inbound.into_split();
+                        let (out_read, out_write) = outbound.into_split();
                         tokio::select! {
                             () = stop.cancelled() => {}
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            () = pass(in_read, out_write, frozen.clone()) => {}
+                            () = pass(out_read, in_write, frozen) => {}
                         }
                     });
                 }
             }
         });
-        Ok(LossyRelay { addr, stats, stop })
+        Ok(LossyRelay {
+            addr,
+            stats,
+            stop,
+            freeze,
+        })
+    }
+
+    /// Makes the link a black hole, both ways, or clears it again: while frozen, no datagram
+    /// and no TCP byte crosses, yet no connection is closed, as when a peer's host vanishes.
+    pub fn freeze(&self, frozen: bool) {
+        self.freeze.send_replace(frozen);
     }
 
     /// Where clients send.
@@ -183,11 +215,38 @@ impl Drop for LossyRelay {
     }
 }
 
+/// Copies bytes from `from` to `to`, holding them while the link is frozen.
+async fn pass(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut frozen: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut buffer = vec![0u8; 16 * 1024];
+    loop {
+        let read = match from.read(&mut buffer).await {
+            Ok(0) | Err(_) => {
+                let _ = to.shutdown().await;
+                return;
+            }
+            Ok(read) => read,
+        };
+        if frozen.wait_for(|frozen| !frozen).await.is_err() {
+            return;
+        }
+        if to.write_all(&buffer[..read]).await.is_err() {
+            return;
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Link {
     impairment: Impairment,
     stats: Arc<RelayStats>,
     dice: Arc<std::sync::Mutex<Dice>>,
+    /// While set, nothing crosses: the link is a black hole.
+    frozen: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Link {
@@ -197,6 +256,10 @@ impl Link {
         F: FnOnce(Vec<u8>) -> Fut + Send + 'static,
         Fut: std::future::Future<Output = ()> + Send,
     {
+        if *self.frozen.borrow() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
         let (drop, reorder) = {
             let mut dice = self.dice.lock().unwrap_or_else(|e| e.into_inner());
             (

@@ -9,6 +9,7 @@ use http::StatusCode;
 use meshfed_tests::client;
 use meshfed_tests::dns::{Tool, Transport, ask};
 use meshfed_tests::echo::Echo;
+use meshfed_tests::relay::{Impairment, LossyRelay};
 use meshfed_tests::wait::until;
 use meshfed_tests::{Cluster, Federation};
 
@@ -217,6 +218,88 @@ async fn a_stopped_peer_drops_out_and_comes_back() -> anyhow::Result<()> {
     let reply = ask(Tool::Kdig, Transport::Udp, east_dns, pod, "A", &[]).await?;
     assert_eq!(reply.status, "NOERROR", "{}", reply.text);
     eprintln!("east routed to the restarted west again {rediscovered:?} after it started");
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_peer_that_vanishes_without_closing_is_dropped_after_the_keepalive() -> anyhow::Result<()>
+{
+    // East reaches west through a relay that can turn into a black hole: no byte crosses and
+    // no connection closes, as when a peer's host loses power.
+    let greeter = Echo::start("greeter in west").await?;
+    let east = Cluster::new("east")?;
+    let west = Cluster::new("west")?.export("greeter.demo", greeter.addr(), &["east"]);
+    let clean = Impairment {
+        drop: 0.0,
+        reorder: 0.0,
+        reorder_by: Duration::ZERO,
+        delay: Duration::ZERO,
+    };
+    let relay = LossyRelay::start(west.addrs().federation, clean, 1).await?;
+    let federation = Federation::builder(vec![east, west])
+        .peer_address("east", "west", relay.addr())
+        .start()
+        .await?;
+    let ready = |federation: &Federation| {
+        let imports = federation.gateway("east").imports();
+        let key = "greeter.demo".parse().expect("key");
+        imports
+            .services
+            .get(&key)
+            .is_some_and(|s| s.ready_clusters().next().is_some())
+    };
+    assert!(ready(&federation));
+    // A watch up for 5 s or more is retried once before the peer is given up: let it age, so
+    // that this test goes the whole way (keepalive, then a reconnection that cannot succeed).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    relay.freeze(true);
+    let frozen = Instant::now();
+    until(Duration::from_secs(15), "east to give west up", || {
+        !ready(&federation)
+    })
+    .await?;
+    let noticed = frozen.elapsed();
+    let east_http = federation.gateway("east").addrs().http;
+    let reply = client::get(east_http, "greeter.demo.svc.clusterset.local", "/").await?;
+    assert_eq!(reply.reason(), Some("peer_unavailable"), "{}", reply.text());
+
+    relay.freeze(false);
+    until(Duration::from_secs(15), "east to follow west again", || {
+        ready(&federation)
+    })
+    .await?;
+    let reply = client::get(east_http, "greeter.demo.svc.clusterset.local", "/").await?;
+    assert_eq!(reply.status, StatusCode::OK, "{}", reply.text());
+    eprintln!("east gave the silent west up after {noticed:?}");
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_conflict_between_clusters_is_settled_for_the_older_export_and_reported()
+-> anyhow::Result<()> {
+    // East and west both export api.shop on port 80, as `http` in east and `tcp` in west.
+    let api = Echo::start("api in east").await?;
+    let echo = meshfed_tests::tcp_echo::TcpEcho::start().await?;
+    let east = Cluster::new("east")?.export("api.shop", api.addr(), &["west"]);
+    let west = Cluster::new("west")?.export_port("api.shop", "tcp", 80, &[echo.addr()], &["east"]);
+    let federation = Federation::start(vec![east, west]).await?;
+    let admin = federation.gateway("east").addrs().admin.to_string();
+    let json = services(&["--admin", &admin, "--json"]).await?;
+    let report: meshfed_gateway::services::ServicesReport = serde_json::from_str(&json)?;
+    let api = report
+        .services
+        .iter()
+        .find(|s| s.service == "api.shop")
+        .ok_or_else(|| anyhow::anyhow!("no api.shop in {json}"))?;
+    assert_eq!(api.clusters.len(), 2, "{json}");
+    assert_eq!(api.conflicts.len(), 1, "{json}");
+    assert_eq!(api.ports.len(), 1, "one port 80 is kept: {json}");
+    assert!(api.conflicts[0].contains("older export"), "{json}");
+    let table = services(&["--admin", &admin]).await?;
+    assert!(table.contains("conflict in api.shop:"), "{table}");
     federation.shutdown().await;
     Ok(())
 }

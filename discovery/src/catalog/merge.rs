@@ -33,7 +33,8 @@ pub struct ImportedService {
 /// operator can fix the newer one.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Conflict {
-    /// The same port (by name, or by number when unnamed) with a different number or protocol.
+    /// The same port (by name, or by number when unnamed) with a different number or
+    /// protocol, or two ports with one number.
     Port {
         /// The definition kept.
         kept: ServicePort,
@@ -103,17 +104,23 @@ fn merge_service(exports: &[(&Label, &ServiceExport)]) -> Option<ImportedService
                 Some(name) => PortKey::Name(name.clone()),
                 None => PortKey::Number(port.number),
             };
-            match ports.get(&key) {
-                None => {
-                    ports.insert(key, (port.clone(), cluster));
-                }
-                Some((kept, from)) if kept != port => conflicts.push(Conflict::Port {
+            // The same port (by name, or by number when unnamed) defined otherwise; or another
+            // port with the same number, which would make a port number ambiguous.
+            let clash: Option<&(ServicePort, &Label)> = match ports.get(&key) {
+                Some(entry) => (entry.0 != *port).then_some(entry),
+                None => ports.values().find(|(kept, _)| kept.number == port.number),
+            };
+            match clash {
+                Some((kept, from)) => conflicts.push(Conflict::Port {
                     kept: kept.clone(),
                     kept_from: (*from).clone(),
                     ignored: port.clone(),
                     ignored_from: (*cluster).clone(),
                 }),
-                Some(_) => {}
+                None if !ports.contains_key(&key) => {
+                    ports.insert(key, (port.clone(), cluster));
+                }
+                None => {}
             }
         }
         clusters.insert((*cluster).clone(), export.endpoints.clone());

@@ -122,6 +122,28 @@ fn equal_ages_are_settled_by_cluster_name() {
 }
 
 #[test]
+fn two_ports_with_one_number_are_a_conflict() {
+    let east = catalog(
+        "east",
+        vec![(
+            "api.shop",
+            export(1, false, vec![port(Some("http"), 80, Protocol::Http)]),
+        )],
+    );
+    let west = catalog(
+        "west",
+        vec![(
+            "api.shop",
+            export(2, false, vec![port(Some("tcp"), 80, Protocol::Tcp)]),
+        )],
+    );
+    let imports = merge([&east, &west]);
+    let service = &imports.services[&key("api.shop")];
+    assert_eq!(service.ports, vec![port(Some("http"), 80, Protocol::Http)]);
+    assert_eq!(service.conflicts.len(), 1, "{:?}", service.conflicts);
+}
+
+#[test]
 fn ready_clusters_are_those_with_a_ready_endpoint() {
     let mut down = export(1, false, vec![port(Some("http"), 80, Protocol::Http)]);
     down.endpoints = vec![endpoint("a", false)];

@@ -400,7 +400,10 @@ mod incremental {
     fn arb_export() -> impl Strategy<Value = ServiceExport> {
         (
             any::<bool>(),
-            proptest::sample::subsequence(vec![("http", 80u16), ("grpc", 9090), ("db", 5432)], 0..3),
+            proptest::sample::subsequence(
+                vec![("http", 80u16), ("grpc", 9090), ("db", 5432)],
+                0..3,
+            ),
             proptest::collection::vec(any::<bool>(), 0..3),
         )
             .prop_map(|(headless, ports, ready)| ServiceExport {
@@ -428,7 +431,11 @@ mod incremental {
 
     fn arb_imports() -> impl Strategy<Value = crate::catalog::Imports> {
         proptest::collection::vec(
-            proptest::collection::btree_map(proptest::sample::select(&SERVICES[..]), arb_export(), 0..3),
+            proptest::collection::btree_map(
+                proptest::sample::select(&SERVICES[..]),
+                arb_export(),
+                0..3,
+            ),
             3,
         )
         .prop_map(|clusters| {
@@ -480,9 +487,19 @@ mod incremental {
     fn answers(zones: &ZoneSet) -> Vec<Vec<u8>> {
         let mut all = Vec::new();
         for name in names() {
-            for rtype in [RecordType::A, RecordType::SRV, RecordType::SOA, RecordType::TXT] {
+            for rtype in [
+                RecordType::A,
+                RecordType::SRV,
+                RecordType::SOA,
+                RecordType::TXT,
+            ] {
                 let mut out = Vec::new();
-                respond(zones, &query(&name, rtype, Some(4096)), Transport::Udp, &mut out);
+                respond(
+                    zones,
+                    &query(&name, rtype, Some(4096)),
+                    Transport::Udp,
+                    &mut out,
+                );
                 all.push(out);
             }
         }

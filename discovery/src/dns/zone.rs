@@ -232,11 +232,17 @@ impl LiveZones {
 
     /// Replaces the records of `group` (a service, say) with `records`: `(name, data)` pairs,
     /// each name in one of the zones. On error nothing changes.
-    pub fn set_group(&mut self, group: &str, records: Vec<(String, RData)>) -> Result<(), ZoneError> {
+    pub fn set_group(
+        &mut self,
+        group: &str,
+        records: Vec<(String, RData)>,
+    ) -> Result<(), ZoneError> {
         let mut checked = Vec::with_capacity(records.len());
         for (name, rdata) in records {
             let key = key_of(&name);
-            let zone = self.zone_of(&key).ok_or(ZoneError::OutOfZone { name: name.clone() })?;
+            let zone = self
+                .zone_of(&key)
+                .ok_or(ZoneError::OutOfZone { name: name.clone() })?;
             checked.push((key, zone, rdata));
         }
         // Names are parsed before anything is touched, so that an error changes nothing.

@@ -2,6 +2,7 @@
 //! checked by their health check, and published whenever that changes, to the routes that
 //! forward to them and to the catalog that peers watch.
 
+pub(crate) mod export_times;
 mod registry;
 
 use std::sync::{Arc, Mutex};

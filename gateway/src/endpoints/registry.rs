@@ -14,15 +14,14 @@ use crate::config::{Config, Export, LocalEndpoint};
 #[derive(Debug)]
 pub(crate) struct Registry {
     services: BTreeMap<ServiceKey, Tracked>,
-    /// When the exports were first offered (the gateway's start): the oldest export wins a
-    /// conflict between clusters.
-    exported_at: u64,
 }
 
 #[derive(Debug)]
 struct Tracked {
     /// The export as configured; its ports' endpoint lists are rebuilt from what is ready.
     export: Export,
+    /// When the export was first offered: the oldest export wins a conflict between clusters.
+    exported_at: u64,
     found: BTreeSet<LocalEndpoint>,
     /// With a health check: each found endpoint's health. Without one, every found endpoint
     /// takes traffic.
@@ -30,8 +29,9 @@ struct Tracked {
 }
 
 impl Registry {
-    /// The exports of `config`, with their configured endpoints found (and not yet checked).
-    pub(crate) fn new(config: &Config, exported_at: u64) -> Self {
+    /// The exports of `config`, with their configured endpoints found (and not yet checked),
+    /// first offered at the times in `exported_at` (by service).
+    pub(crate) fn new(config: &Config, exported_at: &BTreeMap<ServiceKey, u64>) -> Self {
         let services = config
             .exports
             .iter()
@@ -45,6 +45,7 @@ impl Registry {
                 });
                 let mut tracked = Tracked {
                     export: export.clone(),
+                    exported_at: exported_at.get(&export.service).copied().unwrap_or(0),
                     found: BTreeSet::new(),
                     checks,
                 };
@@ -52,10 +53,7 @@ impl Registry {
                 (export.service.clone(), tracked)
             })
             .collect();
-        Registry {
-            services,
-            exported_at,
-        }
+        Registry { services }
     }
 
     /// Replaces the endpoints found for `service`; returns whether anything changed. Endpoints
@@ -147,7 +145,7 @@ impl Registry {
                 }
                 let export = ServiceExport {
                     headless: tracked.export.headless,
-                    exported_at: self.exported_at,
+                    exported_at: tracked.exported_at,
                     ports,
                     endpoints: endpoints.into_values().collect(),
                 };

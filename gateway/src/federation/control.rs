@@ -45,6 +45,8 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LAST: Duration = Duration::from_secs(5);
 /// A watch that lasted this long was healthy: the next failure starts the backoff over.
 const HEALTHY_WATCH: Duration = Duration::from_secs(10);
+/// Dialling a peer and starting the watch: as long as a QUIC handshake is given.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The control channel's TLS configurations, rebuilt whole with the QUIC ones on every
 /// credential or trust change.
@@ -217,8 +219,10 @@ fn identify(chain: Option<&[CertificateDer<'static>]>, state: &State) -> Option<
 }
 
 /// Follows `peer`'s catalog until `shutdown`: dials its federation port over TCP, watches, and
-/// after any failure marks the peer's catalog lost (nothing is routed to it) and dials again
-/// with backoff.
+/// dials again when the watch ends. A watch that breaks is retried at once, the catalog kept
+/// meanwhile, so that a stream lost to a passing hiccup (a keepalive missed on a busy host)
+/// does not take the peer's services away; only a peer that cannot be reached is marked lost
+/// (nothing is routed to it), and then redialled with backoff.
 pub(crate) async fn follow_peer(
     peer: Label,
     address: SocketAddr,
@@ -231,15 +235,23 @@ pub(crate) async fn follow_peer(
     loop {
         let started = Instant::now();
         let watch = watch_once(&peer, address, &control, &catalogs, &limits);
-        let error = tokio::select! {
+        let ended = tokio::select! {
             () = shutdown.cancelled() => return,
-            error = watch => error,
+            ended = watch => ended,
         };
-        catalogs.lose_peer(&peer);
         if started.elapsed() >= HEALTHY_WATCH {
             delay = RETRY_FIRST;
         }
-        tracing::debug!(peer.cluster = %peer, %error, retry_in = ?delay, "peer catalog lost");
+        match ended {
+            Ended::Broke(error) if started.elapsed() >= RETRY_LAST => {
+                tracing::debug!(peer.cluster = %peer, %error, "catalog stream broke; following again");
+                continue;
+            }
+            Ended::Broke(error) | Ended::Unreachable(error) => {
+                catalogs.lose_peer(&peer);
+                tracing::debug!(peer.cluster = %peer, %error, retry_in = ?delay, "peer catalog lost");
+            }
+        }
         let pause = jittered(delay);
         delay = (delay * 2).min(RETRY_LAST);
         tokio::select! {
@@ -249,6 +261,14 @@ pub(crate) async fn follow_peer(
     }
 }
 
+/// Why a watch ended.
+enum Ended {
+    /// The peer could not be reached, or refused the watch.
+    Unreachable(String),
+    /// The watch was up and its stream broke.
+    Broke(String),
+}
+
 /// One watch of `peer`'s catalog; returns why it ended.
 async fn watch_once(
     peer: &Label,
@@ -256,17 +276,17 @@ async fn watch_once(
     control: &ControlTls,
     catalogs: &Catalogs,
     limits: &Limits,
-) -> String {
+) -> Ended {
     let Some(config) = control.client(peer) else {
-        return "no TLS configuration for this peer".to_owned();
+        return Ended::Unreachable("no TLS configuration for this peer".to_owned());
     };
     let endpoint = match tonic::transport::Endpoint::from_shared(format!("http://{address}")) {
         Ok(endpoint) => endpoint
-            .connect_timeout(CLIENT_TIMEOUT)
+            .connect_timeout(CONNECT_TIMEOUT)
             .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
             .keep_alive_timeout(KEEPALIVE_TIMEOUT)
             .keep_alive_while_idle(true),
-        Err(error) => return error.to_string(),
+        Err(error) => return Ended::Unreachable(error.to_string()),
     };
     let connector = Connector {
         address,
@@ -275,19 +295,24 @@ async fn watch_once(
     };
     let channel = match endpoint.connect_with_connector(connector).await {
         Ok(channel) => channel,
-        Err(error) => return format!("cannot connect: {error}"),
+        Err(error) => return Ended::Unreachable(format!("cannot connect: {error}")),
     };
     let mut client = FederationClient::new(channel);
-    let mut stream = match client.watch_catalog(WatchCatalogRequest {}).await {
-        Ok(response) => response.into_inner(),
-        Err(status) => return format!("refused: {status}"),
+    let call = tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        client.watch_catalog(WatchCatalogRequest {}),
+    );
+    let mut stream = match call.await {
+        Ok(Ok(response)) => response.into_inner(),
+        Ok(Err(status)) => return Ended::Unreachable(format!("refused: {status}")),
+        Err(_) => return Ended::Unreachable("no answer to the watch".to_owned()),
     };
     tracing::debug!(peer.cluster = %peer, "following the peer's catalog");
     let error = follow(&mut stream, peer, limits, |catalog| {
         catalogs.set_peer(peer, catalog);
     })
     .await;
-    error.to_string()
+    Ended::Broke(error.to_string())
 }
 
 /// Dials a peer's federation port over TCP and completes the control channel's TLS handshake.

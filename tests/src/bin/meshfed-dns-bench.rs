@@ -134,7 +134,10 @@ fn serve(listen: SocketAddr, services: usize, rate: f64) -> anyhow::Result<()> {
             tx.send_replace(Arc::new(next));
             changes += 1;
             if window.elapsed() >= Duration::from_secs(1) {
-                eprintln!("changes/s {:.1}", f64::from(changes) / window.elapsed().as_secs_f64());
+                eprintln!(
+                    "changes/s {:.1}",
+                    f64::from(changes) / window.elapsed().as_secs_f64()
+                );
                 (window, changes) = (Instant::now(), 0);
             }
         }

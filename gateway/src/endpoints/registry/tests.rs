@@ -1,4 +1,4 @@
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use super::*;
@@ -18,6 +18,10 @@ exports:
 "#
     );
     Config::parse(&text, Path::new("/")).expect("valid")
+}
+
+fn times(at: u64) -> BTreeMap<ServiceKey, u64> {
+    BTreeMap::from([(key(), at)])
 }
 
 fn key() -> ServiceKey {
@@ -50,7 +54,7 @@ fn hostnames(registry: &Registry) -> Vec<(String, bool)> {
 
 #[test]
 fn without_a_check_every_endpoint_found_takes_traffic() {
-    let registry = Registry::new(&config(""), 7);
+    let registry = Registry::new(&config(""), &times(7));
     assert_eq!(
         addresses(&registry),
         ["10.0.0.1:5432", "10.0.0.1:5433", "10.0.0.2:5432"]
@@ -71,7 +75,7 @@ fn without_a_check_every_endpoint_found_takes_traffic() {
 fn with_a_check_endpoints_take_traffic_once_they_pass() {
     let mut registry = Registry::new(
         &config("health_check: { protocol: tcp, healthy_threshold: 2, unhealthy_threshold: 2 }"),
-        1,
+        &times(1),
     );
     assert!(addresses(&registry).is_empty(), "unchecked endpoints wait");
     let first = endpoint("10.0.0.2", None);
@@ -91,7 +95,7 @@ fn with_a_check_endpoints_take_traffic_once_they_pass() {
 
 #[test]
 fn endpoints_found_anew_keep_the_health_of_those_that_stay() {
-    let mut registry = Registry::new(&config("health_check: { protocol: tcp }"), 1);
+    let mut registry = Registry::new(&config("health_check: { protocol: tcp }"), &times(1));
     let stays = endpoint("10.0.0.2", None);
     registry.observe(&key(), &stays, true);
     let new = endpoint("10.0.0.3", None);
