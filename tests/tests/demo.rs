@@ -57,7 +57,7 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         .map(|l| l.trim())
         .filter(|l| l.starts_with("curl ") || l.starts_with("dig "))
         .collect();
-    assert_eq!(commands.len(), 6, "{guide:#?}");
+    assert_eq!(commands.len(), 7, "{guide:#?}");
 
     // 1. West's greeter through east's gateway: served by west, through both gateways.
     let answer = sh(commands[0])?;
@@ -80,7 +80,36 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
     assert_eq!(sh(commands[3])?.trim(), "127.0.1.1");
     assert_eq!(sh(commands[4])?.trim(), "127.0.2.1");
     // 6. A name nobody serves.
-    assert!(sh(commands[5])?.contains("status: NXDOMAIN"));
+    assert_eq!(
+        sh(commands[5])?.trim(),
+        "0 100 80 checkout.shop.svc.clusterset.local."
+    );
+    assert!(sh(commands[6])?.contains("status: NXDOMAIN"));
+    // And `meshfed services` as printed, with this build's binary.
+    let services = guide
+        .iter()
+        .map(|l| l.trim())
+        .find_map(|l| l.strip_prefix("meshfed services "))
+        .ok_or_else(|| anyhow::anyhow!("no meshfed services command in {guide:#?}"))?;
+    let output = Command::new(binary::meshfed()?)
+        .arg("services")
+        .args(services.split_whitespace())
+        .output()?;
+    let table = String::from_utf8(output.stdout)?;
+    let errors = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{table}{errors}");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("greeter.demo") && l.contains("local, exported to west")),
+        "{table}"
+    );
+    assert!(
+        table
+            .lines()
+            .any(|l| l.contains("west") && l.contains("1/1 ready  imported")),
+        "{table}"
+    );
 
     // Ctrl-C stops it cleanly.
     let status = Command::new("kill")

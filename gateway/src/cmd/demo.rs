@@ -210,8 +210,14 @@ Try these in another terminal.
   dig @127.0.1.1 -p 15053 +short greeter.demo.svc.clusterset.local
   dig @127.0.2.1 -p 15053 +short checkout.shop.east.meshfed.internal
 
+  # named ports have SRV records (the port numbers come from east's catalog)
+  dig @127.0.2.1 -p 15053 +short _http._tcp.checkout.shop.svc.clusterset.local SRV
+
   # a name nobody serves gets NXDOMAIN
   dig @127.0.1.1 -p 15053 nothing.demo.svc.clusterset.local
+
+What each gateway knows, from which clusters, with endpoint health:
+  meshfed services --admin 127.0.1.1:15000
 
 Configs and CAs: {dir} (removed on exit). Ctrl-C stops.
 "#,
