@@ -141,6 +141,26 @@ impl State {
             .map(|(td, _)| td.clone())
     }
 
+    /// The configured peer whose gateway a verified client certificate chain names (QUIC and
+    /// the control channel alike). The TLS verifier has already checked the chain against the
+    /// roots of the trust domain the SVID names; the ID must also be that peer's gateway, not
+    /// some other workload of its trust domain. A refusal is counted.
+    pub(crate) fn identify_peer(
+        &self,
+        chain: &[rustls::pki_types::CertificateDer<'static>],
+    ) -> Option<Label> {
+        let id = meshfed_trust::x509::spiffe_id(chain.first()?).ok()?;
+        let peer = self.peer_of(&id);
+        if peer.is_none() {
+            self.stats.peer_certificates_refused.refuse(
+                meshfed_trust::verify::Rejection::WrongId,
+                "client",
+                &format_args!("{id} is not a peer gateway"),
+            );
+        }
+        peer
+    }
+
     pub(crate) fn peer_of(&self, id: &SpiffeId) -> Option<Label> {
         let peer = self.peers_by_trust_domain.get(id.trust_domain())?;
         (gateway_id_of(id.trust_domain(), peer) == *id).then(|| peer.clone())

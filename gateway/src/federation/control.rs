@@ -21,7 +21,7 @@ use meshfed_discovery::exchange::proto::federation_server::FederationServer;
 use meshfed_discovery::exchange::{Caller, CatalogService, Limits, follow};
 use meshfed_trust::verify::Rejections;
 use meshfed_trust::{Svid, TrustStore, tls};
-use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::pki_types::ServerName;
 use rustls::{ClientConfig, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -175,7 +175,8 @@ impl Client {
             Ok(Err(error)) => return tracing::debug!(%error, "control handshake failed"),
             Err(_) => return tracing::debug!("control handshake too slow"),
         };
-        let Some(peer) = identify(stream.get_ref().1.peer_certificates(), &self.state) else {
+        let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
+        let Some(peer) = self.state.identify_peer(chain) else {
             return;
         };
         tracing::debug!(peer.cluster = %peer, "control channel open");
@@ -202,20 +203,6 @@ impl Client {
             },
         }
     }
-}
-
-/// The configured peer whose gateway the verified client certificate names.
-fn identify(chain: Option<&[CertificateDer<'static>]>, state: &State) -> Option<Label> {
-    let id = meshfed_trust::x509::spiffe_id(chain?.first()?).ok()?;
-    let peer = state.peer_of(&id);
-    if peer.is_none() {
-        state.stats.peer_certificates_refused.refuse(
-            meshfed_trust::verify::Rejection::WrongId,
-            "client",
-            &format_args!("{id} is not a peer gateway"),
-        );
-    }
-    peer
 }
 
 /// Follows `peer`'s catalog until `shutdown`: dials its federation port over TCP, watches, and

@@ -245,22 +245,11 @@ async fn tunnel(
     }
 }
 
-/// The configured peer this connection's verified SVID belongs to. The TLS verifier has
-/// already checked the chain against the roots of the trust domain the SVID names; the ID must
-/// also be that peer's gateway, not some other workload of its trust domain.
+/// The configured peer this connection's verified SVID belongs to.
 fn identify(connection: &quinn::Connection, state: &State) -> Option<Label> {
     let chain = connection
         .peer_identity()?
         .downcast::<Vec<CertificateDer<'static>>>()
         .ok()?;
-    let id = meshfed_trust::x509::spiffe_id(chain.first()?).ok()?;
-    let peer = state.peer_of(&id);
-    if peer.is_none() {
-        state.stats.peer_certificates_refused.refuse(
-            meshfed_trust::verify::Rejection::WrongId,
-            "client",
-            &format_args!("{id} is not a peer gateway"),
-        );
-    }
-    peer
+    state.identify_peer(&chain)
 }
