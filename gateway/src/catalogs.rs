@@ -5,7 +5,6 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use meshfed_discovery::catalog::{ClusterCatalog, Imports, ServiceExport};
 use meshfed_discovery::dns::{Clusterset, ClustersetZones, ZoneError, ZoneSet};
@@ -64,6 +63,7 @@ impl Catalogs {
         own: BTreeMap<ServiceKey, ServiceExport>,
         address: IpAddr,
         nameserver: IpAddr,
+        now: u64,
     ) -> Result<(Self, Built), ZoneError> {
         let visible_to = config
             .exports
@@ -94,7 +94,7 @@ impl Catalogs {
                     nameserver,
                 },
                 // The SOA serial starts at the time, so that it grows across restarts too.
-                serial_now(),
+                u32::try_from(now).unwrap_or(u32::MAX),
             )?),
             dns: config.dns.clone(),
             in_force: watch::Sender::new(Arc::default()),
@@ -285,14 +285,4 @@ impl Catalogs {
             }),
         })
     }
-}
-
-fn now() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
-}
-
-fn serial_now() -> u32 {
-    u32::try_from(now()).unwrap_or(u32::MAX)
 }

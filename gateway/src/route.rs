@@ -152,29 +152,6 @@ impl RouteTable {
         Ok(self.destination(&backends[index], service.clone()))
     }
 
-    /// Every known service with the clusters that have a ready endpoint of it.
-    pub fn services(&self) -> impl Iterator<Item = (&ServiceKey, &[Backend])> {
-        self.services.iter().map(|(k, v)| (k, v.ready.as_slice()))
-    }
-
-    /// The cluster name of a backend, for DNS names and logs.
-    pub fn cluster_of<'a>(&'a self, backend: &'a Backend) -> &'a Label {
-        match backend {
-            Backend::Local => &self.cluster,
-            Backend::Peer(name) => name,
-        }
-    }
-
-    /// The MCS zone.
-    pub fn zone(&self) -> &str {
-        &self.zone
-    }
-
-    /// The cluster-pinned zone.
-    pub fn pinned_zone(&self) -> &str {
-        &self.pinned_zone
-    }
-
     fn destination(&self, backend: &Backend, service: ServiceKey) -> Destination {
         match backend {
             Backend::Local => Destination::Local(service),

@@ -145,12 +145,18 @@ pub fn start(
         ip if ip.is_unspecified() => addrs.http.ip(),
         ip => ip,
     };
+    let now = unix_now();
     let registry = Registry::new(
         &config,
-        &crate::endpoints::export_times::load_or_record(&config, unix_now()),
+        &crate::endpoints::export_times::load_or_record(&config, now),
     );
-    let (catalogs, built) =
-        Catalogs::new(&config, registry.catalog(), addrs.http.ip(), nameserver)?;
+    let (catalogs, built) = Catalogs::new(
+        &config,
+        registry.catalog(),
+        addrs.http.ip(),
+        nameserver,
+        now,
+    )?;
     let catalogs = Arc::new(catalogs);
     let state = Arc::new(State::new(
         &config,

@@ -59,13 +59,7 @@ impl Cluster {
     /// a free loopback port.
     pub fn new(name: &str) -> anyhow::Result<Cluster> {
         let ca = Ca::generate(format!("{name}.test").parse()?, SystemTime::now())?;
-        let any: SocketAddr = "127.0.0.1:0".parse()?;
-        let bound = Bound::bind(&Listeners {
-            http: any,
-            federation: any,
-            dns: any,
-            admin: any,
-        })?;
+        let bound = bind_below_ephemeral()?;
         let addrs = bound.addrs()?;
         Ok(Cluster {
             name: name.to_owned(),
@@ -225,9 +219,9 @@ impl Federation {
 
     /// Starts a stopped cluster's gateway again from its config, on the same addresses.
     pub async fn start_again(&mut self, cluster: &str, addrs: Listeners) -> anyhow::Result<()> {
-        // The old sockets close as the last tasks holding them end; and while the port was free,
-        // another test's outgoing connection may have used it as its source port and left it in
-        // TIME-WAIT (60 s on Linux), which blocks a listener there. Retry the bind, bounded.
+        // The old sockets close as the last tasks holding them end: retry the bind, bounded.
+        // (The ports lie below the ephemeral range, so no other test's outgoing connection can
+        // have taken one meanwhile.)
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(70);
         let bound = loop {
             match Bound::bind(&addrs) {
@@ -498,6 +492,34 @@ impl Builder {
         }
         yaml
     }
+}
+
+/// Binds a gateway's listeners on free loopback ports below the system's ephemeral range
+/// (32768 and up on Linux). Port 0 would pick them inside it, where, once a restarted gateway
+/// has let them go, any outgoing connection of another test (a control channel, a health
+/// check) may take one as its source port and keep the gateway from listening there again.
+fn bind_below_ephemeral() -> anyhow::Result<Bound> {
+    use std::hash::{BuildHasher as _, Hasher as _};
+    const FIRST: u16 = 10_000;
+    const SPAN: u16 = 22_000;
+    for _ in 0..200 {
+        let random = std::collections::hash_map::RandomState::new()
+            .build_hasher()
+            .finish();
+        let base = FIRST + (random % u64::from(SPAN - 4)) as u16;
+        let at = |offset: u16| SocketAddr::from(([127, 0, 0, 1], base + offset));
+        match Bound::bind(&Listeners {
+            http: at(0),
+            federation: at(1),
+            dns: at(2),
+            admin: at(3),
+        }) {
+            Ok(bound) => return Ok(bound),
+            Err(error) if error.error.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    anyhow::bail!("no four free loopback ports below the ephemeral range after 200 tries")
 }
 
 /// A Web PKI for `https_web` bundle endpoints: a CA (`web-roots.pem`) and, for each cluster, a

@@ -1,4 +1,4 @@
-//! Test support for meshfed: federations of real gateways on port 0, with real CAs, real QUIC
+//! Test support for meshfed: federations of real gateways on free loopback ports, with real CAs, real QUIC
 //! and real mutual TLS, and upstream servers to put behind them.
 //!
 //! Nothing here is a mock. A [`Federation`] writes each cluster's CA, peer bundles and YAML

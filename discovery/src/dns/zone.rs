@@ -187,16 +187,6 @@ impl ZoneSet {
     }
 }
 
-impl Default for ZoneSet {
-    fn default() -> Self {
-        ZoneSet {
-            zones: Arc::new([]),
-            shards: (0..SHARDS).map(|_| Arc::new(Shard::default())).collect(),
-            hasher: foldhash::fast::FixedState::default(),
-        }
-    }
-}
-
 // === impl LiveZones ===
 
 impl LiveZones {

@@ -45,6 +45,9 @@ const RETRY_FIRST: Duration = Duration::from_millis(100);
 const RETRY_LAST: Duration = Duration::from_secs(5);
 /// A watch that lasted this long was healthy: the next failure starts the backoff over.
 const HEALTHY_WATCH: Duration = Duration::from_secs(10);
+/// A watch up this long that breaks is followed again at once, its catalog kept; one that
+/// breaks sooner counts as a failure (so that a broken peer cannot make us spin).
+const SETTLED_WATCH: Duration = Duration::from_secs(5);
 /// Dialling a peer and starting the watch: as long as a QUIC handshake is given.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -230,7 +233,7 @@ pub(crate) async fn follow_peer(
             delay = RETRY_FIRST;
         }
         match ended {
-            Ended::Broke(error) if started.elapsed() >= RETRY_LAST => {
+            Ended::Broke(error) if started.elapsed() >= SETTLED_WATCH => {
                 tracing::debug!(peer.cluster = %peer, %error, "catalog stream broke; following again");
                 continue;
             }
