@@ -1,6 +1,6 @@
 //! The gateway's QUIC endpoint and its transport settings.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
@@ -59,13 +59,34 @@ pub(crate) fn endpoint(
 }
 
 /// A server configuration for accepting peers.
+///
+/// Every configuration built in this process shares one handshake-token key. The server config
+/// is rebuilt at every credential rotation, and a client that was sent a Retry just before a
+/// rebuild answers with a token the new config must still accept: with a fresh key per config
+/// (quinn's `with_crypto`) it is refused with `INVALID_TOKEN` and its request fails, mid-rotation.
 pub(crate) fn server_config(
     server_tls: rustls::ServerConfig,
 ) -> Result<quinn::ServerConfig, EndpointError> {
-    let mut config =
-        quinn::ServerConfig::with_crypto(Arc::new(QuicServerConfig::try_from(server_tls)?));
+    let mut config = quinn::ServerConfig::new(
+        Arc::new(QuicServerConfig::try_from(server_tls)?),
+        token_key()?,
+    );
     config.transport_config(transport());
     Ok(config)
+}
+
+/// This process's key for Retry tokens: random, made once, never written anywhere. A restart
+/// makes a new one, which only costs a client in the middle of a handshake one more round trip.
+fn token_key() -> Result<Arc<dyn quinn::crypto::HandshakeTokenKey>, EndpointError> {
+    static KEY: OnceLock<Arc<ring::hkdf::Prk>> = OnceLock::new();
+    if let Some(key) = KEY.get() {
+        return Ok(key.clone());
+    }
+    let mut secret = [0u8; 64];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut secret)
+        .map_err(|_| EndpointError::Config("token key: the system random source failed"))?;
+    let key = Arc::new(ring::hkdf::Salt::new(ring::hkdf::HKDF_SHA256, &[]).extract(&secret));
+    Ok(KEY.get_or_init(|| key).clone())
 }
 
 /// A client configuration for dialling one peer.
@@ -96,4 +117,74 @@ fn transport() -> Arc<TransportConfig> {
         // tests/tests/lossy_link.rs runs ten times faster with BBR at 3 % loss and 20 ms RTT.
         .congestion_controller_factory(Arc::new(quinn::congestion::BbrConfig::default()));
     Arc::new(transport)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use meshfed_trust::verify::Rejections;
+    use meshfed_trust::{Ca, SpiffeId, TrustStore};
+
+    use super::super::tls;
+    use super::*;
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    /// A client sent a Retry under one server config answers it after the config was rebuilt
+    /// (a credential rotation): the handshake must go through, not end in `INVALID_TOKEN`.
+    #[tokio::test]
+    async fn a_retry_token_outlives_a_rebuilt_server_config() {
+        let ca = Ca::generate("east.test".parse().expect("td"), SystemTime::now()).expect("CA");
+        let id = |name: &str| {
+            SpiffeId::new(ca.trust_domain().clone(), ["meshfed", "gateway", name]).expect("id")
+        };
+        let server_svid = ca
+            .issue(&id("east"), SystemTime::now(), HOUR)
+            .expect("svid");
+        let client_svid = ca
+            .issue(&id("west"), SystemTime::now(), HOUR)
+            .expect("svid");
+        let trust = Arc::new(
+            TrustStore::new()
+                .with_roots(ca.trust_domain().clone(), std::slice::from_ref(ca.root()))
+                .expect("roots"),
+        );
+        let rejections = Arc::new(Rejections::default());
+        let server_config = || tls::server(&server_svid, &trust, &rejections).expect("server");
+
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let server = endpoint(socket, server_config()).expect("endpoint");
+        let addr = server.local_addr().expect("addr");
+        let rebuilt = server_config();
+        let accepting = tokio::spawn({
+            let server = server.clone();
+            async move {
+                let first = server.accept().await.expect("an attempt");
+                assert!(!first.remote_address_validated());
+                // The rotation lands between the Retry's making and the client's answer.
+                server.set_server_config(Some(rebuilt));
+                first.retry().expect("retry");
+                let second = server.accept().await.expect("the attempt again");
+                assert!(second.remote_address_validated());
+                second.await
+            }
+        });
+
+        let client_config =
+            tls::client(&client_svid, &trust, &id("east"), &rejections).expect("client config");
+        let client = quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client");
+        let connecting = client
+            .connect_with(client_config, addr, ca.trust_domain().as_str())
+            .expect("connect");
+        let connected = tokio::time::timeout(Duration::from_secs(10), connecting)
+            .await
+            .expect("the handshake ends");
+        connected.expect("the client's handshake");
+        let accepted = tokio::time::timeout(Duration::from_secs(10), accepting)
+            .await
+            .expect("the server side ends")
+            .expect("no panic");
+        accepted.expect("the server's handshake");
+    }
 }
