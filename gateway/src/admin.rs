@@ -52,6 +52,8 @@ pub(crate) async fn handle(
                 ("local_requests", &stats.local_requests),
                 ("credential_updates", &stats.credential_updates),
                 ("bundle_updates", &stats.bundle_updates),
+                ("policy_reloads", &stats.policy_reloads),
+                ("policy_reloads_rejected", &stats.policy_reloads_rejected),
             ];
             let mut lines: String = counters
                 .iter()

@@ -13,6 +13,8 @@ pub mod config;
 pub mod credentials;
 pub(crate) mod endpoints;
 pub mod federation;
+pub mod policy;
+pub(crate) mod policy_file;
 pub mod proxy;
 pub mod reason;
 pub(crate) mod recheck;

@@ -36,11 +36,17 @@ pub enum Reason {
     NoReadyEndpoints,
     /// A local endpoint was reached but failed before a response arrived.
     UpstreamFailed,
+    /// The request's path cannot be made canonical (a bad `%` escape, or not beginning with `/`).
+    BadPath,
+    /// A trusted client's `x-meshfed-cluster` override does not name a cluster.
+    BadOverride,
+    /// The route's timeout passed before the response head arrived.
+    Timeout,
 }
 
 impl Reason {
     /// Every reason, for tables and lookups.
-    pub const ALL: [Reason; 10] = [
+    pub const ALL: [Reason; 13] = [
         Reason::MissingAuthority,
         Reason::HeadersTooLarge,
         Reason::NotOurZone,
@@ -51,6 +57,9 @@ impl Reason {
         Reason::UpstreamUnavailable,
         Reason::UpstreamFailed,
         Reason::NoReadyEndpoints,
+        Reason::BadPath,
+        Reason::BadOverride,
+        Reason::Timeout,
     ];
 
     /// The stable code, as sent in `x-meshfed-error`.
@@ -66,6 +75,9 @@ impl Reason {
             Reason::UpstreamUnavailable => "upstream_unavailable",
             Reason::UpstreamFailed => "upstream_failed",
             Reason::NoReadyEndpoints => "no_ready_endpoints",
+            Reason::BadPath => "bad_path",
+            Reason::BadOverride => "bad_override",
+            Reason::Timeout => "timeout",
         }
     }
 
@@ -77,7 +89,10 @@ impl Reason {
     /// The HTTP status the gateway answers with.
     pub fn status(self) -> StatusCode {
         match self {
-            Reason::MissingAuthority => StatusCode::BAD_REQUEST,
+            Reason::MissingAuthority | Reason::BadPath | Reason::BadOverride => {
+                StatusCode::BAD_REQUEST
+            }
+            Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Reason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reason::NotOurZone => StatusCode::MISDIRECTED_REQUEST,
             Reason::UnknownService | Reason::NotExported => StatusCode::NOT_FOUND,

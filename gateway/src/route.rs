@@ -12,6 +12,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use meshfed_discovery::{Label, ServiceKey};
 
+use crate::policy::Labels;
 use crate::reason::Reason;
 use meshfed_discovery::catalog::Imports;
 
@@ -54,6 +55,17 @@ struct Backends {
     ready: Vec<Backend>,
     /// Exporting peers whose catalog stream broke: known, but unavailable.
     lost: Vec<Backend>,
+    /// The distinct label sets of each cluster's ready endpoints, for subsets.
+    ready_labels: BTreeMap<Backend, Vec<Labels>>,
+}
+
+/// A service a request names, and the cluster it pins, if it uses a cluster-pinned name.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Named {
+    /// The service.
+    pub service: ServiceKey,
+    /// The cluster a `<svc>.<ns>.<cluster>.<pinned zone>` name pins.
+    pub pinned: Option<Backend>,
 }
 
 impl RouteTable {
@@ -84,10 +96,25 @@ impl RouteTable {
                     .filter(|b| matches!(b, Backend::Peer(p) if unreachable.contains(p)))
                     .cloned()
                     .collect();
+                let ready_labels = service
+                    .clusters
+                    .iter()
+                    .map(|(cluster, endpoints)| {
+                        let mut sets: Vec<Labels> = endpoints
+                            .iter()
+                            .filter(|e| e.ready)
+                            .map(|e| e.labels.clone())
+                            .collect();
+                        sets.sort();
+                        sets.dedup();
+                        (backend(cluster), sets)
+                    })
+                    .collect();
                 let backends = Backends {
                     exporting,
                     ready,
                     lost,
+                    ready_labels,
                 };
                 (key.clone(), backends)
             })
@@ -103,6 +130,15 @@ impl RouteTable {
     /// Routes a request by its `Host`/`:authority` (a port, trailing dot and case are ignored).
     /// `spread` picks among clusters when several serve the service.
     pub fn route(&self, authority: &str, spread: u64) -> Result<Destination, Reason> {
+        let named = self.resolve(authority)?;
+        match &named.pinned {
+            Some(backend) => self.to_backend(&named.service, backend, &Labels::new()),
+            None => self.route_service(&named.service, spread),
+        }
+    }
+
+    /// The service (and pinned cluster) a `Host`/`:authority` names.
+    pub fn resolve(&self, authority: &str) -> Result<Named, Reason> {
         let host = normalize(authority);
         if host.is_empty() {
             return Err(Reason::MissingAuthority);
@@ -112,29 +148,76 @@ impl RouteTable {
                 .strip_suffix(".svc")
                 .and_then(|s| s.parse().ok())
                 .ok_or(Reason::UnknownService)?;
-            return self.route_service(&service, spread);
+            self.services.get(&service).ok_or(Reason::UnknownService)?;
+            return Ok(Named {
+                service,
+                pinned: None,
+            });
         }
         if let Some(rest) = within(&host, &self.pinned_zone) {
             let (service, cluster) = rest.rsplit_once('.').ok_or(Reason::UnknownService)?;
             let service: ServiceKey = service.parse().map_err(|_| Reason::UnknownService)?;
-            let backend = if cluster == self.cluster.as_str() {
-                Backend::Local
-            } else {
-                Backend::Peer(cluster.parse().map_err(|_| Reason::UnknownService)?)
-            };
+            let cluster: Label = cluster.parse().map_err(|_| Reason::UnknownService)?;
+            let backend = self.backend_of(&cluster);
             let backends = self.services.get(&service).ok_or(Reason::UnknownService)?;
             if !backends.exporting.contains(&backend) {
                 return Err(Reason::UnknownService);
             }
-            if !backends.ready.contains(&backend) {
-                return Err(match backends.lost.contains(&backend) {
-                    true => Reason::PeerUnavailable,
-                    false => Reason::NoReadyEndpoints,
-                });
-            }
-            return Ok(self.destination(&backend, service));
+            return Ok(Named {
+                service,
+                pinned: Some(backend),
+            });
         }
         Err(Reason::NotOurZone)
+    }
+
+    /// Whether `cluster` has a ready endpoint of `service` whose labels include `selector`.
+    pub fn available(&self, service: &ServiceKey, cluster: &Label, selector: &Labels) -> bool {
+        let backend = self.backend_of(cluster);
+        self.services
+            .get(service)
+            .and_then(|b| b.ready_labels.get(&backend))
+            .is_some_and(|sets| sets.iter().any(|labels| selects(selector, labels)))
+    }
+
+    /// The destination for `service` in `cluster`, among endpoints selected by `selector`.
+    pub fn to_cluster(
+        &self,
+        service: &ServiceKey,
+        cluster: &Label,
+        selector: &Labels,
+    ) -> Result<Destination, Reason> {
+        self.to_backend(service, &self.backend_of(cluster), selector)
+    }
+
+    fn to_backend(
+        &self,
+        service: &ServiceKey,
+        backend: &Backend,
+        selector: &Labels,
+    ) -> Result<Destination, Reason> {
+        let backends = self.services.get(service).ok_or(Reason::UnknownService)?;
+        if !backends.exporting.contains(backend) {
+            return Err(Reason::UnknownService);
+        }
+        let ready = backends
+            .ready_labels
+            .get(backend)
+            .is_some_and(|sets| sets.iter().any(|labels| selects(selector, labels)));
+        if !ready {
+            return Err(match backends.lost.contains(backend) {
+                true => Reason::PeerUnavailable,
+                false => Reason::NoReadyEndpoints,
+            });
+        }
+        Ok(self.destination(backend, service.clone()))
+    }
+
+    fn backend_of(&self, cluster: &Label) -> Backend {
+        match cluster == &self.cluster {
+            true => Backend::Local,
+            false => Backend::Peer(cluster.clone()),
+        }
     }
 
     /// Routes a request for `service` to any cluster that serves it; `spread` picks among
@@ -161,6 +244,11 @@ impl RouteTable {
             },
         }
     }
+}
+
+/// Whether an endpoint with `labels` is selected by `selector` (every pair of it is there).
+pub fn selects(selector: &Labels, labels: &Labels) -> bool {
+    selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
 /// Lower-cases and drops a port and a trailing dot.

@@ -37,6 +37,7 @@ use crate::federation::client::PeerClient;
 use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
+use crate::policy_file::{self, PolicyFile};
 use crate::proxy::local;
 use crate::proxy::serve::{Versions, serve_http};
 use crate::proxy::tcp;
@@ -78,6 +79,12 @@ pub enum StartError {
     /// The DNS zone could not be built.
     #[error("cannot build the DNS zone: {0}")]
     Zone(#[from] ZoneError),
+    /// The policy file has problems.
+    #[error("{0}")]
+    Policy(#[from] crate::config::ConfigErrors),
+    /// The system's random source failed.
+    #[error("cannot seed the traffic policy's random choices")]
+    Random,
 }
 
 /// A running gateway.
@@ -164,7 +171,12 @@ pub fn start(
         built.routes,
         peers,
         stats.clone(),
+        Arc::new(policy_file::initial(&config)?),
+        random_seed()?,
     ));
+    if let Some(path) = &config.policy_file {
+        tokio::spawn(PolicyFile::new(path.clone(), &config).watch(state.clone(), shutdown.clone()));
+    }
     Endpoints::start(
         &config,
         registry,
@@ -435,6 +447,14 @@ impl Running {
 }
 
 /// Seconds since the Unix epoch.
+/// A seed for the policy's dice, from the system's random source.
+fn random_seed() -> Result<u64, StartError> {
+    let mut seed = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut seed)
+        .map_err(|_| StartError::Random)?;
+    Ok(u64::from_le_bytes(seed))
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)

@@ -16,11 +16,12 @@ use crate::config::{Config, Export};
 use crate::credentials::gateway_id_of;
 use crate::federation::client::PeerClient;
 use crate::federation::wire;
+use crate::policy::{Dice as _, Labels, Policy, SplitMix64};
 use crate::proxy::body::{self, Body};
 use crate::proxy::headers;
 use crate::proxy::upstream::Upstream;
 use crate::reason::Reason;
-use crate::route::RouteTable;
+use crate::route::{self, RouteTable};
 use crate::stats::Stats;
 
 #[derive(Debug)]
@@ -42,6 +43,10 @@ pub(crate) struct State {
     next_endpoint: AtomicU64,
     /// Peers' connections to us, by QUIC connection id, so that a trust change can re-check them.
     inbound: std::sync::Mutex<BTreeMap<usize, Inbound>>,
+    /// The traffic policy; swapped whole on reload, a request keeps the one it read.
+    policy: std::sync::RwLock<Arc<Policy>>,
+    /// Seeds each request's dice: a counter, mixed, so requests' draws are independent.
+    dice: AtomicU64,
 }
 
 /// A peer's connection to us, as the registry holds it.
@@ -73,6 +78,8 @@ impl State {
         routes: Arc<RouteTable>,
         peers: BTreeMap<Label, PeerClient>,
         stats: Arc<Stats>,
+        policy: Arc<Policy>,
+        seed: u64,
     ) -> Self {
         State {
             pseudonym: format!("meshfed-{}", config.cluster),
@@ -89,7 +96,28 @@ impl State {
             next_backend: AtomicU64::new(0),
             next_endpoint: AtomicU64::new(0),
             inbound: std::sync::Mutex::default(),
+            policy: std::sync::RwLock::new(policy),
+            dice: AtomicU64::new(seed),
         }
+    }
+
+    /// The traffic policy in force.
+    pub(crate) fn policy(&self) -> Arc<Policy> {
+        self.policy
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Decides by `policy` from now on; requests under way keep the one they started with.
+    pub(crate) fn set_policy(&self, policy: Arc<Policy>) {
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+    }
+
+    /// Dice for one request's decisions, independent of every other request's.
+    pub(crate) fn dice(&self) -> SplitMix64 {
+        let turn = self.dice.fetch_add(1, Ordering::Relaxed);
+        SplitMix64::new(SplitMix64::new(turn).roll())
     }
 
     /// The current route table.
@@ -170,16 +198,18 @@ impl State {
     /// numbered `port` if the service has one, else on its first HTTP port. The endpoint sees
     /// the service's MCS name as `Host`, whichever name the client used and wherever it came
     /// from. Its response may not pose as the gateway: `x-meshfed-*` headers are removed.
+    /// Only endpoints whose labels include `selector` may serve it (all, if it is empty).
     pub(crate) async fn forward_local(
         &self,
         service: &ServiceKey,
         port: Option<u16>,
+        selector: &Labels,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, Reason> {
         let exports = self.exports();
         let export = exports.get(service).ok_or(Reason::UnknownService)?;
         let port = export.http_port(port).ok_or(Reason::UnknownService)?;
-        if port.endpoints.is_empty() {
+        if port.endpoints.is_empty() || !route::selects(selector, &export.labels) {
             return Err(Reason::NoReadyEndpoints);
         }
         if let Ok(host) = HeaderValue::from_str(&wire::authority(service, None)) {
@@ -260,11 +290,21 @@ impl State {
             return reason.response();
         }
         let (mut parts, ()) = request.into_parts();
+        // Set by the peer gateway (its clients' x-meshfed-* headers never cross); an ill-formed
+        // one selects nothing rather than everything.
+        let selector = match parts.headers.get(wire::ENDPOINT_LABELS) {
+            None => Some(Labels::new()),
+            Some(value) => value.to_str().ok().and_then(wire::parse_labels),
+        };
+        let Some(selector) = selector else {
+            tracing::debug!(peer.cluster = %peer, "ill-formed endpoint labels from peer");
+            return Reason::NoReadyEndpoints.response();
+        };
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_untrusted(&mut parts.headers);
         headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
         let request = Request::from_parts(parts, body::from_h3(body));
-        match self.forward_local(&service, port, request).await {
+        match self.forward_local(&service, port, &selector, request).await {
             Ok(response) => self.forwarded(response),
             Err(reason) => reason.response(),
         }

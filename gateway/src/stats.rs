@@ -23,6 +23,10 @@ pub struct Stats {
     pub credential_updates: AtomicU64,
     /// Peer bundles fetched from bundle endpoints and put in use.
     pub bundle_updates: AtomicU64,
+    /// Policy file versions put in force after the first.
+    pub policy_reloads: AtomicU64,
+    /// Policy file versions refused for a problem (the policy in force was kept).
+    pub policy_reloads_rejected: AtomicU64,
     /// Peer certificates refused, by reason.
     pub peer_certificates_refused: Arc<Rejections>,
 }

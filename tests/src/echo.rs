@@ -5,7 +5,8 @@
 //! - `GET /slow` does the same after [`SLOW`], to keep a request in flight;
 //! - `GET /bytes/<n>` answers `n` bytes of [`Pattern`], streamed;
 //! - `POST /digest` answers `<length> <sha256 hex>` of the request body;
-//! - any other method echoes the request body back, streamed.
+//! - any other method echoes the request body back, streamed;
+//! - every response names the server in `x-served-by`.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -65,7 +66,16 @@ impl Drop for Echo {
     }
 }
 
-async fn answer(name: &str, request: Request<Incoming>) -> Response<Body> {
+/// The answer, with the server's name in `x-served-by` whatever the method.
+async fn answer(name: &'static str, request: Request<Incoming>) -> Response<Body> {
+    let mut response = respond(name, request).await;
+    response
+        .headers_mut()
+        .insert("x-served-by", http::HeaderValue::from_static(name));
+    response
+}
+
+async fn respond(name: &str, request: Request<Incoming>) -> Response<Body> {
     if request.method() == Method::POST && request.uri().path() == "/digest" {
         return digest(request.into_body()).await;
     }

@@ -156,6 +156,7 @@ pub struct Builder {
     bundle_exchange: Option<Profile>,
     tcp_services: Vec<(String, String, u16)>,
     peer_addresses: BTreeMap<(String, String), SocketAddr>,
+    policies: BTreeMap<String, String>,
 }
 
 /// How bundle endpoints authenticate themselves in a test federation.
@@ -189,7 +190,13 @@ impl Federation {
             bundle_exchange: None,
             tcp_services: Vec::new(),
             peer_addresses: BTreeMap::new(),
+            policies: BTreeMap::new(),
         }
+    }
+
+    /// Where `cluster`'s policy file is (whether or not it has one).
+    pub fn policy_file(&self, cluster: &str) -> std::path::PathBuf {
+        self.dir.path().join(cluster).join("policy.yaml")
     }
 
     /// The gateway of `cluster`.
@@ -311,6 +318,13 @@ impl Builder {
         self
     }
 
+    /// Gives `cluster` a policy file (`<dir>/<cluster>/policy.yaml`) holding `yaml`;
+    /// [`Federation::policy_file`] says where, to change it while the gateway runs.
+    pub fn policy(mut self, cluster: &str, yaml: &str) -> Self {
+        self.policies.insert(cluster.to_owned(), yaml.to_owned());
+        self
+    }
+
     /// Sets every gateway's `identity.svid_lifetime` (a duration as config writes it).
     pub fn svid_lifetime(mut self, lifetime: &str) -> Self {
         self.svid_lifetime = Some(lifetime.to_owned());
@@ -346,6 +360,9 @@ impl Builder {
                     .cloned()
                     .unwrap_or_else(|| peer.ca.root_pem().to_owned());
                 std::fs::write(home.join(format!("{}.pem", peer.name)), roots)?;
+            }
+            if let Some(policy) = self.policies.get(&cluster.name) {
+                std::fs::write(home.join("policy.yaml"), policy)?;
             }
             let path = dir.path().join(format!("{}.yaml", cluster.name));
             std::fs::write(&path, self.config_yaml(cluster))?;
@@ -404,6 +421,9 @@ impl Builder {
             name = cluster.name,
             lifetime = self.svid_lifetime.as_deref().unwrap_or("24h"),
         );
+        if self.policies.contains_key(&cluster.name) {
+            let _ = writeln!(yaml, "policy: {}/policy.yaml", cluster.name);
+        }
         match self.bundle_exchange {
             Some(Profile::Spiffe) => {
                 let _ = writeln!(

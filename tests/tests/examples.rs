@@ -57,6 +57,16 @@ fn docs_examples_parse() {
         }
         let markdown = std::fs::read_to_string(&path).expect("readable");
         for (line, block) in yaml_blocks(&markdown) {
+            // A policy file example says so on its first line; it is checked against east's
+            // example config (cluster east, peer west).
+            if block.starts_with("# policy file") {
+                let east = Config::load(&repo().join("deploy/examples/east.yaml")).expect("east");
+                if let Err(errors) = meshfed_gateway::config::policy::parse(&block, &east) {
+                    panic!("{}:{line}: {errors}", path.display());
+                }
+                seen += 1;
+                continue;
+            }
             if let Err(errors) = Config::parse(&block, Path::new("/etc/meshfed")) {
                 panic!("{}:{line}: {errors}", path.display());
             }

@@ -66,8 +66,13 @@ pub(crate) fn run(path: &Path) -> ExitCode {
     })
 }
 
+/// The config, its credentials, and its policy file (read again by the gateway as it starts;
+/// read here so that a bad one is reported like a bad config, with exit status 2).
 fn load(path: &Path) -> Result<(Config, Credentials), ConfigErrors> {
     let config = Config::load(path)?;
+    if let Some(policy) = &config.policy_file {
+        meshfed_gateway::config::policy::load(policy, &config)?;
+    }
     let credentials = Credentials::load(&config, SystemTime::now()).map_err(|mut e| {
         e.file = Some(path.to_owned());
         e

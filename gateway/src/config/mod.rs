@@ -9,6 +9,7 @@ mod bundle_endpoint;
 mod duration;
 mod endpoints;
 mod error;
+pub mod policy;
 mod raw;
 mod service;
 mod validate;
@@ -16,6 +17,7 @@ mod validate;
 #[cfg(test)]
 mod tests;
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -53,6 +55,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// The traffic policy file (routes, splits, faults, overrides), read again when it changes.
+    pub policy_file: Option<PathBuf>,
 }
 
 /// The gateway's listening sockets.
@@ -173,6 +177,8 @@ pub struct Export {
     pub source: EndpointSource,
     /// How endpoints are checked; without one, every endpoint found takes traffic.
     pub health_check: Option<HealthCheck>,
+    /// Labels of every endpoint of this export (`version: v2`), which policy subsets select.
+    pub labels: BTreeMap<String, String>,
 }
 
 /// Where an export's endpoints come from.
@@ -283,18 +289,23 @@ pub struct Dns {
     pub ttl: Duration,
 }
 
+/// A config or policy file's text; failing to read it is the file's one problem.
+fn read(path: &Path) -> Result<String, ConfigErrors> {
+    std::fs::read_to_string(path).map_err(|e| ConfigErrors {
+        file: Some(path.to_owned()),
+        errors: vec![ConfigError {
+            path: String::new(),
+            line: None,
+            value: None,
+            reason: format!("cannot read the file: {e}"),
+        }],
+    })
+}
+
 impl Config {
     /// Reads and validates a config file. Relative paths in it are relative to its directory.
     pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
-        let text = std::fs::read_to_string(path).map_err(|e| ConfigErrors {
-            file: Some(path.to_owned()),
-            errors: vec![ConfigError {
-                path: String::new(),
-                line: None,
-                value: None,
-                reason: format!("cannot read the file: {e}"),
-            }],
-        })?;
+        let text = read(path)?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::parse(&text, base).map_err(|mut e| {
             e.file = Some(path.to_owned());

@@ -24,6 +24,7 @@ pub(crate) struct RawConfig {
     pub(crate) bundle_endpoint: Option<RawBundleEndpoint>,
     pub(crate) state_dir: Option<Text>,
     pub(crate) shutdown_grace: Option<Text>,
+    pub(crate) policy: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -84,6 +85,8 @@ pub(crate) struct RawExport {
     pub(crate) headless: Option<Text>,
     pub(crate) endpoints_from: Option<RawEndpointsFrom>,
     pub(crate) health_check: Option<RawHealthCheck>,
+    #[serde(default)]
+    pub(crate) labels: std::collections::BTreeMap<String, Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -128,7 +128,26 @@ impl Checker {
                 &format!("{} is not a port of the service", check.port),
             );
         }
+        let mut labels = std::collections::BTreeMap::new();
+        let mut labels_ok = true;
+        for (key, value) in &raw.labels {
+            let path = format!("{at}.labels.{key}");
+            if let Err(reason) = super::policy::parse_label_part(key) {
+                self.error(&path, None, &format!("{key:?}: {reason}"));
+                labels_ok = false;
+            }
+            match self.value(&path, value, |v| {
+                super::policy::parse_label_part(v).map(|()| v.to_owned())
+            }) {
+                Some(value) => {
+                    labels.insert(key.clone(), value);
+                }
+                None => labels_ok = false,
+            }
+        }
+        labels_ok.then_some(())?;
         Some(Export {
+            labels,
             service: meshfed_discovery::ServiceKey {
                 name: name?,
                 namespace: namespace?,

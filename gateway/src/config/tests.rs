@@ -494,3 +494,104 @@ exports:
         (Duration::from_millis(500), Duration::from_millis(200), 1, 5)
     );
 }
+
+// === the policy file ===
+
+fn policy_errors(text: &str) -> Vec<String> {
+    let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
+    policy::parse(text, &config)
+        .expect_err("must be refused")
+        .errors
+        .iter()
+        .map(|e| e.to_string())
+        .collect()
+}
+
+#[test]
+fn good_policy_parses() {
+    let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
+    let text = r#"
+overrides: { trusted_clients: [10.0.0.0/8] }
+services:
+  - service: greeter.demo
+    subsets: { v2: { version: v2 } }
+    routes:
+      - name: canary
+        match: [{ method: GET, path: { prefix: /api }, headers: { x-user: { regex: "a.*" } } }]
+        backends: [{ cluster: west, subset: v2, weight: 10 }, { cluster: east, weight: 90 }]
+        timeout: 2s
+        fault: { delay: { fixed: 10ms, percent: 0.5 }, abort: { grpc_status: UNAVAILABLE, percent: 1 } }
+"#;
+    let policy = policy::parse(text, &config).expect("valid");
+    let service = &policy.services[&"greeter.demo".parse().expect("key")];
+    let route = &service.routes[0];
+    assert_eq!(route.name, "canary");
+    assert_eq!(route.backends.len(), 2);
+    assert_eq!(
+        route.backends[0].subset.as_ref().map(|s| s.0.as_str()),
+        Some("v2")
+    );
+    assert_eq!(route.timeout, Some(std::time::Duration::from_secs(2)));
+    assert_eq!(
+        route.fault.abort.map(|a| a.status),
+        Some(crate::policy::AbortStatus::Grpc(14))
+    );
+    assert_eq!(policy.overrides.trusted_clients.len(), 1);
+}
+
+#[test]
+fn bad_policy_is_refused_with_every_problem() {
+    let text = r#"
+overrides: { trusted_clients: [10.0.0.1/8] }
+services:
+  - service: greeter
+    routes: []
+  - service: checkout.shop
+    subsets: { V2: { version: "v 2" } }
+    routes:
+      - name: a
+        match:
+          - method: FETCH
+            path: { prefix: api }
+            headers: { x-user: { exact: a, regex: b }, "bad header": { present: true } }
+          - path: { regex: "(" }
+        backends: [{ cluster: mars }, { cluster: west, subset: v9, weight: -1 }]
+        request_headers: { set: { x-meshfed-identity: me, host: h } }
+        timeout: 0s
+        fault:
+          delay: { percent: 50 }
+          abort: { http_status: 200, grpc_status: UNAVAILABLE, percent: 101 }
+      - name: a
+        backends: [{ cluster: west, weight: 0 }]
+"#;
+    let errors = policy_errors(text);
+    let expected = [
+        "overrides.trusted_clients[0]",
+        "services[0].service",
+        "services[1].subsets.V2",
+        "services[1].subsets.V2.version",
+        "services[1].routes[0].match[0].method",
+        "services[1].routes[0].match[0].path.prefix",
+        "services[1].routes[0].match[0].headers.x-user.regex",
+        "services[1].routes[0].match[0].headers.bad header",
+        "services[1].routes[0].match[1].path.regex",
+        "services[1].routes[0].backends[0].cluster",
+        "services[1].routes[0].backends[1].subset",
+        "services[1].routes[0].backends[1].weight",
+        "services[1].routes[0].request_headers.set.x-meshfed-identity",
+        "services[1].routes[0].request_headers.set.host",
+        "services[1].routes[0].timeout",
+        "services[1].routes[0].fault.delay.fixed",
+        "services[1].routes[0].fault.abort.grpc_status",
+        "services[1].routes[0].fault.abort.percent",
+        "services[1].routes[1].backends",
+    ];
+    for path in expected {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{path}:")) || e.starts_with(&format!("{path} ("))),
+            "no error at {path}: {errors:#?}"
+        );
+    }
+}

@@ -33,7 +33,10 @@ pub(super) fn parse(text: &str, base: &Path) -> Result<Config, Vec<ConfigError>>
 
 /// Deserializes the YAML, noting unknown keys. A YAML syntax or shape error is fatal, but it
 /// comes together with any unknown keys seen before it.
-fn deserialize(text: &str, check: &mut Checker) -> Result<RawConfig, Vec<ConfigError>> {
+pub(super) fn deserialize<T: serde::de::DeserializeOwned>(
+    text: &str,
+    check: &mut Checker,
+) -> Result<T, Vec<ConfigError>> {
     let options = serde_saphyr::options! {
         duplicate_keys: DuplicateKeyPolicy::Error,
         merge_keys: MergeKeyPolicy::Error,
@@ -130,7 +133,7 @@ fn clean_path(path: &str) -> String {
 /// Collects every problem while turning raw config into validated types.
 #[derive(Default)]
 pub(crate) struct Checker {
-    errors: Vec<ConfigError>,
+    pub(super) errors: Vec<ConfigError>,
 }
 
 impl Checker {
@@ -181,6 +184,11 @@ impl Checker {
             duration::parse,
         );
 
+        let policy_file = raw
+            .policy
+            .as_ref()
+            .map(|p| self.value("policy", p, |s| Ok(base.join(s))));
+
         let peers: Option<Vec<Peer>> = peers.into_iter().collect();
         let exports: Option<Vec<Export>> = exports.into_iter().collect();
         let config = Config {
@@ -195,6 +203,7 @@ impl Checker {
             bundle_endpoint: bundle_endpoint.map_or(Some(None), |b| b.map(Some))?,
             state_dir: state_dir.map_or(Some(None), |d| d.map(Some))?,
             shutdown_grace: shutdown_grace?,
+            policy_file: policy_file.map_or(Some(None), |p| p.map(Some))?,
         };
         self.cross_check(raw, &config);
         Some(config)

@@ -139,7 +139,7 @@ impl Registry {
                     let entry = endpoints.entry(hostname.clone()).or_insert(Endpoint {
                         hostname,
                         ready,
-                        labels: BTreeMap::new(),
+                        labels: tracked.export.labels.clone(),
                     });
                     entry.ready |= ready;
                 }

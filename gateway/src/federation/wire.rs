@@ -1,5 +1,7 @@
 //! What crosses between gateways, in one place. `docs/protocol.md` is the prose of this file.
 
+use std::collections::BTreeMap;
+
 use meshfed_discovery::ServiceKey;
 
 /// The ALPN protocol of the federation QUIC connection: HTTP/3.
@@ -7,6 +9,27 @@ pub const ALPN: &[u8] = b"h3";
 
 /// The largest header section either side accepts (SETTINGS_MAX_FIELD_SECTION_SIZE).
 pub const MAX_FIELD_SECTION_SIZE: u64 = 16 * 1024;
+
+/// The request header in which a gateway tells its peer which of the service's endpoints may
+/// serve the request: a subset's labels as `key=value` pairs joined by `,`. Set only by a
+/// gateway (clients' `x-meshfed-*` headers are removed), read only from a verified peer.
+pub const ENDPOINT_LABELS: &str = "x-meshfed-endpoint-labels";
+
+/// A label selector in its [`ENDPOINT_LABELS`] form.
+pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    pairs.join(",")
+}
+
+/// A label selector from its [`ENDPOINT_LABELS`] form, if well formed.
+pub fn parse_labels(text: &str) -> Option<BTreeMap<String, String>> {
+    text.split(',')
+        .map(|pair| {
+            let (k, v) = pair.trim().split_once('=')?;
+            (!k.is_empty() && !v.is_empty()).then(|| (k.to_owned(), v.to_owned()))
+        })
+        .collect()
+}
 
 /// Requests name services by their MCS name in this zone on the wire, whatever DNS zone each
 /// cluster serves locally, so that peers need not agree on local DNS configuration.

@@ -1,18 +1,43 @@
 //! The local listener: applications call services here by their MCS or cluster-pinned name.
+//!
+//! A request goes through these steps, in order:
+//!
+//! 1. hop-by-hop and identity headers are removed (an override header is read first, and kept
+//!    only if the client is trusted with overrides);
+//! 2. its path is made canonical ([`crate::policy::path`]); the endpoint is sent that form;
+//! 3. the `Host` names a service (and maybe pins a cluster);
+//! 4. the traffic policy picks a route, a cluster and subset, and draws faults;
+//! 5. an injected delay is waited out, an injected abort answered;
+//! 6. the route's request header changes are made, and the request is forwarded to the local
+//!    endpoints or the peer gateway within the route's timeout;
+//! 7. the route's response header changes are made to the response.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::{Request, Response, header};
+use http::uri::PathAndQuery;
+use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use tracing::Instrument;
 
 use super::body::{self, Body};
 use super::headers;
 use crate::federation::wire;
+use crate::policy::{AbortStatus, Decision, Labels, Pin, RequestView, Target, path as canonical};
 use crate::reason::Reason;
 use crate::route::Destination;
 use crate::state::State;
+
+/// The request header with which a trusted client pins the next hop to one cluster.
+pub(crate) const OVERRIDE_HEADER: &str = "x-meshfed-cluster";
+/// Marks a response to a request a fault delayed (`delay`), or one the gateway made up because
+/// a fault aborted the request (`abort`).
+pub(crate) const FAULT_HEADER: &str = "x-meshfed-fault";
+
+/// The address a local client connected from, as the listener records it on each request.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct ClientAddr(pub SocketAddr);
 
 /// Routes one request from a local client and returns the response to send back.
 pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
@@ -36,42 +61,15 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         method = %request.method(),
         path = %request.uri().path(),
         svc = tracing::field::Empty,
+        route = tracing::field::Empty,
         peer.cluster = tracing::field::Empty,
     );
     async move {
-        let (mut parts, incoming) = request.into_parts();
-        let client_version = parts.version;
-        headers::strip_hop_by_hop(&mut parts.headers);
-        headers::strip_untrusted(&mut parts.headers);
-        headers::append_via(&mut parts.headers, parts.version, &state.pseudonym);
-        let request = Request::from_parts(parts, body::incoming(incoming));
-
-        let port = port_of(&authority);
-        let routed = if headers::section_size(&request) > wire::MAX_FIELD_SECTION_SIZE {
-            Err(Reason::HeadersTooLarge)
-        } else {
-            state.routes().route(&authority, state.next_backend())
-        };
-        let result = match routed {
-            Err(reason) => Err(reason),
-            Ok(Destination::Local(service)) => {
-                tracing::Span::current().record("svc", tracing::field::display(&service));
-                state.forward_local(&service, port, request).await
-            }
-            Ok(Destination::Peer { peer, service }) => {
-                let span = tracing::Span::current();
-                span.record("svc", tracing::field::display(&service));
-                span.record("peer.cluster", tracing::field::display(&peer));
-                match state.peers.get(&peer) {
-                    Some(client) => client.forward(request, &service, port).await,
-                    None => Err(Reason::UnknownService),
-                }
-            }
-        };
-        let mut response = match result {
+        let client_version = request.version();
+        let mut response = match proxy(&state, &authority, request).await {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), "forwarded");
-                state.forwarded(response)
+                response
             }
             Err(reason) => {
                 tracing::debug!(%reason, "refused");
@@ -84,6 +82,188 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
     }
     .instrument(span)
     .await
+}
+
+async fn proxy(
+    state: &State,
+    authority: &str,
+    request: Request<Incoming>,
+) -> Result<Response<Body>, Reason> {
+    let (mut parts, incoming) = request.into_parts();
+    let policy = state.policy();
+    let pin = pin(&parts, &policy.overrides.trusted_clients)?;
+    headers::strip_hop_by_hop(&mut parts.headers);
+    headers::strip_untrusted(&mut parts.headers);
+    headers::append_via(&mut parts.headers, parts.version, &state.pseudonym);
+    let path = canonical::normalize(parts.uri.path()).map_err(|_| Reason::BadPath)?;
+    let query = parts.uri.query().map(str::to_owned);
+    let target = match &query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.clone(),
+    };
+    parts.uri = PathAndQuery::try_from(target)
+        .map_err(|_| Reason::BadPath)?
+        .into();
+    let port = port_of(authority);
+    let size_ok = headers::section_size(&Request::from_parts(parts.clone(), ()))
+        <= wire::MAX_FIELD_SECTION_SIZE;
+    if !size_ok {
+        return Err(Reason::HeadersTooLarge);
+    }
+
+    let routes = state.routes();
+    let named = routes.resolve(authority)?;
+    let service = named.service.clone();
+    tracing::Span::current().record("svc", tracing::field::display(&service));
+    let view = RequestView {
+        method: &parts.method,
+        path: &path,
+        query: query.as_deref(),
+        headers: &parts.headers,
+    };
+    let mut dice = state.dice();
+    let decision: Decision<'_> = match &named.pinned {
+        // A cluster-pinned name is its own override: no route's split applies, faults do.
+        Some(_) => policy.decide(&service, &view, None, |_, _| true, &mut dice),
+        None => policy.decide(
+            &service,
+            &view,
+            pin.as_ref(),
+            |cluster, selector| routes.available(&service, cluster, selector),
+            &mut dice,
+        ),
+    };
+    if let Some(route) = decision.route {
+        tracing::Span::current().record("route", route.name.as_str());
+    }
+    let (destination, selector) = match (&named.pinned, decision.target) {
+        (Some(_), _) => (routes.route(authority, 0)?, Labels::new()),
+        (None, Target::Spread) => (
+            routes.route_service(&service, state.next_backend())?,
+            Labels::new(),
+        ),
+        (None, Target::Cluster(cluster, selector)) => {
+            (routes.to_cluster(&service, &cluster, &selector)?, selector)
+        }
+        (None, Target::Unavailable) => return Err(Reason::NoReadyEndpoints),
+    };
+
+    if let Some(delay) = decision.injected.delay {
+        tracing::debug!(?delay, "fault: delaying");
+        tokio::time::sleep(delay).await;
+    }
+    if let Some(abort) = decision.injected.abort {
+        tracing::debug!(?abort, "fault: aborting");
+        return Ok(aborted(abort));
+    }
+    if let Some(route) = decision.route {
+        route.request_headers.apply(&mut parts.headers);
+    }
+    let request = Request::from_parts(parts, body::incoming(incoming));
+    let forwarded = forward(state, destination, &selector, port, request);
+    let response = match decision.route.and_then(|r| r.timeout) {
+        Some(timeout) => tokio::time::timeout(timeout, forwarded)
+            .await
+            .map_err(|_| Reason::Timeout)?,
+        None => forwarded.await,
+    };
+    let mut response = state.forwarded(response?);
+    if let Some(route) = decision.route {
+        route.response_headers.apply(response.headers_mut());
+    }
+    if decision.injected.delay.is_some() {
+        response
+            .headers_mut()
+            .insert(FAULT_HEADER, HeaderValue::from_static("delay"));
+    }
+    Ok(response)
+}
+
+async fn forward(
+    state: &State,
+    destination: Destination,
+    selector: &Labels,
+    port: Option<u16>,
+    mut request: Request<Body>,
+) -> Result<Response<Body>, Reason> {
+    match destination {
+        Destination::Local(service) => state.forward_local(&service, port, selector, request).await,
+        Destination::Peer { peer, service } => {
+            tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
+            if !selector.is_empty() {
+                let labels = HeaderValue::from_str(&wire::format_labels(selector))
+                    .map_err(|_| Reason::NoReadyEndpoints)?;
+                request.headers_mut().insert(wire::ENDPOINT_LABELS, labels);
+            }
+            match state.peers.get(&peer) {
+                Some(client) => client.forward(request, &service, port).await,
+                None => Err(Reason::UnknownService),
+            }
+        }
+    }
+}
+
+/// The cluster a trusted client pins this request to with [`OVERRIDE_HEADER`]. The header of
+/// a client that is not trusted is ignored (and removed with the other `x-meshfed-*` headers).
+fn pin(
+    parts: &http::request::Parts,
+    trusted: &[crate::policy::Cidr],
+) -> Result<Option<Pin>, Reason> {
+    let Some(value) = parts.headers.get(OVERRIDE_HEADER) else {
+        return Ok(None);
+    };
+    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+    if !client.is_some_and(|ip| trusted.iter().any(|net| net.contains(ip))) {
+        tracing::debug!(client = ?client, "override from a client not trusted with overrides; ignored");
+        return Ok(None);
+    }
+    let cluster = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or(Reason::BadOverride)?;
+    Ok(Some(Pin {
+        cluster,
+        subset: None,
+    }))
+}
+
+/// The gateway's answer to a request a fault aborts: the status asked for, or for gRPC a
+/// trailers-only response (HTTP 200 with `grpc-status` in the head), which gRPC clients read
+/// as the call's status.
+fn aborted(status: AbortStatus) -> Response<Body> {
+    let mut response = match status {
+        AbortStatus::Http(status) => {
+            let mut response = Response::new(body::full(bytes::Bytes::from_static(
+                b"meshfed: fault injected\n",
+            )));
+            *response.status_mut() = status;
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
+            response
+        }
+        AbortStatus::Grpc(code) => {
+            let mut response = Response::new(body::empty());
+            *response.status_mut() = StatusCode::OK;
+            let headers = response.headers_mut();
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/grpc"),
+            );
+            headers.insert("grpc-status", HeaderValue::from(u16::from(code)));
+            headers.insert(
+                "grpc-message",
+                HeaderValue::from_static("meshfed: fault injected"),
+            );
+            response
+        }
+    };
+    response
+        .headers_mut()
+        .insert(FAULT_HEADER, HeaderValue::from_static("abort"));
+    response
 }
 
 /// The port an authority names, if any.

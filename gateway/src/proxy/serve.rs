@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::body::Body;
+use super::local::ClientAddr;
 
 /// A client must send its whole request head within this time (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,7 +88,8 @@ pub async fn serve_http<F, Fut>(
         // hold the later ones for the client's delayed ACK, 40 ms a request.
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |request| {
+        let service = service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(ClientAddr(remote));
             let response = handler(request);
             async move { Ok::<_, Infallible>(response.await) }
         });

@@ -1,0 +1,284 @@
+//! Traffic policy: for a request to a service, which route it takes, to which cluster and
+//! subset of endpoints, with which header changes, timeout and injected faults.
+//!
+//! This is the decision core. It does no I/O and holds no clock or random source: the caller
+//! gives it the request's view, which backends are available now, and the [`Dice`]. The proxy
+//! (`proxy::local`) acts on the [`Decision`]. A [`Policy`] is an immutable snapshot, parsed and
+//! validated whole from the policy file (`config::policy`), and swapped whole on reload; a
+//! request keeps the snapshot it started with.
+
+pub mod dice;
+pub mod fault;
+pub mod headers;
+pub mod matching;
+pub mod path;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::time::Duration;
+
+use meshfed_discovery::{Label, ServiceKey};
+
+pub use dice::{Chance, Dice, SplitMix64};
+pub use fault::{Abort, AbortStatus, Delay, Fault, Injected};
+pub use headers::HeaderChanges;
+pub use matching::{Match, RequestView};
+
+/// Endpoint labels, or a selector of them: an endpoint is in a subset when its labels include
+/// every pair of the subset's.
+pub type Labels = BTreeMap<String, String>;
+
+/// The whole traffic policy of a gateway.
+#[derive(Clone, Debug, Default)]
+pub struct Policy {
+    /// Per service: its subsets and routes. A service not here is spread over every cluster
+    /// that serves it.
+    pub services: BTreeMap<ServiceKey, ServicePolicy>,
+    /// Who may pin a request's destination.
+    pub overrides: Overrides,
+}
+
+/// One service's policy.
+#[derive(Clone, Debug, Default)]
+pub struct ServicePolicy {
+    /// Named groups of endpoints, by label.
+    pub subsets: BTreeMap<String, Labels>,
+    /// Tried in order; the first that matches applies. A request that matches none is spread
+    /// over every cluster that serves the service, as without a policy.
+    pub routes: Vec<Route>,
+}
+
+/// A route: which requests, and what happens to them.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Its name, for logs and metrics (`routes[2]` when the config gives none).
+    pub name: String,
+    /// Applies when any of these does; to every request when empty.
+    pub matches: Vec<Match>,
+    /// Where the requests go, by weight; when empty, to any cluster that serves the service.
+    pub backends: Vec<Backend>,
+    /// Changes to the request before it is forwarded.
+    pub request_headers: HeaderChanges,
+    /// Changes to the response before it is returned.
+    pub response_headers: HeaderChanges,
+    /// How long the whole request may take, until the response head arrives.
+    pub timeout: Option<Duration>,
+    /// Faults injected.
+    pub fault: Fault,
+}
+
+/// A weighted destination: a cluster, and optionally a subset of its endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Backend {
+    /// The cluster (this gateway's own, or a peer's).
+    pub cluster: Label,
+    /// The subset, by name and selector.
+    pub subset: Option<(String, Labels)>,
+    /// Its share against the route's other backends.
+    pub weight: u32,
+}
+
+/// Who may pin a request to a cluster with `x-meshfed-cluster` or `baggage`.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    /// Local clients, by source address. Nobody when empty.
+    pub trusted_clients: Vec<Cidr>,
+}
+
+/// An IP network: an address and a prefix length.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr {
+    /// The network's address (host bits zero).
+    pub network: IpAddr,
+    /// The prefix length.
+    pub prefix: u8,
+}
+
+/// A destination a request asks for, honoured from a trusted source only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Pin {
+    /// The cluster.
+    pub cluster: Label,
+    /// A subset of the service's, by name.
+    pub subset: Option<String>,
+}
+
+/// What the policy decided for one request.
+#[derive(Clone, Debug)]
+pub struct Decision<'a> {
+    /// The route that matched, if any.
+    pub route: Option<&'a Route>,
+    /// Where the request goes.
+    pub target: Target,
+    /// The faults drawn for it.
+    pub injected: Injected,
+}
+
+/// Where a request goes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// Any cluster that serves the service (no route, or a route without backends).
+    Spread,
+    /// This cluster, with endpoints selected by these labels (all endpoints if empty).
+    Cluster(Label, Labels),
+    /// The route's backends are all unavailable, or a pin names a subset that does not exist.
+    Unavailable,
+}
+
+impl Policy {
+    /// Decides where a request to `service` goes. `available` says whether a cluster has a
+    /// ready endpoint with the given labels; `pin` is a trusted override of the destination.
+    pub fn decide<'a>(
+        &'a self,
+        service: &ServiceKey,
+        request: &RequestView<'_>,
+        pin: Option<&Pin>,
+        available: impl Fn(&Label, &Labels) -> bool,
+        dice: &mut impl Dice,
+    ) -> Decision<'a> {
+        let Some(policy) = self.services.get(service) else {
+            let target = pin.map_or(Target::Spread, |pin| pinned(pin, &Labels::new()));
+            return Decision {
+                route: None,
+                target,
+                injected: Injected::default(),
+            };
+        };
+        let route = policy.routes.iter().find(|r| r.applies_to(request));
+        let target = match (pin, route) {
+            (Some(pin), _) => match &pin.subset {
+                None => pinned(pin, &Labels::new()),
+                Some(name) => match policy.subsets.get(name) {
+                    Some(labels) => pinned(pin, labels),
+                    None => Target::Unavailable,
+                },
+            },
+            (None, Some(route)) => route.choose(&available, dice),
+            (None, None) => Target::Spread,
+        };
+        let injected = route.map(|r| r.fault.roll(dice)).unwrap_or_default();
+        Decision {
+            route,
+            target,
+            injected,
+        }
+    }
+}
+
+fn pinned(pin: &Pin, labels: &Labels) -> Target {
+    Target::Cluster(pin.cluster.clone(), labels.clone())
+}
+
+impl Route {
+    /// Whether this route applies to `request`.
+    pub fn applies_to(&self, request: &RequestView<'_>) -> bool {
+        self.matches.is_empty() || self.matches.iter().any(|m| m.matches(request))
+    }
+
+    /// A backend by weight among the available ones. Weights are renormalised over what is
+    /// available: a split whose one side has no ready endpoint sends everything to the other.
+    fn choose(&self, available: &impl Fn(&Label, &Labels) -> bool, dice: &mut impl Dice) -> Target {
+        if self.backends.is_empty() {
+            return Target::Spread;
+        }
+        let empty = Labels::new();
+        let selector = |b: &'_ Backend| {
+            b.subset
+                .as_ref()
+                .map_or(&empty, |(_, labels)| labels)
+                .clone()
+        };
+        let up: Vec<&Backend> = self
+            .backends
+            .iter()
+            .filter(|b| b.weight > 0 && available(&b.cluster, &selector(b)))
+            .collect();
+        let total: u64 = up.iter().map(|b| u64::from(b.weight)).sum();
+        if total == 0 {
+            return Target::Unavailable;
+        }
+        let mut roll = dice.below(total);
+        for backend in up {
+            let weight = u64::from(backend.weight);
+            if roll < weight {
+                return Target::Cluster(backend.cluster.clone(), selector(backend));
+            }
+            roll -= weight;
+        }
+        Target::Unavailable
+    }
+}
+
+impl Cidr {
+    /// Whether `ip` is in this network. An IPv4-mapped IPv6 address counts as its IPv4 address.
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        match (self.network, ip) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(&net.octets(), &ip.octets(), self.prefix)
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    /// `10.0.0.0/8`, `fd00::/8`, or a bare address (a host network).
+    fn from_str(text: &str) -> Result<Self, String> {
+        let (addr, prefix) = text.split_once('/').unwrap_or((text, ""));
+        let network: IpAddr = addr
+            .parse()
+            .map_err(|_| format!("{addr:?} is not an IP address"))?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            "" => max,
+            p => p
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{p:?} is not a prefix length from 0 to {max}"))?,
+        };
+        let cidr = Cidr { network, prefix };
+        if !cidr.contains(network) || host_bits_set(&cidr) {
+            return Err(format!("{text} has bits set past its /{prefix} prefix"));
+        }
+        Ok(cidr)
+    }
+}
+
+fn host_bits_set(cidr: &Cidr) -> bool {
+    let octets: Vec<u8> = match cidr.network {
+        IpAddr::V4(v4) => v4.octets().to_vec(),
+        IpAddr::V6(v6) => v6.octets().to_vec(),
+    };
+    octets.iter().enumerate().any(|(i, byte)| {
+        let start = i as u32 * 8;
+        let keep = u32::from(cidr.prefix).saturating_sub(start).min(8);
+        let mask = if keep == 0 { 0 } else { 0xffu8 << (8 - keep) };
+        byte & !mask != 0
+    })
+}
+
+fn prefix_eq(a: &[u8], b: &[u8], prefix: u8) -> bool {
+    let whole = usize::from(prefix / 8);
+    let rest = prefix % 8;
+    if a[..whole] != b[..whole] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    (a[whole] & mask) == (b[whole] & mask)
+}

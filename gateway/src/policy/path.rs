@@ -1,0 +1,123 @@
+//! Request paths in one canonical form, so that routing and authorization see `//admin`,
+//! `/./admin`, `/%2e/admin` and `/admin` as the one path they are, and the endpoint is sent that
+//! same form: what was decided on is what is served.
+//!
+//! The rules are Envoy's `normalize_path` plus `merge_slashes`:
+//!
+//! - escapes of unreserved characters (letters, digits, `-._~`) are decoded, since RFC 3986
+//!   says they are equivalent to the characters; every other escape is kept, with upper-case
+//!   hex (`%2f` becomes `%2F`): an encoded `/` is data within a segment, not a separator;
+//! - runs of `/` become one;
+//! - `.` and `..` segments are removed (RFC 3986 section 5.2.4), and `..` never climbs above
+//!   the root.
+
+/// A path that cannot be made canonical.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PathError {
+    /// The path does not begin with `/` (an asterisk-form or absolute-form leftover).
+    #[error("the path does not begin with '/'")]
+    NotAbsolute,
+    /// A `%` not followed by two hex digits.
+    #[error("a '%' not followed by two hex digits")]
+    BadEscape,
+}
+
+/// The canonical form of `path` (without its query).
+pub fn normalize(path: &str) -> Result<String, PathError> {
+    let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    let mut kept: Vec<String> = Vec::new();
+    let mut trailing_slash = false;
+    let mut segments = rest.split('/').peekable();
+    while let Some(raw) = segments.next() {
+        let last = segments.peek().is_none();
+        let segment = decode_unreserved(raw)?;
+        match segment.as_str() {
+            "" | "." => trailing_slash |= last,
+            ".." => {
+                kept.pop();
+                trailing_slash |= last;
+            }
+            _ => {
+                kept.push(segment);
+                trailing_slash = false;
+            }
+        }
+    }
+    let mut out = String::with_capacity(path.len());
+    for segment in &kept {
+        out.push('/');
+        out.push_str(segment);
+    }
+    if kept.is_empty() || trailing_slash {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// Decodes the escapes of unreserved characters in one segment and upper-cases the rest.
+fn decode_unreserved(segment: &str) -> Result<String, PathError> {
+    let bytes = segment.as_bytes();
+    let mut out = String::with_capacity(segment.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != b'%' {
+            out.push(char::from(bytes[i]));
+            i += 1;
+            continue;
+        }
+        let hex = bytes.get(i + 1..i + 3).ok_or(PathError::BadEscape)?;
+        let value = std::str::from_utf8(hex)
+            .ok()
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+            .ok_or(PathError::BadEscape)?;
+        if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
+            out.push(char::from(value));
+        } else {
+            out.push_str(&format!("%{value:02X}"));
+        }
+        i += 3;
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_forms() {
+        let cases = [
+            ("/", "/"),
+            ("//", "/"),
+            ("/admin", "/admin"),
+            ("//admin", "/admin"),
+            ("/./admin", "/admin"),
+            ("/%2e/admin", "/admin"),
+            ("/%2E%2E/admin", "/admin"),
+            ("/a/../admin", "/admin"),
+            ("/a/%2e%2e/admin", "/admin"),
+            ("/../../admin", "/admin"),
+            ("/admin/", "/admin/"),
+            ("/admin/.", "/admin/"),
+            ("/admin/x/..", "/admin/"),
+            ("/%61dmin", "/admin"),
+            ("/a%2fb", "/a%2Fb"),
+            ("/a%2Fb/../c", "/c"),
+            ("/a b", "/a b"),
+            ("/a//b///c", "/a/b/c"),
+            ("/%7Euser", "/~user"),
+        ];
+        for (path, want) in cases {
+            assert_eq!(normalize(path).as_deref(), Ok(want), "{path}");
+        }
+    }
+
+    #[test]
+    fn refusals() {
+        assert_eq!(normalize("admin"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize("*"), Err(PathError::NotAbsolute));
+        assert_eq!(normalize("/a%2"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/a%"), Err(PathError::BadEscape));
+    }
+}

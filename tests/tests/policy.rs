@@ -1,0 +1,345 @@
+//! Traffic policy end to end, through gateways in two clusters: routes by header and method to
+//! versions in different clusters, a 90/10 cross-cluster split, fault delays and aborts (HTTP
+//! and gRPC), a route timeout, the override header (trusted and not), and a live policy reload
+//! that is refused whole when it has a problem.
+//!
+//! `greeter.demo` runs as version v1 in east and v2 in west (export labels); east's gateway
+//! has the policy, and the clients call east's local listener.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use meshfed_tests::client::{self, Reply};
+use meshfed_tests::echo::Echo;
+use meshfed_tests::grpc::GrpcEcho;
+use meshfed_tests::grpc::proto::SayRequest;
+use meshfed_tests::grpc::proto::echo_client::EchoClient;
+use meshfed_tests::{Cluster, Federation, wait};
+
+const GREETER: &str = "greeter.demo.svc.clusterset.local";
+
+const POLICY: &str = r#"
+overrides:
+  trusted_clients: [127.0.0.0/8]
+services:
+  - service: greeter.demo
+    subsets:
+      v1: { version: v1 }
+      v2: { version: v2 }
+    routes:
+      - name: testers
+        match:
+          - headers: { x-tester: { exact: "yes" } }
+        backends: [{ cluster: west, subset: v2 }]
+        response_headers: { set: { x-route: testers } }
+      - name: writes
+        match:
+          - method: PUT
+            path: { prefix: /orders }
+        backends: [{ cluster: west }]
+      - name: delayed
+        match: [{ path: { exact: /delayed } }]
+        backends: [{ cluster: east }]
+        fault: { delay: { fixed: 100ms, percent: 50 } }
+      - name: broken
+        match: [{ path: { prefix: /broken } }]
+        backends: [{ cluster: east }]
+        fault: { abort: { http_status: 503, percent: 30 } }
+      - name: impatient
+        match: [{ path: { exact: /slow } }]
+        backends: [{ cluster: west }]
+        timeout: 100ms
+      - name: split
+        backends:
+          - { cluster: east, subset: v1, weight: 90 }
+          - { cluster: west, subset: v2, weight: 10 }
+        request_headers: { set: { x-split: "90-10" } }
+  - service: echo.grpc
+    routes:
+      - name: unavailable
+        match: [{ grpc: { service: meshfed.test.echo.v1.Echo, method: Say } }]
+        fault: { abort: { grpc_status: UNAVAILABLE, percent: 100 } }
+"#;
+
+/// East runs greeter v1, west greeter v2; both export it to each other. West also serves a
+/// gRPC echo. East has [`POLICY`].
+async fn two_versions() -> anyhow::Result<(Federation, Vec<Echo>, GrpcEcho)> {
+    let v1 = Echo::start("greeter-east-v1").await?;
+    let v2 = Echo::start("greeter-west-v2").await?;
+    let grpc = GrpcEcho::start("echo-west").await?;
+    let east = Cluster::new("east")?
+        .export("greeter.demo", v1.addr(), &["west"])
+        .with("labels: { version: v1 }");
+    let west = Cluster::new("west")?
+        .export("greeter.demo", v2.addr(), &["east"])
+        .with("labels: { version: v2 }")
+        .export_port("echo.grpc", "grpc", 9090, &[grpc.addr()], &["east"]);
+    let federation = Federation::builder(vec![east, west])
+        .policy("east", POLICY)
+        .start()
+        .await?;
+    Ok((federation, vec![v1, v2], grpc))
+}
+
+fn served_by(reply: &Reply) -> String {
+    reply
+        .headers
+        .get("x-served-by")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("(none)")
+        .to_owned()
+}
+
+async fn call(
+    federation: &Federation,
+    method: Method,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<Reply> {
+    let east = federation.gateway("east").addrs().http;
+    client::send(east, method, GREETER, path, headers, Bytes::new()).await
+}
+
+/// Who served each of `n` calls of `GET path` through east.
+async fn tally(
+    federation: &Federation,
+    n: usize,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> anyhow::Result<BTreeMap<String, usize>> {
+    let mut counts = BTreeMap::new();
+    for _ in 0..n {
+        let reply = call(federation, Method::GET, path, headers).await?;
+        anyhow::ensure!(reply.status == StatusCode::OK, "{reply:?}");
+        *counts.entry(served_by(&reply)).or_default() += 1;
+    }
+    Ok(counts)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn routes_send_headers_and_methods_to_versions_in_other_clusters() -> anyhow::Result<()> {
+    let (federation, _upstreams, _grpc) = two_versions().await?;
+
+    let tester = call(&federation, Method::GET, "/", &[("x-tester", "yes")]).await?;
+    assert_eq!(served_by(&tester), "greeter-west-v2", "{tester:?}");
+    assert_eq!(
+        tester.headers.get("x-route").map(|v| v.as_bytes()),
+        Some(&b"testers"[..]),
+        "the route's response header"
+    );
+    let other_value = tally(&federation, 20, "/", &[("x-tester", "no")]).await?;
+    assert!(
+        other_value.contains_key("greeter-east-v1"),
+        "{other_value:?}"
+    );
+
+    let put = call(&federation, Method::PUT, "/orders/7", &[]).await?;
+    assert_eq!(put.status, StatusCode::OK);
+    assert_eq!(served_by(&put), "greeter-west-v2");
+    // The same path with another method is not the `writes` route: the split, mostly east.
+    let gets = tally(&federation, 20, "/orders/7", &[]).await?;
+    assert!(gets.get("greeter-east-v1") > Some(&10), "{gets:?}");
+    // Path tricks are the canonical path: `//orders/./7` is `/orders/7`.
+    let tricked = call(&federation, Method::PUT, "//orders/./7", &[]).await?;
+    assert_eq!(served_by(&tricked), "greeter-west-v2");
+
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_90_10_split_across_clusters_holds_within_3_percent() -> anyhow::Result<()> {
+    let (federation, _upstreams, _grpc) = two_versions().await?;
+    let counts = tally(&federation, 2_000, "/", &[]).await?;
+    let east = counts.get("greeter-east-v1").copied().unwrap_or(0) as f64 / 2_000.0;
+    let west = counts.get("greeter-west-v2").copied().unwrap_or(0) as f64 / 2_000.0;
+    assert!((east - 0.90).abs() <= 0.03, "east {east}: {counts:?}");
+    assert!((west - 0.10).abs() <= 0.03, "west {west}: {counts:?}");
+
+    // The split route's request header reached the endpoint (which lists what it received).
+    let reply = call(&federation, Method::GET, "/", &[]).await?;
+    assert!(reply.text().contains("x-split: 90-10"), "{}", reply.text());
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_delay_and_abort_their_share_and_timeouts_end_requests() -> anyhow::Result<()> {
+    let (federation, _upstreams, grpc) = two_versions().await?;
+
+    // Delays: 50 % of 400 requests, 40 at a time; each delayed one took at least the delay.
+    let mut delayed = 0;
+    let east = federation.gateway("east").addrs().http;
+    for _ in 0..10 {
+        let batch = (0..40).map(|_| async move {
+            let start = Instant::now();
+            let reply =
+                client::send(east, Method::GET, GREETER, "/delayed", &[], Bytes::new()).await;
+            (reply, start.elapsed())
+        });
+        for (reply, took) in wait::join_all(batch).await {
+            let reply = reply?;
+            assert_eq!(reply.status, StatusCode::OK);
+            if reply.headers.get("x-meshfed-fault").map(|v| v.as_bytes()) == Some(b"delay") {
+                delayed += 1;
+                assert!(took >= Duration::from_millis(100), "delayed only {took:?}");
+            }
+        }
+    }
+    let share = f64::from(delayed) / 400.0;
+    assert!((share - 0.5).abs() <= 0.1, "{delayed} of 400 delayed");
+
+    // Aborts: 30 % of 1,000 answered 503 by the gateway, the rest served.
+    let mut aborted = 0;
+    for _ in 0..1_000 {
+        let reply = call(&federation, Method::GET, "/broken", &[]).await?;
+        match reply.status {
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(
+                    reply.headers.get("x-meshfed-fault").map(|v| v.as_bytes()),
+                    Some(&b"abort"[..])
+                );
+                aborted += 1;
+            }
+            StatusCode::OK => assert_eq!(served_by(&reply), "greeter-east-v1"),
+            other => panic!("unexpected {other}: {reply:?}"),
+        }
+    }
+    let share = f64::from(aborted) / 1_000.0;
+    assert!((share - 0.3).abs() <= 0.05, "{aborted} of 1,000 aborted");
+
+    // A gRPC abort is a gRPC status the client sees as the call's outcome.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{east}"))?
+        .origin("http://echo.grpc.svc.clusterset.local:9090".parse()?)
+        .connect()
+        .await?;
+    let status = EchoClient::new(channel)
+        .say(SayRequest { text: "hi".into() })
+        .await
+        .expect_err("aborted");
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    drop(grpc);
+
+    // The route's timeout ends a request the endpoint is slow to answer.
+    let started = Instant::now();
+    let slow = call(&federation, Method::GET, "/slow", &[]).await?;
+    assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT, "{slow:?}");
+    assert_eq!(slow.reason(), Some("timeout"));
+    assert!(
+        started.elapsed() < meshfed_tests::echo::SLOW,
+        "{:?}",
+        started.elapsed()
+    );
+
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_override_header_pins_a_request_from_trusted_clients_only() -> anyhow::Result<()> {
+    let (federation, _upstreams, _grpc) = two_versions().await?;
+    let pinned = tally(&federation, 30, "/", &[("x-meshfed-cluster", "west")]).await?;
+    assert_eq!(
+        pinned.keys().collect::<Vec<_>>(),
+        ["greeter-west-v2"],
+        "{pinned:?}"
+    );
+    let bad = call(
+        &federation,
+        Method::GET,
+        "/",
+        &[("x-meshfed-cluster", "West!")],
+    )
+    .await?;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.reason(), Some("bad_override"));
+    // A cluster that does not serve the service is answered as such, not sent elsewhere.
+    let nowhere = call(
+        &federation,
+        Method::GET,
+        "/",
+        &[("x-meshfed-cluster", "north")],
+    )
+    .await?;
+    assert_eq!(nowhere.reason(), Some("unknown_service"), "{nowhere:?}");
+
+    // West trusts nobody with overrides: the header is dropped, and west spreads the service
+    // over both clusters as usual.
+    let west = federation.gateway("west").addrs().http;
+    let mut seen = BTreeMap::new();
+    for _ in 0..20 {
+        let reply = client::send(
+            west,
+            Method::GET,
+            GREETER,
+            "/",
+            &[("x-meshfed-cluster", "east")],
+            Bytes::new(),
+        )
+        .await?;
+        assert!(
+            !reply.text().contains("x-meshfed-cluster"),
+            "the header went on"
+        );
+        *seen.entry(served_by(&reply)).or_insert(0) += 1;
+    }
+    assert_eq!(
+        seen.len(),
+        2,
+        "the untrusted override was honoured: {seen:?}"
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_policy_change_applies_live_and_a_bad_one_changes_nothing() -> anyhow::Result<()> {
+    let (federation, _upstreams, _grpc) = two_versions().await?;
+    let file = federation.policy_file("east");
+    let stats = federation.gateway("east").stats().clone();
+
+    let all_west = r#"
+services:
+  - service: greeter.demo
+    routes:
+      - backends: [{ cluster: east, weight: 0 }, { cluster: west, weight: 1 }]
+"#;
+    std::fs::write(&file, all_west)?;
+    wait::until(Duration::from_secs(5), "the new policy", || {
+        stats.policy_reloads.load(Ordering::Relaxed) == 1
+    })
+    .await?;
+    all_to_west(&federation).await?;
+
+    // Two problems: an unknown cluster and a bad percentage. Refused whole, nothing changes.
+    let bad = r#"
+services:
+  - service: greeter.demo
+    routes:
+      - backends: [{ cluster: mars }]
+        fault: { abort: { http_status: 503, percent: 150 } }
+"#;
+    std::fs::write(&file, bad)?;
+    wait::until(Duration::from_secs(5), "the bad policy refused", || {
+        stats.policy_reloads_rejected.load(Ordering::Relaxed) == 1
+    })
+    .await?;
+    all_to_west(&federation).await?;
+    assert_eq!(stats.policy_reloads.load(Ordering::Relaxed), 1);
+    federation.shutdown().await;
+    Ok(())
+}
+
+/// Asserts that 20 calls of `GET /` through east all reach west.
+async fn all_to_west(federation: &Federation) -> anyhow::Result<()> {
+    let counts = tally(federation, 20, "/", &[]).await?;
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["greeter-west-v2"],
+        "{counts:?}"
+    );
+    Ok(())
+}
