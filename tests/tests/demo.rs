@@ -57,7 +57,7 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         .map(|l| l.trim())
         .filter(|l| l.starts_with("curl ") || l.starts_with("dig "))
         .collect();
-    assert_eq!(commands.len(), 7, "{guide:#?}");
+    assert_eq!(commands.len(), 8, "{guide:#?}");
 
     // 1. West's greeter through east's gateway: served by west, through both gateways.
     let answer = sh(commands[0])?;
@@ -74,17 +74,29 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
     let answer = sh(commands[1])?;
     assert!(answer.contains("checkout v1 in cluster east"), "{answer}");
     // 3. Greeter by its clusterset name: served by one of the two clusters.
-    let answer = sh(commands[2])?;
-    assert!(answer.starts_with("greeter v"), "{answer}");
-    // 4-5. DNS: each gateway answers with its own address.
-    assert_eq!(sh(commands[3])?.trim(), "127.0.1.1");
-    assert_eq!(sh(commands[4])?.trim(), "127.0.2.1");
-    // 6. A name nobody serves.
+    // East's policy splits it 80/20: over 50 calls both versions answer, v1 more often.
+    let (mut v1, mut v2) = (0, 0);
+    for _ in 0..50 {
+        let answer = sh(commands[2])?;
+        v1 += usize::from(answer.contains("greeter v1 in cluster east"));
+        v2 += usize::from(answer.contains("greeter v2 in cluster west"));
+    }
+    assert_eq!(v1 + v2, 50, "every call answered by a greeter");
+    assert!(v2 > 0 && v1 > v2, "v1 {v1}, v2 {v2}");
+    // 4. A tester, routed by east's policy to v2 in west, every time.
+    for _ in 0..5 {
+        let answer = sh(commands[3])?;
+        assert!(answer.contains("greeter v2 in cluster west"), "{answer}");
+    }
+    // 5-6. DNS: each gateway answers with its own address.
+    assert_eq!(sh(commands[4])?.trim(), "127.0.1.1");
+    assert_eq!(sh(commands[5])?.trim(), "127.0.2.1");
+    // 7. SRV for a named port; 8. a name nobody serves.
     assert_eq!(
-        sh(commands[5])?.trim(),
+        sh(commands[6])?.trim(),
         "0 100 80 checkout.shop.svc.clusterset.local."
     );
-    assert!(sh(commands[6])?.contains("status: NXDOMAIN"));
+    assert!(sh(commands[7])?.contains("status: NXDOMAIN"));
     // And `meshfed services` as printed, with this build's binary.
     let services = guide
         .iter()

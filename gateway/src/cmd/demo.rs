@@ -41,6 +41,26 @@ const CLUSTERS: [Cluster; 2] = [
     },
 ];
 
+/// East's traffic policy: greeter split 80/20 between v1 in east and v2 in west, and testers
+/// (`x-tester: yes`) always on v2.
+const EAST_POLICY: &str = r#"# meshfed demo: east's traffic policy (docs/config.md). Edit it while the demo runs:
+# east reads it again within a second, and refuses a version with a mistake, keeping this one.
+services:
+  - service: greeter.demo
+    subsets:
+      v1: { version: v1 }
+      v2: { version: v2 }
+    routes:
+      - name: testers
+        match:
+          - headers: { x-tester: { exact: "yes" } }
+        backends: [{ cluster: west, subset: v2 }]
+      - name: split
+        backends:
+          - { cluster: east, subset: v1, weight: 80 }
+          - { cluster: west, subset: v2, weight: 20 }
+"#;
+
 pub(crate) fn run() -> ExitCode {
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
@@ -92,6 +112,9 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
                 identity,
                 services_stop.clone(),
             ));
+        }
+        if cluster.name == "east" {
+            std::fs::write(dir.join("east-policy.yaml"), EAST_POLICY)?;
         }
         let path = dir.join(format!("{}.yaml", cluster.name));
         std::fs::write(&path, config_yaml(cluster, peer, &endpoints))?;
@@ -168,6 +191,7 @@ fn config_yaml(cluster: &Cluster, peer: &Cluster, endpoints: &[SocketAddr]) -> S
          trust_domain: {td}\n\
          listeners:\n  http: {ip}:15080\n  federation: {ip}:15443\n  dns: {ip}:15053\n  admin: {ip}:15000\n\
          identity:\n  ca_dir: {name}/ca\n  svid_lifetime: 24h\n\
+         {policy}\
          peers:\n  - name: {peer}\n    address: {peer_ip}:15443\n    trust_domain: {peer_td}\n    bundle: {name}/{peer}-bundle.pem\n\
          exports:\n",
         name = cluster.name,
@@ -175,11 +199,15 @@ fn config_yaml(cluster: &Cluster, peer: &Cluster, endpoints: &[SocketAddr]) -> S
         peer = peer.name,
         peer_ip = peer.ip,
         peer_td = peer.trust_domain,
+        policy = match cluster.name {
+            "east" => "policy: east-policy.yaml\n",
+            _ => "",
+        },
     );
-    for ((service, namespace, _), endpoint) in cluster.services.iter().zip(endpoints) {
+    for ((service, namespace, version), endpoint) in cluster.services.iter().zip(endpoints) {
         let _ = write!(
             yaml,
-            "  - name: {service}\n    namespace: {namespace}\n    ports: [{{ name: http, port: 80, protocol: http }}]\n    endpoints: [\"{endpoint}\"]\n    export_to: [{}]\n",
+            "  - name: {service}\n    namespace: {namespace}\n    ports: [{{ name: http, port: 80, protocol: http }}]\n    endpoints: [\"{endpoint}\"]\n    labels: {{ version: {version} }}\n    export_to: [{}]\n",
             peer.name
         );
     }
@@ -203,8 +231,12 @@ Try these in another terminal.
   # checkout runs only in east; west's gateway reaches it by its clusterset name
   curl -s -H 'Host: checkout.shop.svc.clusterset.local' http://127.0.2.1:15080/
 
-  # greeter runs in both clusters: its clusterset name spreads over both (run it twice)
+  # greeter runs in both clusters; east's policy (east-policy.yaml) splits it 80/20 between
+  # v1 in east and v2 in west (run it a few times)
   curl -s -H 'Host: greeter.demo.svc.clusterset.local' http://127.0.1.1:15080/
+
+  # the policy sends testers to v2, in west, every time
+  curl -s -H 'Host: greeter.demo.svc.clusterset.local' -H 'x-tester: yes' http://127.0.1.1:15080/
 
   # each gateway answers DNS for the services it can route, with its own address
   dig @127.0.1.1 -p 15053 +short greeter.demo.svc.clusterset.local
