@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::config::{Config, ConfigErrors, policy};
+use crate::config::{self, Config, ConfigErrors, policy};
 use crate::policy::Policy;
 use crate::state::State;
 
@@ -22,44 +22,37 @@ const POLL: Duration = Duration::from_secs(1);
 pub(crate) struct PolicyFile {
     path: PathBuf,
     config: Config,
-    last: Option<Vec<u8>>,
-}
-
-/// What one look at the file found.
-#[derive(Debug)]
-pub(crate) enum Reloaded {
-    /// The file is as it was.
-    Unchanged,
-    /// A new policy, now in force.
-    Applied,
-    /// A new version with problems (logged), not applied.
-    Rejected,
+    /// The content last read, or `None` if the file could not be read.
+    last: Option<String>,
 }
 
 impl PolicyFile {
-    /// The file `config` names, whose current content `state` already enforces.
-    pub(crate) fn new(path: PathBuf, config: &Config) -> Self {
-        let last = std::fs::read(&path).ok();
-        PolicyFile {
+    /// Reads the policy file at `path` once: the policy to start with, and the watcher that
+    /// holds the content it came from (so that a change made meanwhile is not missed).
+    pub(crate) fn open(path: PathBuf, config: &Config) -> Result<(Self, Policy), ConfigErrors> {
+        let text = config::read(&path)?;
+        let policy = policy::parse_file(&path, &text, config)?;
+        let file = PolicyFile {
             path,
             config: config.clone(),
-            last,
-        }
+            last: Some(text),
+        };
+        Ok((file, policy))
     }
 
     /// Looks at the file once, and applies it to `state` if it changed and is valid.
-    pub(crate) fn reload(&mut self, state: &State) -> Reloaded {
-        let content = std::fs::read(&self.path).ok();
-        if content == self.last {
-            return Reloaded::Unchanged;
+    fn reload(&mut self, state: &State) {
+        let read = config::read(&self.path);
+        let content = read.as_ref().ok();
+        if content == self.last.as_ref() {
+            return;
         }
-        self.last = content;
-        match policy::load(&self.path, &self.config) {
+        self.last = content.cloned();
+        match read.and_then(|text| policy::parse_file(&self.path, &text, &self.config)) {
             Ok(policy) => {
                 state.set_policy(Arc::new(policy));
                 state.stats.policy_reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(file = %self.path.display(), "policy reloaded");
-                Reloaded::Applied
             }
             Err(errors) => {
                 state
@@ -70,7 +63,6 @@ impl PolicyFile {
                     file = %self.path.display(),
                     "policy change rejected, the policy in force is kept:\n{errors}"
                 );
-                Reloaded::Rejected
             }
         }
     }
@@ -86,14 +78,5 @@ impl PolicyFile {
             }
             self.reload(&state);
         }
-    }
-}
-
-/// The policy a gateway starts with: its file's, or none (every service spread over the
-/// clusters that serve it).
-pub(crate) fn initial(config: &Config) -> Result<Policy, ConfigErrors> {
-    match &config.policy_file {
-        Some(path) => policy::load(path, config),
-        None => Ok(Policy::default()),
     }
 }

@@ -55,7 +55,8 @@ struct Backends {
     ready: Vec<Backend>,
     /// Exporting peers whose catalog stream broke: known, but unavailable.
     lost: Vec<Backend>,
-    /// The distinct label sets of each cluster's ready endpoints, for subsets.
+    /// The distinct label sets of each cluster's ready endpoints, for subsets (empty for a
+    /// cluster without one); `ready` is the clusters with any.
     ready_labels: BTreeMap<Backend, Vec<Labels>>,
 }
 
@@ -88,15 +89,13 @@ impl RouteTable {
             .iter()
             .map(|(key, service)| {
                 let mut exporting: Vec<Backend> = service.clusters.keys().map(backend).collect();
-                let mut ready: Vec<Backend> = service.ready_clusters().map(backend).collect();
                 exporting.sort();
-                ready.sort();
                 let lost = exporting
                     .iter()
                     .filter(|b| matches!(b, Backend::Peer(p) if unreachable.contains(p)))
                     .cloned()
                     .collect();
-                let ready_labels = service
+                let ready_labels: BTreeMap<Backend, Vec<Labels>> = service
                     .clusters
                     .iter()
                     .map(|(cluster, endpoints)| {
@@ -109,6 +108,12 @@ impl RouteTable {
                         sets.dedup();
                         (backend(cluster), sets)
                     })
+                    .collect();
+                // In order (a map's keys are sorted), so that `spread` is stable.
+                let ready = ready_labels
+                    .iter()
+                    .filter(|(_, sets)| !sets.is_empty())
+                    .map(|(backend, _)| backend.clone())
                     .collect();
                 let backends = Backends {
                     exporting,
@@ -127,17 +132,8 @@ impl RouteTable {
         }
     }
 
-    /// Routes a request by its `Host`/`:authority` (a port, trailing dot and case are ignored).
-    /// `spread` picks among clusters when several serve the service.
-    pub fn route(&self, authority: &str, spread: u64) -> Result<Destination, Reason> {
-        let named = self.resolve(authority)?;
-        match &named.pinned {
-            Some(backend) => self.to_backend(&named.service, backend, &Labels::new()),
-            None => self.route_service(&named.service, spread),
-        }
-    }
-
-    /// The service (and pinned cluster) a `Host`/`:authority` names.
+    /// The service (and pinned cluster) a `Host`/`:authority` names (a port, trailing dot and
+    /// case are ignored).
     pub fn resolve(&self, authority: &str) -> Result<Named, Reason> {
         let host = normalize(authority);
         if host.is_empty() {
@@ -190,7 +186,9 @@ impl RouteTable {
         self.to_backend(service, &self.backend_of(cluster), selector)
     }
 
-    fn to_backend(
+    /// The destination for `service` at `backend` (a cluster a name pinned), among endpoints
+    /// selected by `selector`.
+    pub fn to_backend(
         &self,
         service: &ServiceKey,
         backend: &Backend,
@@ -317,6 +315,16 @@ mod tests {
         )
     }
 
+    /// Where a request for `authority` goes when no policy applies, as the local listener
+    /// routes it: a pinned cluster, or the clusters that serve the service by `spread`.
+    fn route(table: &RouteTable, authority: &str, spread: u64) -> Result<Destination, Reason> {
+        let named = table.resolve(authority)?;
+        match &named.pinned {
+            Some(backend) => table.to_backend(&named.service, backend, &Labels::new()),
+            None => table.route_service(&named.service, spread),
+        }
+    }
+
     fn key(s: &str) -> ServiceKey {
         s.parse().expect("key")
     }
@@ -390,7 +398,7 @@ mod tests {
             ("", Err(Reason::MissingAuthority)),
         ];
         for (authority, want) in cases {
-            assert_eq!(table.route(authority, 0), want, "{authority}");
+            assert_eq!(route(&table, authority, 0), want, "{authority}");
         }
     }
 
@@ -398,7 +406,12 @@ mod tests {
     fn spread_reaches_every_cluster_that_serves_a_service() {
         let table = table();
         let seen: std::collections::BTreeSet<String> = (0..4)
-            .map(|i| format!("{:?}", table.route("greeter.demo.svc.clusterset.local", i)))
+            .map(|i| {
+                format!(
+                    "{:?}",
+                    route(&table, "greeter.demo.svc.clusterset.local", i)
+                )
+            })
             .collect();
         assert_eq!(seen.len(), 2, "{seen:?}");
     }

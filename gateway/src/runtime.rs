@@ -37,7 +37,8 @@ use crate::federation::client::PeerClient;
 use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
-use crate::policy_file::{self, PolicyFile};
+use crate::policy::Policy;
+use crate::policy_file::PolicyFile;
 use crate::proxy::local;
 use crate::proxy::serve::{Versions, serve_http};
 use crate::proxy::tcp;
@@ -165,17 +166,24 @@ pub fn start(
         now,
     )?;
     let catalogs = Arc::new(catalogs);
+    let (policy_file, policy) = match &config.policy_file {
+        Some(path) => {
+            let (file, policy) = PolicyFile::open(path.clone(), &config)?;
+            (Some(file), policy)
+        }
+        None => (None, Policy::default()),
+    };
     let state = Arc::new(State::new(
         &config,
         Arc::new(registry.exports()),
         built.routes,
         peers,
         stats.clone(),
-        Arc::new(policy_file::initial(&config)?),
+        Arc::new(policy),
         random_seed()?,
     ));
-    if let Some(path) = &config.policy_file {
-        tokio::spawn(PolicyFile::new(path.clone(), &config).watch(state.clone(), shutdown.clone()));
+    if let Some(policy_file) = policy_file {
+        tokio::spawn(policy_file.watch(state.clone(), shutdown.clone()));
     }
     Endpoints::start(
         &config,
@@ -446,7 +454,6 @@ impl Running {
     }
 }
 
-/// Seconds since the Unix epoch.
 /// A seed for the policy's dice, from the system's random source.
 fn random_seed() -> Result<u64, StartError> {
     let mut seed = [0u8; 8];
@@ -455,6 +462,7 @@ fn random_seed() -> Result<u64, StartError> {
     Ok(u64::from_le_bytes(seed))
 }
 
+/// Seconds since the Unix epoch.
 fn unix_now() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::SystemTime::UNIX_EPOCH)

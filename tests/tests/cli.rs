@@ -101,6 +101,28 @@ fn check_accepts_a_config_whose_files_are_valid() -> anyhow::Result<()> {
             && stderr.contains("the CA is for trust domain west.example"),
         "{stderr}"
     );
+
+    // A policy file is checked with the config: a route to a cluster that is neither this one
+    // nor a peer is refused, naming the file and the key.
+    std::fs::write(
+        dir.path().join("policy.yaml"),
+        "services:\n  - service: greeter.demo\n    routes:\n      - backends: [{ cluster: mars }]\n",
+    )?;
+    std::fs::write(
+        dir.path().join("with-policy.yaml"),
+        format!("{config}policy: policy.yaml\n"),
+    )?;
+    let output = Command::new(&meshfed)
+        .args(["check", "--config"])
+        .arg(dir.path().join("with-policy.yaml"))
+        .output()?;
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr)?;
+    assert!(
+        stderr.contains("policy.yaml: 1 problem")
+            && stderr.contains("services[0].routes[0].backends[0].cluster (line 4): \"mars\""),
+        "{stderr}"
+    );
     Ok(())
 }
 

@@ -192,9 +192,10 @@ async fn faults_delay_and_abort_their_share_and_timeouts_end_requests() -> anyho
     let share = f64::from(delayed) / 400.0;
     assert!((share - 0.5).abs() <= 0.1, "{delayed} of 400 delayed");
 
-    // Aborts: 30 % of 1,000 answered 503 by the gateway, the rest served.
+    // Aborts: 30 % of 2,000 answered 503 by the gateway, the rest served (5 % is 4.9 standard
+    // deviations of the share).
     let mut aborted = 0;
-    for _ in 0..1_000 {
+    for _ in 0..2_000 {
         let reply = call(&federation, Method::GET, "/broken", &[]).await?;
         match reply.status {
             StatusCode::SERVICE_UNAVAILABLE => {
@@ -208,8 +209,8 @@ async fn faults_delay_and_abort_their_share_and_timeouts_end_requests() -> anyho
             other => panic!("unexpected {other}: {reply:?}"),
         }
     }
-    let share = f64::from(aborted) / 1_000.0;
-    assert!((share - 0.3).abs() <= 0.05, "{aborted} of 1,000 aborted");
+    let share = f64::from(aborted) / 2_000.0;
+    assert!((share - 0.3).abs() <= 0.05, "{aborted} of 2,000 aborted");
 
     // A gRPC abort is a gRPC status the client sees as the call's outcome.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{east}"))?
@@ -223,16 +224,11 @@ async fn faults_delay_and_abort_their_share_and_timeouts_end_requests() -> anyho
     assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
     drop(grpc);
 
-    // The route's timeout ends a request the endpoint is slow to answer.
-    let started = Instant::now();
+    // The route's timeout (100 ms) ends a request the endpoint takes 500 ms to answer: the
+    // gateway's 504, not the endpoint's 200, however slow this machine is.
     let slow = call(&federation, Method::GET, "/slow", &[]).await?;
     assert_eq!(slow.status, StatusCode::GATEWAY_TIMEOUT, "{slow:?}");
     assert_eq!(slow.reason(), Some("timeout"));
-    assert!(
-        started.elapsed() < meshfed_tests::echo::SLOW,
-        "{:?}",
-        started.elapsed()
-    );
 
     federation.shutdown().await;
     Ok(())

@@ -5,13 +5,21 @@ use std::process::ExitCode;
 use std::time::SystemTime;
 
 use meshfed_gateway::config::ConfigErrors;
+use meshfed_gateway::runtime::StartError;
 use meshfed_gateway::{Bound, Config, Credentials};
 
 use super::EXIT_BAD_CONFIG;
 
-/// Validates a config and everything it names; prints every problem; exits 2 if there are any.
+/// Validates a config and everything it names (its policy file too); prints every problem;
+/// exits 2 if there are any.
 pub(crate) fn check(path: &Path) -> ExitCode {
-    match load(path) {
+    let loaded = load(path).and_then(|(config, credentials)| {
+        if let Some(policy) = &config.policy_file {
+            meshfed_gateway::config::policy::load(policy, &config)?;
+        }
+        Ok((config, credentials))
+    });
+    match loaded {
         Ok((config, _)) => {
             println!(
                 "{}: ok (cluster {}, {} peers, {} exports)",
@@ -55,6 +63,11 @@ pub(crate) fn run(path: &Path) -> ExitCode {
         };
         let running = match meshfed_gateway::start(config, bound, credentials) {
             Ok(running) => running,
+            // A bad policy file is a bad config, reported and answered the same way.
+            Err(StartError::Policy(errors)) => {
+                eprint!("{errors}");
+                return ExitCode::from(EXIT_BAD_CONFIG);
+            }
             Err(error) => {
                 eprintln!("meshfed: {error}");
                 return ExitCode::FAILURE;
@@ -66,13 +79,8 @@ pub(crate) fn run(path: &Path) -> ExitCode {
     })
 }
 
-/// The config, its credentials, and its policy file (read again by the gateway as it starts;
-/// read here so that a bad one is reported like a bad config, with exit status 2).
 fn load(path: &Path) -> Result<(Config, Credentials), ConfigErrors> {
     let config = Config::load(path)?;
-    if let Some(policy) = &config.policy_file {
-        meshfed_gateway::config::policy::load(policy, &config)?;
-    }
     let credentials = Credentials::load(&config, SystemTime::now()).map_err(|mut e| {
         e.file = Some(path.to_owned());
         e

@@ -290,7 +290,7 @@ pub struct Dns {
 }
 
 /// A config or policy file's text; failing to read it is the file's one problem.
-fn read(path: &Path) -> Result<String, ConfigErrors> {
+pub(crate) fn read(path: &Path) -> Result<String, ConfigErrors> {
     std::fs::read_to_string(path).map_err(|e| ConfigErrors {
         file: Some(path.to_owned()),
         errors: vec![ConfigError {

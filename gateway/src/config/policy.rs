@@ -15,7 +15,7 @@ use serde::Deserialize;
 
 use super::raw::Text;
 use super::validate::{Checker, deserialize, parse_label, parse_service};
-use super::{Config, ConfigError, ConfigErrors, duration};
+use super::{Config, ConfigErrors, duration};
 use crate::policy::fault::GRPC_CODES;
 use crate::policy::matching::{GrpcMatch, HeaderMatch, PathMatch, QueryMatch, ValueMatch};
 use crate::policy::{
@@ -33,8 +33,12 @@ const MAX_WEIGHT: u32 = 1_000_000;
 /// Reads and validates the policy file at `path` for the gateway `config` describes (its
 /// routes may name only this cluster and its peers).
 pub fn load(path: &Path, config: &Config) -> Result<Policy, ConfigErrors> {
-    let text = super::read(path)?;
-    parse(&text, config).map_err(|mut e| {
+    parse_file(path, &super::read(path)?, config)
+}
+
+/// Validates `text`, read from the policy file at `path`, for the gateway `config` describes.
+pub(crate) fn parse_file(path: &Path, text: &str, config: &Config) -> Result<Policy, ConfigErrors> {
+    parse(text, config).map_err(|mut e| {
         e.file = Some(path.to_owned());
         e
     })
@@ -225,7 +229,7 @@ impl Checker {
         for (name, labels) in &raw.subsets {
             let path = format!("{at}.subsets.{name}");
             if parse_label(name).is_err() {
-                self.invalid_key(&path, name, "a subset's name is a DNS label, such as `v2`");
+                self.invalid_at(&path, name, "a subset's name is a DNS label, such as `v2`");
                 ok = false;
             }
             if labels.is_empty() {
@@ -236,7 +240,7 @@ impl Checker {
             for (key, value) in labels {
                 let label_at = format!("{path}.{key}");
                 if let Err(reason) = parse_label_part(key) {
-                    self.invalid_key(&label_at, key, &reason);
+                    self.invalid_at(&label_at, key, &reason);
                     ok = false;
                 }
                 match self.value(&label_at, value, |v| {
@@ -261,7 +265,7 @@ impl Checker {
         let mut names = BTreeSet::new();
         for (i, route) in routes.iter().enumerate() {
             if !names.insert(route.name.clone()) {
-                self.invalid_at_key(
+                self.invalid_at(
                     &format!("{at}.routes[{i}].name"),
                     &route.name,
                     "another route of this service has this name",
@@ -358,7 +362,7 @@ impl Checker {
                 let header = match HeaderName::from_bytes(name.as_bytes()) {
                     Ok(header) => Some(header),
                     Err(_) => {
-                        self.invalid_key(&path, name, "not a valid header name");
+                        self.invalid_at(&path, name, "not a valid header name");
                         None
                     }
                 };
@@ -559,11 +563,11 @@ impl Checker {
 
     fn header_name(&mut self, at: &str, name: &str) -> Option<HeaderName> {
         let Ok(header) = HeaderName::from_bytes(name.trim().as_bytes()) else {
-            self.invalid_key(at, name, "not a valid header name");
+            self.invalid_at(at, name, "not a valid header name");
             return None;
         };
         if let Some(why) = headers::protected(&header) {
-            self.invalid_key(
+            self.invalid_at(
                 at,
                 name,
                 &format!("policy cannot change this header: {why}"),
@@ -630,19 +634,6 @@ impl Checker {
                     "expected a percentage from 0 to 100, such as `10` or `0.5`".to_owned()
                 })
         })
-    }
-
-    fn invalid_key(&mut self, path: &str, key: &str, reason: &str) {
-        self.invalid_at_key(path, key, reason);
-    }
-
-    fn invalid_at_key(&mut self, path: &str, value: &str, reason: &str) {
-        self.errors.push(ConfigError {
-            path: path.to_owned(),
-            line: None,
-            value: Some(value.to_owned()),
-            reason: reason.to_owned(),
-        });
     }
 }
 

@@ -133,7 +133,7 @@ impl Checker {
         for (key, value) in &raw.labels {
             let path = format!("{at}.labels.{key}");
             if let Err(reason) = super::policy::parse_label_part(key) {
-                self.error(&path, None, &format!("{key:?}: {reason}"));
+                self.invalid_at(&path, key, &reason);
                 labels_ok = false;
             }
             match self.value(&path, value, |v| {

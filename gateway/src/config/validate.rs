@@ -512,7 +512,8 @@ impl Checker {
         self.error(path, Some(text), reason);
     }
 
-    fn invalid_at(&mut self, path: &str, value: &str, reason: &str) {
+    /// A problem with a value that has no line of its own (a map key, a derived value).
+    pub(super) fn invalid_at(&mut self, path: &str, value: &str, reason: &str) {
         self.errors.push(ConfigError {
             path: path.to_owned(),
             line: None,

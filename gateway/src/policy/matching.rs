@@ -130,7 +130,12 @@ impl HeaderMatch {
             return self.value.matches(None);
         };
         // A value that is not visible ASCII cannot equal one written in config.
-        let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
+        let first = String::from_utf8_lossy(first.as_bytes());
+        let mut values = values.peekable();
+        if values.peek().is_none() {
+            return self.value.matches(Some(&first));
+        }
+        let mut joined = first.into_owned();
         for value in values {
             joined.push(',');
             joined.push_str(&String::from_utf8_lossy(value.as_bytes()));

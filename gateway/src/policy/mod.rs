@@ -184,17 +184,10 @@ impl Route {
         if self.backends.is_empty() {
             return Target::Spread;
         }
-        let empty = Labels::new();
-        let selector = |b: &'_ Backend| {
-            b.subset
-                .as_ref()
-                .map_or(&empty, |(_, labels)| labels)
-                .clone()
-        };
         let up: Vec<&Backend> = self
             .backends
             .iter()
-            .filter(|b| b.weight > 0 && available(&b.cluster, &selector(b)))
+            .filter(|b| b.weight > 0 && available(&b.cluster, b.selector()))
             .collect();
         let total: u64 = up.iter().map(|b| u64::from(b.weight)).sum();
         if total == 0 {
@@ -204,11 +197,19 @@ impl Route {
         for backend in up {
             let weight = u64::from(backend.weight);
             if roll < weight {
-                return Target::Cluster(backend.cluster.clone(), selector(backend));
+                return Target::Cluster(backend.cluster.clone(), backend.selector().clone());
             }
             roll -= weight;
         }
         Target::Unavailable
+    }
+}
+
+impl Backend {
+    /// The labels its endpoints must have: its subset's, or none.
+    pub fn selector(&self) -> &Labels {
+        static ANY: Labels = Labels::new();
+        self.subset.as_ref().map_or(&ANY, |(_, labels)| labels)
     }
 }
 

@@ -11,6 +11,8 @@
 //! - `.` and `..` segments are removed (RFC 3986 section 5.2.4), and `..` never climbs above
 //!   the root.
 
+use std::borrow::Cow;
+
 /// A path that cannot be made canonical.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum PathError {
@@ -22,9 +24,13 @@ pub enum PathError {
     BadEscape,
 }
 
-/// The canonical form of `path` (without its query).
-pub fn normalize(path: &str) -> Result<String, PathError> {
+/// The canonical form of `path` (without its query); borrowed when `path` already is (the
+/// common case, which costs one scan and no allocation).
+pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    if is_canonical(rest) {
+        return Ok(Cow::Borrowed(path));
+    }
     let mut kept: Vec<String> = Vec::new();
     let mut trailing_slash = false;
     let mut segments = rest.split('/').peekable();
@@ -51,7 +57,24 @@ pub fn normalize(path: &str) -> Result<String, PathError> {
     if kept.is_empty() || trailing_slash {
         out.push('/');
     }
-    Ok(out)
+    Ok(Cow::Owned(out))
+}
+
+/// Whether a path (after its first `/`) has no escape, no empty segment but a trailing one,
+/// and no `.` or `..` segment.
+fn is_canonical(rest: &str) -> bool {
+    if rest.is_empty() {
+        return true;
+    }
+    let mut segments = rest.split('/').peekable();
+    while let Some(segment) = segments.next() {
+        let last = segments.peek().is_none();
+        let empty_inside = segment.is_empty() && !last;
+        if empty_inside || segment == "." || segment == ".." || segment.contains('%') {
+            return false;
+        }
+    }
+    true
 }
 
 /// Decodes the escapes of unreserved characters in one segment and upper-cases the rest.
@@ -108,7 +131,10 @@ mod tests {
             ("/%7Euser", "/~user"),
         ];
         for (path, want) in cases {
-            assert_eq!(normalize(path).as_deref(), Ok(want), "{path}");
+            let got = normalize(path);
+            assert_eq!(got.as_deref(), Ok(want), "{path}");
+            // Borrowed exactly when nothing had to change.
+            assert_eq!(matches!(got, Ok(Cow::Borrowed(_))), path == want, "{path}");
         }
     }
 

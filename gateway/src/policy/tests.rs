@@ -170,9 +170,10 @@ proptest! {
             tricked.push('/');
         }
         let canonical = path::normalize(&plain).expect("plain");
+        prop_assert!(matches!(canonical, std::borrow::Cow::Borrowed(_)), "{} was rewritten", plain);
         prop_assert_eq!(&canonical, &plain);
         prop_assert_eq!(path::normalize(&tricked).expect("tricked"), canonical.clone());
-        prop_assert_eq!(path::normalize(&canonical).expect("again"), canonical);
+        prop_assert_eq!(path::normalize(&canonical).expect("again"), canonical.clone());
     }
 }
 

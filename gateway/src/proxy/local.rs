@@ -12,6 +12,7 @@
 //!    endpoints or the peer gateway within the route's timeout;
 //! 7. the route's response header changes are made to the response.
 
+use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -95,21 +96,22 @@ async fn proxy(
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_untrusted(&mut parts.headers);
     headers::append_via(&mut parts.headers, parts.version, &state.pseudonym);
-    let path = canonical::normalize(parts.uri.path()).map_err(|_| Reason::BadPath)?;
-    let query = parts.uri.query().map(str::to_owned);
-    let target = match &query {
-        Some(query) => format!("{path}?{query}"),
-        None => path.clone(),
-    };
-    parts.uri = PathAndQuery::try_from(target)
-        .map_err(|_| Reason::BadPath)?
-        .into();
-    let port = port_of(authority);
-    let size_ok = headers::section_size(&Request::from_parts(parts.clone(), ()))
-        <= wire::MAX_FIELD_SECTION_SIZE;
-    if !size_ok {
+    if headers::section_size(&parts) > wire::MAX_FIELD_SECTION_SIZE {
         return Err(Reason::HeadersTooLarge);
     }
+    let rewritten = match canonical::normalize(parts.uri.path()).map_err(|_| Reason::BadPath)? {
+        Cow::Borrowed(_) => None,
+        Cow::Owned(path) => Some(match parts.uri.query() {
+            Some(query) => format!("{path}?{query}"),
+            None => path,
+        }),
+    };
+    if let Some(target) = rewritten {
+        parts.uri = PathAndQuery::try_from(target)
+            .map_err(|_| Reason::BadPath)?
+            .into();
+    }
+    let port = port_of(authority);
 
     let routes = state.routes();
     let named = routes.resolve(authority)?;
@@ -117,8 +119,8 @@ async fn proxy(
     tracing::Span::current().record("svc", tracing::field::display(&service));
     let view = RequestView {
         method: &parts.method,
-        path: &path,
-        query: query.as_deref(),
+        path: parts.uri.path(),
+        query: parts.uri.query(),
         headers: &parts.headers,
     };
     let mut dice = state.dice();
@@ -137,7 +139,10 @@ async fn proxy(
         tracing::Span::current().record("route", route.name.as_str());
     }
     let (destination, selector) = match (&named.pinned, decision.target) {
-        (Some(_), _) => (routes.route(authority, 0)?, Labels::new()),
+        (Some(backend), _) => (
+            routes.to_backend(&service, backend, &Labels::new())?,
+            Labels::new(),
+        ),
         (None, Target::Spread) => (
             routes.route_service(&service, state.next_backend())?,
             Labels::new(),
