@@ -321,6 +321,62 @@ fn large_answers_are_truncated_over_udp_and_whole_over_tcp() {
     }
 }
 
+/// An RRset too large for any DNS message (an SRV set of 1,500 endpoints, about 90 KB) is
+/// left out; the name's other records, the other services and later changes are not.
+#[test]
+fn an_rrset_too_large_for_dns_leaves_the_rest_of_the_zone_alone() {
+    let catalog = |services: Vec<(&str, ServiceExport)>| ClusterCatalog {
+        cluster: "east".parse().expect("label"),
+        version: 1,
+        services: services
+            .into_iter()
+            .map(|(key, export)| (key.parse().expect("key"), export))
+            .collect(),
+    };
+    let mut live = ClustersetZones::new(clusterset(), 6).expect("zones");
+    let first = merge([&catalog(vec![
+        ("huge.data", export(true, 1_500)),
+        ("checkout.shop", export(false, 2)),
+    ])]);
+    let zones = live.update(&first).expect("the zone is published");
+    let answers = |zones: &ZoneSet, name: &str, rtype| {
+        let response = ask(zones, &query(name, rtype, None), Transport::Tcp);
+        (response.metadata.response_code, response.answers.len())
+    };
+    let srv = "_http._tcp.huge.data.svc.clusterset.local.";
+    assert_eq!(
+        answers(&zones, srv, RecordType::SRV),
+        (ResponseCode::NoError, 0)
+    );
+    let huge = "huge.data.svc.clusterset.local.";
+    // Every name answers the gateway's address (traffic goes through it).
+    assert_eq!(
+        answers(&zones, huge, RecordType::A),
+        (ResponseCode::NoError, 1)
+    );
+    let checkout = "checkout.shop.svc.clusterset.local.";
+    assert_eq!(
+        answers(&zones, checkout, RecordType::A),
+        (ResponseCode::NoError, 1)
+    );
+
+    // A later change in the same commit as the oversized set is still taken.
+    let second = merge([&catalog(vec![
+        ("huge.data", export(true, 1_501)),
+        ("cart.shop", export(false, 1)),
+    ])]);
+    let zones = live.update(&second).expect("the zone is published");
+    let cart = "cart.shop.svc.clusterset.local.";
+    assert_eq!(
+        answers(&zones, cart, RecordType::A),
+        (ResponseCode::NoError, 1)
+    );
+    assert_eq!(
+        answers(&zones, checkout, RecordType::A).0,
+        ResponseCode::NXDomain
+    );
+}
+
 #[test]
 fn malformed_queries_get_a_clear_code_or_nothing() {
     let zones = zones();

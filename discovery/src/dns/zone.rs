@@ -283,15 +283,17 @@ impl LiveZones {
                 })
             })
             .collect::<Result<_, ZoneError>>()?;
-        // Each changed name's node, encoded, grouped by shard.
+        // Each changed name's node, encoded, grouped by shard. A name that cannot be encoded
+        // is left out of this snapshot, not the rest with it: the other changes are taken.
         let mut changes: BTreeMap<usize, Vec<NodeChange>> = BTreeMap::new();
         for key in std::mem::take(&mut self.dirty) {
-            let name = match self.owners.get(&key) {
-                Some(owner) => owner.name.clone(),
-                None => fqdn(&key)?,
+            let (wire_name, node) = match self.encoded(&key) {
+                Ok(encoded) => encoded,
+                Err(error) => {
+                    tracing::warn!(name = %key, %error, "name left out of the DNS zone");
+                    continue;
+                }
             };
-            let wire_name = wire(&name)?;
-            let node = self.node(&key, &name)?;
             changes
                 .entry(shard_of(&self.hasher, &wire_name))
                 .or_default()
@@ -421,18 +423,27 @@ impl LiveZones {
     }
 
     /// The node for `key` as it is now: `None` when the name no longer exists.
-    fn node(&self, key: &str, name: &Name) -> Result<Option<Node>, ZoneError> {
+    /// The wire name of `key` and its node as it is now.
+    fn encoded(&self, key: &str) -> Result<NodeChange, ZoneError> {
+        let name = match self.owners.get(key) {
+            Some(owner) => owner.name.clone(),
+            None => fqdn(key)?,
+        };
+        Ok((wire(&name)?, self.node(key, &name)))
+    }
+
+    /// The node of `key`, or `None` if nothing is at or below it. An RRset too large for a DNS
+    /// message (an SRV set of a thousand endpoints) is left out of it, and logged; the name's
+    /// other RRsets stay.
+    fn node(&self, key: &str, name: &Name) -> Option<Node> {
         let apex = self.zones.iter().position(|z| z.key == key);
         let owner = self.owners.get(key);
         let below = self.below.get(key).is_some_and(|n| *n > 0);
         let zone = match (apex, owner) {
             (Some(zone), _) => zone,
             (None, Some(owner)) => owner.zone,
-            (None, None) if below => match self.zone_of(key) {
-                Some(zone) => zone,
-                None => return Ok(None),
-            },
-            (None, None) => return Ok(None),
+            (None, None) if below => self.zone_of(key)?,
+            (None, None) => return None,
         };
         let mut sets: BTreeMap<RecordType, Vec<RData>> =
             owner.map(|o| o.sets.clone()).unwrap_or_default();
@@ -443,9 +454,15 @@ impl LiveZones {
         }
         let rrsets = sets
             .iter()
-            .map(|(rtype, rdatas)| encode_rrset(name, *rtype, self.ttl, rdatas))
-            .collect::<Result<_, _>>()?;
-        Ok(Some(Node { zone, rrsets }))
+            .filter_map(|(rtype, rdatas)| {
+                encode_rrset(name, *rtype, self.ttl, rdatas)
+                    .inspect_err(|error| {
+                        tracing::warn!(%name, %rtype, %error, "records left out of the DNS zone");
+                    })
+                    .ok()
+            })
+            .collect();
+        Some(Node { zone, rrsets })
     }
 }
 
