@@ -139,8 +139,9 @@ fn tcp(address: SocketAddr) -> io::Result<TcpListener> {
 /// (208 KiB) a burst at a few Gbit/s overflows the receive buffer and the loss costs
 /// retransmissions and, past quinn's limit on gaps in one stream, the whole connection. The
 /// kernel caps the size at `net.core.rmem_max`/`wmem_max`; `docs/operations.md` says to raise
-/// those to at least this.
-fn udp(address: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
+/// those to at least this. With `reuse_port`, several sockets share the address, one per core
+/// (DNS; the DNS benchmark binds its server through this too).
+pub fn udp(address: SocketAddr, reuse_port: bool) -> io::Result<UdpSocket> {
     use socket2::{Domain, Socket, Type};
     let socket = Socket::new(Domain::for_address(address), Type::DGRAM, None)?;
     socket.set_reuse_port(reuse_port)?;

@@ -266,8 +266,15 @@ impl Catalogs {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .update(&imports)?;
+        // Each conflict is logged once, when it appears, not at every rebuild after it.
+        let before = self.in_force.borrow().imports.clone();
         for (key, service) in &imports.services {
-            for conflict in &service.conflicts {
+            let known = before
+                .services
+                .get(key)
+                .map(|s| &s.conflicts[..])
+                .unwrap_or(&[]);
+            for conflict in service.conflicts.iter().filter(|c| !known.contains(c)) {
                 tracing::warn!(service = %key, %conflict, "exports of one service disagree");
             }
         }

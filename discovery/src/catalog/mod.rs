@@ -116,15 +116,6 @@ impl ClusterCatalog {
     }
 }
 
-// === impl ServiceExport ===
-
-impl ServiceExport {
-    /// How many endpoints take traffic.
-    pub fn ready_endpoints(&self) -> usize {
-        self.endpoints.iter().filter(|e| e.ready).count()
-    }
-}
-
 // === impl Protocol ===
 
 impl Protocol {

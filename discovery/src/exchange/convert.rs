@@ -101,10 +101,7 @@ pub(super) fn received(
     }
     let count = update.upserts.len() + update.removals.len();
     if count > limits.services {
-        return Err(invalid(
-            "upserts",
-            format!("{count} services; at most {} are accepted", limits.services),
-        ));
+        return Err(too_many_services(count, limits));
     }
     let mut seen = BTreeSet::new();
     let mut upserts = Vec::with_capacity(update.upserts.len());
@@ -323,6 +320,14 @@ fn checked_endpoint(
         ready: raw.ready,
         labels: raw.labels.into_iter().collect(),
     })
+}
+
+/// The refusal of an update, or of the catalog it makes, with `count` services.
+pub(super) fn too_many_services(count: usize, limits: &Limits) -> InvalidUpdate {
+    invalid(
+        "upserts",
+        format!("{count} services; at most {} are accepted", limits.services),
+    )
 }
 
 fn invalid(at: &str, reason: String) -> InvalidUpdate {

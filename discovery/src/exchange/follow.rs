@@ -8,8 +8,10 @@ use super::{InvalidUpdate, Limits};
 use crate::catalog::{ClusterCatalog, StaleDiff};
 use crate::name::Label;
 
-/// Why following a peer's catalog stopped. Each is answered the same way: the peer's catalog
-/// is dropped and the stream asked for again, which starts with a full catalog.
+/// Why following a peer's catalog stopped. The caller asks for the stream again, which starts
+/// with a full catalog; whether it keeps the catalog it held meanwhile is its choice (the
+/// gateway keeps it when the stream broke after it had been up a while, and drops it when the
+/// peer cannot be reached again).
 #[derive(Debug, thiserror::Error)]
 pub enum FollowError {
     /// The stream failed (the peer went away, or refused us).
@@ -49,17 +51,33 @@ pub async fn follow(
             Ok(received) => received,
             Err(invalid) => return FollowError::Invalid(invalid),
         };
-        match (received, &mut held) {
-            (Received::Full(catalog), _) => held = Some(catalog),
-            (Received::Diff(diff), Some(catalog)) => {
-                if let Err(stale) = catalog.apply(diff) {
-                    return FollowError::Stale(stale);
-                }
-            }
-            (Received::Diff(_), None) => return FollowError::NoCatalog,
+        if let Err(error) = take(&mut held, received, limits) {
+            return error;
         }
         if let Some(catalog) = &held {
             on_change(catalog);
         }
     }
+}
+
+/// Takes one checked update into the catalog `held`: a full catalog replaces it, a diff changes
+/// it. Each update is bounded on its own, but diffs add up: the service limit is checked on the
+/// catalog held.
+pub(super) fn take(
+    held: &mut Option<ClusterCatalog>,
+    received: Received,
+    limits: &Limits,
+) -> Result<(), FollowError> {
+    let catalog = match (received, held.as_mut()) {
+        (Received::Full(catalog), _) => held.insert(catalog),
+        (Received::Diff(diff), Some(catalog)) => {
+            catalog.apply(diff)?;
+            catalog
+        }
+        (Received::Diff(_), None) => return Err(FollowError::NoCatalog),
+    };
+    if catalog.services.len() > limits.services {
+        return Err(convert::too_many_services(catalog.services.len(), limits).into());
+    }
+    Ok(())
 }

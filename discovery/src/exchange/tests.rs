@@ -185,15 +185,17 @@ async fn a_watcher_follows_every_change_it_may_see() -> Result<(), tonic::Status
     let mut updates = service.watch_catalog(request).await?.into_inner();
     let limits = Limits::default();
     let mut held: Option<ClusterCatalog> = None;
-    let mut receive = async |held: &mut Option<ClusterCatalog>| {
-        let update = updates.next().await.expect("an update")?;
+    let receive = async |updates: &mut _, held: &mut Option<ClusterCatalog>| {
+        let update = tokio_stream::StreamExt::next(updates)
+            .await
+            .expect("an update")?;
         match convert::received(update, &label("east"), &limits).expect("valid") {
             Received::Full(catalog) => *held = Some(catalog),
             Received::Diff(diff) => held.as_mut().expect("held").apply(diff).expect("fresh"),
         }
         Ok::<_, tonic::Status>(())
     };
-    receive(&mut held).await?;
+    receive(&mut updates, &mut held).await?;
     assert_eq!(held.as_ref(), Some(&exported(1, true).view(&label("west"))));
 
     // A change west cannot see (only `secret.shop` changes) sends nothing; the next change
@@ -203,12 +205,38 @@ async fn a_watcher_follows_every_change_it_may_see() -> Result<(), tonic::Status
         secret.endpoints[0].ready = false;
     }
     tx.send_replace(Arc::new(hidden));
-    tokio::task::yield_now().await;
+    // The stream is polled here, in this task: a change it sends would be ready at once.
+    let quiet = tokio::time::timeout(std::time::Duration::from_millis(100), updates.next()).await;
+    assert!(
+        quiet.is_err(),
+        "a change west cannot see was sent: {quiet:?}"
+    );
     tx.send_replace(Arc::new(exported(3, false)));
-    receive(&mut held).await?;
+    receive(&mut updates, &mut held).await?;
     assert_eq!(
         held.as_ref(),
         Some(&exported(3, false).view(&label("west")))
     );
     Ok(())
+}
+
+/// A peer cannot grow the catalog we hold past the service limit by diffs that are each
+/// within it.
+#[test]
+fn diffs_cannot_grow_a_catalog_past_the_service_limit() {
+    let limits = Limits {
+        services: 2,
+        ..Limits::default()
+    };
+    let two = exported(1, true).catalog;
+    let mut three = two.clone();
+    three.version = 2;
+    three.services.insert(key("cart.shop"), export(true));
+    let mut held = None;
+    follow::take(&mut held, Received::Full(two.clone()), &limits).expect("within the limit");
+    let grown = follow::take(&mut held, Received::Diff(two.diff(&three)), &limits);
+    assert!(
+        matches!(grown, Err(follow::FollowError::Invalid(_))),
+        "{grown:?}"
+    );
 }

@@ -18,8 +18,11 @@ use crate::name::Label;
 /// Answers are looked up again no sooner than this, whatever their TTL (a TTL of 0 must not
 /// become a query loop), and no later than [`LONGEST_WAIT`].
 pub const SHORTEST_WAIT: Duration = Duration::from_secs(1);
-/// See [`SHORTEST_WAIT`]; also the wait after a failed lookup.
+/// See [`SHORTEST_WAIT`].
 pub const LONGEST_WAIT: Duration = Duration::from_secs(30);
+/// The wait after a failed lookup (the endpoints found last are kept meanwhile): short, so
+/// that a DNS server back from an outage is used again soon.
+pub const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(5);
 
 /// Which records give the endpoints.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

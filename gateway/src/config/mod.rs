@@ -28,6 +28,8 @@ use meshfed_trust::TrustDomain;
 pub use error::{ConfigError, ConfigErrors};
 pub use meshfed_discovery::catalog::Protocol;
 pub use meshfed_discovery::sources::LocalEndpoint;
+/// Which DNS records give a service's endpoints: A and AAAA, or SRV.
+pub use meshfed_discovery::sources::dns::Records as DnsRecord;
 pub use meshfed_discovery::sources::probe::Probe;
 
 /// A validated gateway configuration.
@@ -196,15 +198,6 @@ pub enum EndpointSource {
         /// The DNS server to ask; the system's resolvers (`/etc/resolv.conf`) if not given.
         server: Option<SocketAddr>,
     },
-}
-
-/// Which DNS records give a service's endpoints.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DnsRecord {
-    /// A and AAAA.
-    Address,
-    /// SRV, whose targets are then looked up for addresses.
-    Srv,
 }
 
 /// An active health check of every endpoint of a service.

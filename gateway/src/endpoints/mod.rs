@@ -8,14 +8,14 @@ mod registry;
 use std::sync::{Arc, Mutex};
 
 use meshfed_discovery::ServiceKey;
-use meshfed_discovery::sources::dns::{DnsSource, LONGEST_WAIT, Records};
+use meshfed_discovery::sources::dns::{DnsSource, RETRY_AFTER_FAILURE};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 pub(crate) use registry::Registry;
 
 use crate::catalogs::Catalogs;
-use crate::config::{Config, DnsRecord, EndpointSource, Export, HealthCheck};
+use crate::config::{Config, EndpointSource, Export, HealthCheck};
 use crate::state::State;
 
 /// The registry, and where its changes go.
@@ -48,11 +48,7 @@ impl Endpoints {
                 server,
             } = &export.source
             {
-                let records = match record {
-                    DnsRecord::Address => Records::Address,
-                    DnsRecord::Srv => Records::Srv,
-                };
-                match DnsSource::new(name, records, *server) {
+                match DnsSource::new(name, *record, *server) {
                     Ok(source) => {
                         tokio::spawn(endpoints.clone().follow_dns(
                             export.service.clone(),
@@ -92,7 +88,7 @@ impl Endpoints {
                 }
                 Err(error) => {
                     tracing::warn!(%service, %error, "endpoint lookup failed; keeping the last endpoints");
-                    LONGEST_WAIT.min(std::time::Duration::from_secs(5))
+                    RETRY_AFTER_FAILURE
                 }
             };
             tokio::select! {
@@ -126,7 +122,12 @@ impl Endpoints {
                 let timeout = check.timeout;
                 checks.spawn(async move { (endpoint, probe.check(address, timeout).await) });
             }
-            while let Some(Ok((endpoint, result))) = checks.join_next().await {
+            // Each verdict is taken as it comes, so a quick endpoint is not held up by a slow
+            // one; only a changed verdict publishes. A probe that panicked counts as no result.
+            while let Some(joined) = checks.join_next().await {
+                let Ok((endpoint, result)) = joined else {
+                    continue;
+                };
                 if let Err(error) = &result {
                     tracing::debug!(service = %export.service, endpoint = %endpoint.ip, %error, "health check failed");
                 }

@@ -20,7 +20,7 @@ use crate::reason::Reason;
 use crate::stats::Stats;
 
 /// A handshake that takes longer than this fails, so that a dead peer gives a fast 503.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// After a failed connect, requests fail at once for this long instead of each waiting for a
 /// handshake of its own.
 const FAILURE_HOLD_DOWN: Duration = Duration::from_secs(1);

@@ -27,7 +27,8 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
-use super::client::jittered;
+// Dialling a peer, and then starting the watch, each get as long as a QUIC handshake.
+use super::client::{CONNECT_TIMEOUT, jittered};
 use crate::bundles::endpoint::{CLIENT_TIMEOUT, Published, serve_client};
 use crate::catalogs::Catalogs;
 use crate::config::Peer;
@@ -48,8 +49,6 @@ const HEALTHY_WATCH: Duration = Duration::from_secs(10);
 /// A watch up this long that breaks is followed again at once, its catalog kept; one that
 /// breaks sooner counts as a failure (so that a broken peer cannot make us spin).
 const SETTLED_WATCH: Duration = Duration::from_secs(5);
-/// Dialling a peer and starting the watch: as long as a QUIC handshake is given.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
 /// The control channel's TLS configurations, rebuilt whole with the QUIC ones on every
 /// credential or trust change.

@@ -92,7 +92,9 @@ fn serve(listen: SocketAddr, services: usize, rate: f64) -> anyhow::Result<()> {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
         let mut udp = Vec::new();
         for _ in 0..cores {
-            udp.push(tokio::net::UdpSocket::from_std(reuse_port_udp(listen)?)?);
+            udp.push(tokio::net::UdpSocket::from_std(
+                meshfed_gateway::bind::udp(listen, true)?,
+            )?);
         }
         let tcp = tokio::net::TcpListener::bind(listen).await?;
         let _server = DnsServer::serve(udp, tcp, rx);
@@ -142,19 +144,6 @@ fn serve(listen: SocketAddr, services: usize, rate: f64) -> anyhow::Result<()> {
             }
         }
     })
-}
-
-/// One of several UDP sockets on `listen`, as the gateway binds them (`SO_REUSEPORT`, large
-/// buffers).
-fn reuse_port_udp(listen: SocketAddr) -> anyhow::Result<std::net::UdpSocket> {
-    use socket2::{Domain, Socket, Type};
-    let socket = Socket::new(Domain::for_address(listen), Type::DGRAM, None)?;
-    socket.set_reuse_port(true)?;
-    let _ = socket.set_recv_buffer_size(meshfed_gateway::bind::UDP_BUFFER);
-    let _ = socket.set_send_buffer_size(meshfed_gateway::bind::UDP_BUFFER);
-    socket.bind(&listen.into())?;
-    socket.set_nonblocking(true)?;
-    Ok(socket.into())
 }
 
 fn write(services: usize, dir: &std::path::Path) -> anyhow::Result<()> {
