@@ -54,6 +54,8 @@ pub(crate) async fn handle(
                 ("bundle_updates", &stats.bundle_updates),
                 ("policy_reloads", &stats.policy_reloads),
                 ("policy_reloads_rejected", &stats.policy_reloads_rejected),
+                ("authorization_allowed", &stats.authorization_allowed),
+                ("authorization_denied", &stats.authorization_denied),
             ];
             let mut lines: String = counters
                 .iter()
@@ -64,6 +66,17 @@ pub(crate) async fn handle(
                 lines.push_str(&format!(
                     "peer_certificates_refused_{} {count}\n",
                     reason.code()
+                ));
+            }
+            let by_rule = stats
+                .authorization_by_rule
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone();
+            for ((rule, outcome), count) in by_rule {
+                lines.push_str(&format!(
+                    "authorization_{}_by_rule{{rule=\"{rule}\"}} {count}\n",
+                    outcome.name()
                 ));
             }
             text(StatusCode::OK, lines)

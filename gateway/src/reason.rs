@@ -42,11 +42,14 @@ pub enum Reason {
     BadOverride,
     /// The route's timeout passed before the response head arrived.
     Timeout,
+    /// The receiving gateway's authorization refused the request: a `deny` rule matched, no
+    /// `allow` rule for the service did, or the peer asserted an origin outside its trust domain.
+    Denied,
 }
 
 impl Reason {
     /// Every reason, for tables and lookups.
-    pub const ALL: [Reason; 13] = [
+    pub const ALL: [Reason; 14] = [
         Reason::MissingAuthority,
         Reason::HeadersTooLarge,
         Reason::NotOurZone,
@@ -60,6 +63,7 @@ impl Reason {
         Reason::BadPath,
         Reason::BadOverride,
         Reason::Timeout,
+        Reason::Denied,
     ];
 
     /// The stable code, as sent in `x-meshfed-error`.
@@ -78,6 +82,7 @@ impl Reason {
             Reason::BadPath => "bad_path",
             Reason::BadOverride => "bad_override",
             Reason::Timeout => "timeout",
+            Reason::Denied => "denied",
         }
     }
 
@@ -93,6 +98,7 @@ impl Reason {
                 StatusCode::BAD_REQUEST
             }
             Reason::Timeout => StatusCode::GATEWAY_TIMEOUT,
+            Reason::Denied => StatusCode::FORBIDDEN,
             Reason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reason::NotOurZone => StatusCode::MISDIRECTED_REQUEST,
             Reason::UnknownService | Reason::NotExported => StatusCode::NOT_FOUND,

@@ -16,13 +16,31 @@ use crate::config::{Config, Export};
 use crate::credentials::gateway_id_of;
 use crate::federation::client::PeerClient;
 use crate::federation::wire;
-use crate::policy::{Dice as _, Labels, Policy, SplitMix64};
+use crate::policy::authz::Access;
+use crate::policy::{Dice as _, Labels, Policy, SplitMix64, path as canonical};
 use crate::proxy::body::{self, Body};
 use crate::proxy::headers;
 use crate::proxy::upstream::Upstream;
 use crate::reason::Reason;
 use crate::route::{self, RouteTable};
-use crate::stats::Stats;
+use crate::stats::{Outcome, Stats};
+
+/// The rule name under which a denial for an origin outside the peer's trust domain is counted
+/// (not a DNS label, so no configured rule can have it).
+const FOREIGN_ORIGIN_RULE: &str = "origin_outside_peer_trust_domain";
+/// The rule name under which a denial for matching none of the `allow` rules is counted.
+const NO_ALLOW_RULE: &str = "no_allow_rule_matched";
+
+/// What a peer asks for, as authorization needs it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct PeerRequest<'a> {
+    pub(crate) service: &'a ServiceKey,
+    /// The service port.
+    pub(crate) port: u16,
+    pub(crate) method: &'a http::Method,
+    /// The canonical path; `None` for a TCP tunnel.
+    pub(crate) path: Option<&'a str>,
+}
 
 #[derive(Debug)]
 pub(crate) struct State {
@@ -300,14 +318,97 @@ impl State {
             tracing::debug!(peer.cluster = %peer, "ill-formed endpoint labels from peer");
             return Reason::NoReadyEndpoints.response();
         };
+        match canonical::canonical_uri(&parts.uri) {
+            Ok(Some(uri)) => parts.uri = uri,
+            Ok(None) => {}
+            Err(_) => return Reason::BadPath.response(),
+        }
+        let Some(number) = self
+            .exports()
+            .get(&service)
+            .and_then(|e| Some(e.http_port(port)?.port))
+        else {
+            return Reason::UnknownService.response();
+        };
+        let access = PeerRequest {
+            service: &service,
+            port: number,
+            method: &parts.method,
+            path: Some(parts.uri.path()),
+        };
+        let source = match self.authorize(peer, &parts.headers, &access) {
+            Ok(source) => source,
+            Err(reason) => return reason.response(),
+        };
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_untrusted(&mut parts.headers);
+        headers::set_client_identity(&mut parts.headers, &source);
         headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
         let request = Request::from_parts(parts, body::from_h3(body));
         match self.forward_local(&service, port, &selector, request).await {
             Ok(response) => self.forwarded(response),
             Err(reason) => reason.response(),
         }
+    }
+
+    /// Whether `peer` may make the request `access` describes (the service already known to be
+    /// exported to it), and as whom: the peer gateway's own ID, or the origin it asserts in
+    /// [`wire::ORIGIN`], which must be in the peer's trust domain. Every decision is counted;
+    /// a denial is logged with the rule that made it.
+    pub(crate) fn authorize(
+        &self,
+        peer: &Label,
+        headers: &http::HeaderMap,
+        access: &PeerRequest<'_>,
+    ) -> Result<SpiffeId, Reason> {
+        let Some(domain) = self.trust_domain_of(peer) else {
+            return Err(Reason::UnknownService);
+        };
+        let source = match headers.get(wire::ORIGIN) {
+            None => gateway_id_of(&domain, peer),
+            Some(value) => {
+                let asserted = value.to_str().ok().and_then(|v| v.parse::<SpiffeId>().ok());
+                match asserted {
+                    Some(id) if *id.trust_domain() == domain => id,
+                    _ => {
+                        self.stats
+                            .authorized(Outcome::Denied, Some(FOREIGN_ORIGIN_RULE));
+                        tracing::info!(
+                            peer.cluster = %peer,
+                            origin = ?value,
+                            svc = %access.service,
+                            "denied: the peer asserted an origin outside its own trust domain"
+                        );
+                        return Err(Reason::Denied);
+                    }
+                }
+            }
+        };
+        let policy = self.policy();
+        let verdict = policy.authorization.decide(&Access {
+            source: &source,
+            service: access.service,
+            port: access.port,
+            method: access.method,
+            path: access.path,
+        });
+        if verdict.is_allowed() {
+            self.stats.authorized(Outcome::Allowed, verdict.rule());
+            return Ok(source);
+        }
+        let rule = verdict.rule().unwrap_or(NO_ALLOW_RULE);
+        self.stats.authorized(Outcome::Denied, Some(rule));
+        tracing::info!(
+            peer.cluster = %peer,
+            source = %source,
+            svc = %access.service,
+            port = access.port,
+            method = %access.method,
+            path = access.path.unwrap_or(""),
+            rule,
+            "denied"
+        );
+        Err(Reason::Denied)
     }
 
     /// Readies a response received from the next hop to be sent back to the previous one.

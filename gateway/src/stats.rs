@@ -1,8 +1,9 @@
 //! Counters the gateway keeps about itself. Prometheus export comes with the metrics work;
 //! these are what tests and the admin endpoint read today.
 
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use meshfed_trust::verify::Rejections;
 
@@ -27,6 +28,49 @@ pub struct Stats {
     pub policy_reloads: AtomicU64,
     /// Policy file versions refused for a problem (the policy in force was kept).
     pub policy_reloads_rejected: AtomicU64,
+    /// Peer requests authorization let through.
+    pub authorization_allowed: AtomicU64,
+    /// Peer requests authorization refused.
+    pub authorization_denied: AtomicU64,
+    /// Authorization decisions made by a rule, by rule and outcome.
+    pub authorization_by_rule: Mutex<BTreeMap<(String, Outcome), u64>>,
     /// Peer certificates refused, by reason.
     pub peer_certificates_refused: Arc<Rejections>,
+}
+
+/// An authorization outcome, as counted.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Outcome {
+    /// Let through.
+    Allowed,
+    /// Refused.
+    Denied,
+}
+
+impl Outcome {
+    /// Its name in counters.
+    pub fn name(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Denied => "denied",
+        }
+    }
+}
+
+impl Stats {
+    /// Counts one authorization decision, made by `rule` if a rule made it.
+    pub fn authorized(&self, outcome: Outcome, rule: Option<&str>) {
+        let total = match outcome {
+            Outcome::Allowed => &self.authorization_allowed,
+            Outcome::Denied => &self.authorization_denied,
+        };
+        total.fetch_add(1, Ordering::Relaxed);
+        if let Some(rule) = rule {
+            let mut by_rule = self
+                .authorization_by_rule
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            *by_rule.entry((rule.to_owned(), outcome)).or_default() += 1;
+        }
+    }
 }

@@ -585,56 +585,94 @@ pub async fn h3_request(
     authority: &str,
     headers: &[(&str, &str)],
 ) -> anyhow::Result<(http::StatusCode, String)> {
-    let trust_domain = server_cas
-        .first()
-        .context("no root to trust the server with")?
-        .trust_domain()
-        .clone();
-    anyhow::ensure!(
-        server_cas
-            .iter()
-            .all(|ca| *ca.trust_domain() == trust_domain),
-        "the server's roots must all be of one trust domain"
-    );
-    let roots: Vec<_> = server_cas.iter().map(|ca| ca.root().clone()).collect();
-    let trust = TrustStore::new().with_roots(trust_domain.clone(), &roots)?;
-    let tls = tls::client_config(
-        svid,
-        Arc::new(trust),
-        trust_domain.clone(),
-        None,
-        &[wire::ALPN],
-        &Arc::default(),
-    )?;
-    let config = quinn::ClientConfig::new(Arc::new(
-        quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
-    ));
-    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
-    let connection = endpoint
-        .connect_with(config, addr, trust_domain.as_str())?
-        .await?;
-    let (mut driver, mut requests) = h3::client::new(h3_quinn::Connection::new(connection)).await?;
-    tokio::spawn(async move { driver.wait_idle().await });
+    let client = H3Client::connect(svid, server_cas, addr).await?;
     let mut request = http::Request::get(format!("https://{authority}/"));
     for (name, value) in headers {
         request = request.header(*name, *value);
     }
-    let mut stream = requests.send_request(request.body(())?).await?;
-    stream.finish().await?;
-    let response = stream.recv_response().await?;
-    let mut body = Vec::new();
-    while let Some(mut chunk) = stream.recv_data().await? {
-        use bytes::Buf as _;
-        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    let response = client.send(request.body(())?).await;
+    client.close().await;
+    let (head, body) = response?.into_parts();
+    Ok((head.status, body))
+}
+
+/// An independent HTTP/3 client of a gateway's federation port: its own QUIC endpoint and one
+/// connection, presenting `svid`, trusting only the roots of `server_cas` (all of the server's
+/// trust domain: more than one while that domain rotates its root).
+pub struct H3Client {
+    endpoint: quinn::Endpoint,
+    requests: h3::client::SendRequest<h3_quinn::OpenStreams, bytes::Bytes>,
+}
+
+impl std::fmt::Debug for H3Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("H3Client")
+            .field("local", &self.endpoint.local_addr().ok())
+            .finish_non_exhaustive()
     }
-    // Close cleanly, so that the gateway is not left holding a connection to a vanished client
-    // until its idle timeout.
-    endpoint.close(0u32.into(), b"done");
-    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), endpoint.wait_idle()).await;
-    Ok((
-        response.status(),
-        String::from_utf8_lossy(&body).into_owned(),
-    ))
+}
+
+impl H3Client {
+    /// Connects to the gateway at `addr`; a refused handshake is an error.
+    pub async fn connect(
+        svid: &Svid,
+        server_cas: &[&Ca],
+        addr: SocketAddr,
+    ) -> anyhow::Result<H3Client> {
+        let trust_domain = server_cas
+            .first()
+            .context("no root to trust the server with")?
+            .trust_domain()
+            .clone();
+        anyhow::ensure!(
+            server_cas
+                .iter()
+                .all(|ca| *ca.trust_domain() == trust_domain),
+            "the server's roots must all be of one trust domain"
+        );
+        let roots: Vec<_> = server_cas.iter().map(|ca| ca.root().clone()).collect();
+        let trust = TrustStore::new().with_roots(trust_domain.clone(), &roots)?;
+        let tls = tls::client_config(
+            svid,
+            Arc::new(trust),
+            trust_domain.clone(),
+            None,
+            &[wire::ALPN],
+            &Arc::default(),
+        )?;
+        let config = quinn::ClientConfig::new(Arc::new(
+            quinn::crypto::rustls::QuicClientConfig::try_from(tls)?,
+        ));
+        let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse()?)?;
+        let connection = endpoint
+            .connect_with(config, addr, trust_domain.as_str())?
+            .await?;
+        let (mut driver, requests) = h3::client::new(h3_quinn::Connection::new(connection)).await?;
+        tokio::spawn(async move { driver.wait_idle().await });
+        Ok(H3Client { endpoint, requests })
+    }
+
+    /// Sends `request` (without a body) and returns the response with its body as text.
+    pub async fn send(&self, request: http::Request<()>) -> anyhow::Result<http::Response<String>> {
+        let mut requests = self.requests.clone();
+        let mut stream = requests.send_request(request).await?;
+        stream.finish().await?;
+        let response = stream.recv_response().await?;
+        let mut body = Vec::new();
+        while let Some(mut chunk) = stream.recv_data().await? {
+            use bytes::Buf as _;
+            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+        }
+        Ok(response.map(|()| String::from_utf8_lossy(&body).into_owned()))
+    }
+
+    /// Closes cleanly, so that the gateway is not left holding a connection to a vanished
+    /// client until its idle timeout.
+    pub async fn close(self) {
+        self.endpoint.close(0u32.into(), b"done");
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
+            .await;
+    }
 }
 
 fn start(path: &Path, bound: Bound) -> anyhow::Result<Running> {

@@ -57,11 +57,16 @@ fn docs_examples_parse() {
         }
         let markdown = std::fs::read_to_string(&path).expect("readable");
         for (line, block) in yaml_blocks(&markdown) {
-            // A policy file example says so on its first line; it is checked against east's
-            // example config (cluster east, peer west).
+            // A policy file example says so on its first line, and whose it is: it is checked
+            // against that cluster's example config (east's unless it says west's).
             if block.starts_with("# policy file") {
-                let east = Config::load(&repo().join("deploy/examples/east.yaml")).expect("east");
-                if let Err(errors) = meshfed_gateway::config::policy::parse(&block, &east) {
+                let cluster = match block.starts_with("# policy file (west's") {
+                    true => "west",
+                    false => "east",
+                };
+                let config = repo().join(format!("deploy/examples/{cluster}.yaml"));
+                let config = Config::load(&config).expect("example config");
+                if let Err(errors) = meshfed_gateway::config::policy::parse(&block, &config) {
                     panic!("{}:{line}: {errors}", path.display());
                 }
                 seen += 1;

@@ -4,6 +4,8 @@
 //! the gateway runs: it is read again when it changes, and a version with any problem is
 //! refused whole, keeping the policy in force. `docs/config.md` is its reference.
 
+mod authz;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::Duration;
@@ -53,6 +55,13 @@ pub fn parse(text: &str, config: &Config) -> Result<Policy, ConfigErrors> {
         .chain(config.peers.iter().map(|p| p.name.clone()))
         .collect();
     let policy = check.policy(&raw, &clusters);
+    let authorization = check.authorization(&raw.authorization, config);
+    let origins = check.origins(&raw.origins, config);
+    let policy = policy.and_then(|mut policy| {
+        policy.authorization = authorization?;
+        policy.origins = origins?;
+        Some(policy)
+    });
     match policy {
         Some(policy) if check.errors.is_empty() => Ok(policy),
         _ => Err(ConfigErrors {
@@ -67,6 +76,10 @@ pub fn parse(text: &str, config: &Config) -> Result<Policy, ConfigErrors> {
 #[derive(Debug, Default, Deserialize)]
 struct RawPolicy {
     overrides: Option<RawOverrides>,
+    #[serde(default, deserialize_with = "seq")]
+    authorization: Vec<authz::RawRule>,
+    #[serde(default, deserialize_with = "seq")]
+    origins: Vec<authz::RawOrigin>,
     #[serde(default, deserialize_with = "seq")]
     services: Vec<RawServicePolicy>,
 }
@@ -111,7 +124,7 @@ struct RawMatch {
 }
 
 #[derive(Debug, Deserialize)]
-struct RawStringMatch {
+pub(super) struct RawStringMatch {
     exact: Option<Text>,
     prefix: Option<Text>,
     regex: Option<Text>,
@@ -215,6 +228,7 @@ impl Checker {
         Some(Policy {
             services,
             overrides: overrides?,
+            ..Policy::default()
         })
     }
 
@@ -262,17 +276,8 @@ impl Checker {
             .collect();
         let routes: Option<Vec<Route>> = routes.into_iter().collect();
         let routes = routes?;
-        let mut names = BTreeSet::new();
-        for (i, route) in routes.iter().enumerate() {
-            if !names.insert(route.name.clone()) {
-                self.invalid_at(
-                    &format!("{at}.routes[{i}].name"),
-                    &route.name,
-                    "another route of this service has this name",
-                );
-                ok = false;
-            }
-        }
+        let names = routes.iter().map(|r| r.name.as_str());
+        ok &= self.unique_names(&format!("{at}.routes"), names, "route of this service");
         ok.then_some(ServicePolicy { subsets, routes })
     }
 
@@ -464,21 +469,30 @@ impl Checker {
         at: &str,
         raw: &'r RawStringMatch,
     ) -> Option<(&'static str, &'r Text)> {
-        let given: Vec<(&'static str, &Text)> = [
+        let kinds = [
             ("exact", raw.exact.as_ref()),
             ("prefix", raw.prefix.as_ref()),
             ("regex", raw.regex.as_ref()),
-        ]
-        .into_iter()
-        .filter_map(|(k, t)| t.map(|t| (k, t)))
-        .collect();
+        ];
+        let missing = "give one of `exact`, `prefix`, `regex` (or `present: true` for a header)";
+        self.one_of(at, kinds, missing)
+    }
+
+    /// The one of `kinds` that is given; none, or more than one, is an error.
+    pub(super) fn one_of<'r, const N: usize>(
+        &mut self,
+        at: &str,
+        kinds: [(&'static str, Option<&'r Text>); N],
+        missing: &str,
+    ) -> Option<(&'static str, &'r Text)> {
+        let given: Vec<(&'static str, &Text)> = kinds
+            .into_iter()
+            .filter_map(|(k, t)| t.map(|t| (k, t)))
+            .collect();
         match given.as_slice() {
             [one] => Some(*one),
             [] => {
-                self.missing(
-                    at,
-                    "give one of `exact`, `prefix`, `regex` (or `present: true` for a header)",
-                );
+                self.missing(at, missing);
                 None
             }
             [_, (kind, text), ..] => {
@@ -634,6 +648,27 @@ impl Checker {
                     "expected a percentage from 0 to 100, such as `10` or `0.5`".to_owned()
                 })
         })
+    }
+}
+
+impl Checker {
+    /// Whether `names`, of the list at `at`, are all different; each repeat is an error.
+    fn unique_names<'n>(
+        &mut self,
+        at: &str,
+        names: impl Iterator<Item = &'n str>,
+        what: &str,
+    ) -> bool {
+        let mut seen = BTreeSet::new();
+        let mut unique = true;
+        for (i, name) in names.enumerate() {
+            if !seen.insert(name) {
+                let why = format!("another {what} has this name");
+                self.invalid_at(&format!("{at}[{i}].name"), name, &why);
+                unique = false;
+            }
+        }
+        unique
     }
 }
 

@@ -507,6 +507,18 @@ fn policy_errors(text: &str) -> Vec<String> {
         .collect()
 }
 
+/// Asserts that `errors` has one at each key path of `expected`.
+fn assert_errors_at(errors: &[String], expected: &[&str]) {
+    for path in expected {
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.starts_with(&format!("{path}:")) || e.starts_with(&format!("{path} ("))),
+            "no error at {path}: {errors:#?}"
+        );
+    }
+}
+
 #[test]
 fn good_policy_parses() {
     let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
@@ -586,12 +598,100 @@ services:
         "services[1].routes[0].fault.abort.percent",
         "services[1].routes[1].backends",
     ];
-    for path in expected {
-        assert!(
-            errors
-                .iter()
-                .any(|e| e.starts_with(&format!("{path}:")) || e.starts_with(&format!("{path} ("))),
-            "no error at {path}: {errors:#?}"
-        );
-    }
+    assert_errors_at(&errors, &expected);
+}
+
+#[test]
+fn authorization_rules_and_origins_parse() {
+    use crate::policy::authz::{Action, SourceMatch};
+    let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
+    let text = r#"
+authorization:
+  - name: no-admin
+    action: deny
+    to: { paths: [{ prefix: /admin }] }
+  - action: allow
+    from:
+      - id: spiffe://west.example/ns/shop/sa/web
+      - id_prefix: spiffe://west.example/ns/batch/
+      - trust_domain: north.example
+    to: { services: [checkout.shop], ports: [80], methods: [GET] }
+origins:
+  - clients: [10.1.0.0/16, 10.2.0.7]
+    id: spiffe://east.example/ns/shop/sa/frontend
+"#;
+    let policy = policy::parse(text, &config).expect("valid");
+    let rules = &policy.authorization.rules;
+    assert_eq!(rules.len(), 2);
+    assert_eq!(
+        (rules[0].name.as_str(), rules[0].action),
+        ("no-admin", Action::Deny)
+    );
+    assert_eq!(rules[1].name, "authorization[1]");
+    assert_eq!(
+        rules[1].from[1],
+        SourceMatch::Prefix("spiffe://west.example/ns/batch".parse().expect("id"))
+    );
+    assert_eq!(rules[1].ports, [80]);
+    let frontend = policy.origin_of("10.2.0.7".parse().expect("ip"));
+    assert_eq!(
+        frontend.map(|id| id.to_string()).as_deref(),
+        Some("spiffe://east.example/ns/shop/sa/frontend")
+    );
+    assert_eq!(policy.origin_of("10.3.0.1".parse().expect("ip")), None);
+}
+
+#[test]
+fn bad_authorization_is_refused_with_every_problem() {
+    let text = r#"
+authorization:
+  - name: Not_A_Label
+    action: permit
+    from:
+      - {}
+      - id: spiffe://west.example/ns//x
+        trust_domain: west.example
+      - trust_domain: "West Example"
+    to:
+      services: [greeter.demo]
+      ports: [0, 70000]
+      methods: [FETCH]
+      paths: [{ prefix: admin }]
+  - name: twice
+    action: allow
+  - name: twice
+    action: deny
+origins:
+  - clients: []
+    id: spiffe://east.example/ns/shop/sa/web
+  - clients: [10.0.0.1/8]
+    id: spiffe://west.example/ns/shop/sa/web
+"#;
+    let errors = policy_errors(text);
+    let expected = [
+        "authorization[0].name",
+        "authorization[0].action",
+        "authorization[0].from[0]",
+        "authorization[0].from[1].trust_domain",
+        "authorization[0].from[2].trust_domain",
+        "authorization[0].to.services[0]",
+        "authorization[0].to.ports[0]",
+        "authorization[0].to.ports[1]",
+        "authorization[0].to.methods[0]",
+        "authorization[0].to.paths[0].prefix",
+        "origins[0].clients",
+        "origins[1].clients[0]",
+        "origins[1].id",
+    ];
+    assert_errors_at(&errors, &expected);
+    // The duplicate name is found once the rules themselves are good.
+    let errors = policy_errors(
+        "authorization: [{ name: twice, action: allow }, { name: twice, action: deny }]",
+    );
+    assert!(
+        errors
+            .iter()
+            .any(|e| e.starts_with("authorization[1].name")),
+        "{errors:#?}"
+    );
 }

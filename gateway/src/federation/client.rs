@@ -155,6 +155,7 @@ impl PeerClient {
         &self,
         service: &ServiceKey,
         port: u16,
+        origin: Option<&meshfed_trust::SpiffeId>,
     ) -> Result<(SendHalf, RecvHalf), Reason> {
         let authority = wire::authority(service, Some(port));
         let uri = Uri::builder()
@@ -166,6 +167,11 @@ impl PeerClient {
             .map_err(|_| Reason::UnknownService)?
             .into_parts();
         parts.version = Version::HTTP_3;
+        if let Some(origin) =
+            origin.and_then(|id| http::HeaderValue::from_str(&id.to_string()).ok())
+        {
+            parts.headers.insert(wire::ORIGIN, origin);
+        }
         let mut stream = self.open_retrying(&parts).await?;
         let response = tokio::time::timeout(RESPONSE_TIMEOUT, stream.recv_response())
             .await

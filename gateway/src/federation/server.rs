@@ -16,7 +16,7 @@ use tracing::Instrument;
 use super::wire;
 use crate::proxy::{body, tunnel};
 use crate::reason::Reason;
-use crate::state::{Inbound, State};
+use crate::state::{Inbound, PeerRequest, State};
 
 /// QUIC application error code sent when closing a connection from an unknown peer.
 const CLOSE_UNKNOWN_PEER: u32 = 0x0101; // H3_GENERAL_PROTOCOL_ERROR
@@ -205,8 +205,16 @@ async fn tunnel(
         .authority()
         .and_then(|a| wire::service_of(a.as_str()));
     let connected = match target {
-        Some((service, Some(port))) => match state.exported_to(&service, peer) {
-            Ok(()) => match state.tcp_endpoints(&service, port) {
+        Some((service, Some(port))) => match state.exported_to(&service, peer).and_then(|()| {
+            let access = PeerRequest {
+                service: &service,
+                port,
+                method: request.method(),
+                path: None,
+            };
+            state.authorize(peer, request.headers(), &access)
+        }) {
+            Ok(_) => match state.tcp_endpoints(&service, port) {
                 Ok((endpoints, first)) => tunnel::connect(&endpoints, first).await,
                 Err(reason) => Err(reason),
             },

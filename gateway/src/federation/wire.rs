@@ -15,6 +15,11 @@ pub const MAX_FIELD_SECTION_SIZE: u64 = 16 * 1024;
 /// gateway (clients' `x-meshfed-*` headers are removed), read only from a verified peer.
 pub const ENDPOINT_LABELS: &str = "x-meshfed-endpoint-labels";
 
+/// The request header in which a gateway asserts, to a peer, the SPIFFE ID of the local client
+/// it forwards for (from the policy's `origins`). The receiving gateway authorizes the request
+/// as that ID only if it is in the sending gateway's own trust domain, and refuses it otherwise.
+pub const ORIGIN: &str = "x-meshfed-origin";
+
 /// A label selector in its [`ENDPOINT_LABELS`] form.
 pub fn format_labels(labels: &BTreeMap<String, String>) -> String {
     let pairs: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();

@@ -97,7 +97,8 @@ impl Match {
 }
 
 impl PathMatch {
-    fn matches(&self, path: &str) -> bool {
+    /// Whether `path` (canonical) matches.
+    pub fn matches(&self, path: &str) -> bool {
         match self {
             PathMatch::Exact(exact) => path == exact,
             PathMatch::Prefix(prefix) => {

@@ -7,6 +7,7 @@
 //! validated whole from the policy file (`config::policy`), and swapped whole on reload; a
 //! request keeps the snapshot it started with.
 
+pub mod authz;
 pub mod dice;
 pub mod fault;
 pub mod headers;
@@ -39,6 +40,19 @@ pub struct Policy {
     pub services: BTreeMap<ServiceKey, ServicePolicy>,
     /// Who may pin a request's destination.
     pub overrides: Overrides,
+    /// Which peers' requests this gateway serves, beyond what it exports to them.
+    pub authorization: authz::Authorization,
+    /// The identities this gateway asserts to peers for its local clients, first match wins.
+    pub origins: Vec<Origin>,
+}
+
+/// An identity asserted for local clients: requests from these networks reach peers as `id`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Origin {
+    /// The clients' networks.
+    pub clients: Vec<Cidr>,
+    /// The identity, always in this gateway's own trust domain.
+    pub id: meshfed_trust::SpiffeId,
 }
 
 /// One service's policy.
@@ -165,6 +179,16 @@ impl Policy {
             target,
             injected,
         }
+    }
+}
+
+impl Policy {
+    /// The identity to assert for a local client at `ip`, if it has one.
+    pub fn origin_of(&self, ip: IpAddr) -> Option<&meshfed_trust::SpiffeId> {
+        self.origins
+            .iter()
+            .find(|o| o.clients.iter().any(|net| net.contains(ip)))
+            .map(|o| &o.id)
     }
 }
 

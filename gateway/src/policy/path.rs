@@ -22,6 +22,28 @@ pub enum PathError {
     /// A `%` not followed by two hex digits.
     #[error("a '%' not followed by two hex digits")]
     BadEscape,
+    /// The canonical form does not make a valid request target (never seen; kept for safety).
+    #[error("the canonical path is not a valid request target")]
+    NotATarget,
+}
+
+/// `uri` with its path made canonical, or `None` when it already is. Scheme, authority and
+/// query stay as they are.
+pub fn canonical_uri(uri: &http::Uri) -> Result<Option<http::Uri>, PathError> {
+    let path = match normalize(uri.path())? {
+        Cow::Borrowed(_) => return Ok(None),
+        Cow::Owned(path) => path,
+    };
+    let target = match uri.query() {
+        Some(query) => format!("{path}?{query}"),
+        None => path,
+    };
+    let mut parts = uri.clone().into_parts();
+    parts.path_and_query =
+        Some(http::uri::PathAndQuery::try_from(target).map_err(|_| PathError::NotATarget)?);
+    http::Uri::from_parts(parts)
+        .map(Some)
+        .map_err(|_| PathError::NotATarget)
 }
 
 /// The canonical form of `path` (without its query); borrowed when `path` already is (the

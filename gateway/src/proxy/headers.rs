@@ -51,6 +51,16 @@ pub(crate) fn strip_untrusted(headers: &mut HeaderMap) {
     }
 }
 
+/// Tells the endpoint who the verified caller is, in Envoy's `x-forwarded-client-cert` form
+/// (`URI=<SPIFFE ID>`), which mesh-aware applications already read. Call after
+/// [`strip_untrusted`], so that this is the only one.
+pub(crate) fn set_client_identity(headers: &mut HeaderMap, id: &meshfed_trust::SpiffeId) {
+    // A SPIFFE ID has only URI-safe characters, none of which XFCC must quote.
+    if let Ok(value) = HeaderValue::from_str(&format!("URI={id}")) {
+        headers.insert("x-forwarded-client-cert", value);
+    }
+}
+
 /// The size of a request's header section as HTTP/3 counts it against
 /// `SETTINGS_MAX_FIELD_SECTION_SIZE` (RFC 9114 section 4.2.2): each field's name and value
 /// plus 32 bytes, pseudo-header fields included.

@@ -12,14 +12,13 @@
 //!    endpoints or the peer gateway within the route's timeout;
 //! 7. the route's response header changes are made to the response.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use meshfed_trust::SpiffeId;
 use tracing::Instrument;
 
 use super::body::{self, Body};
@@ -93,23 +92,16 @@ async fn proxy(
     let (mut parts, incoming) = request.into_parts();
     let policy = state.policy();
     let pin = pin(&parts, &policy.overrides.trusted_clients)?;
+    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+    let origin = client.and_then(|ip| policy.origin_of(ip));
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_untrusted(&mut parts.headers);
     headers::append_via(&mut parts.headers, parts.version, &state.pseudonym);
     if headers::section_size(&parts) > wire::MAX_FIELD_SECTION_SIZE {
         return Err(Reason::HeadersTooLarge);
     }
-    let rewritten = match canonical::normalize(parts.uri.path()).map_err(|_| Reason::BadPath)? {
-        Cow::Borrowed(_) => None,
-        Cow::Owned(path) => Some(match parts.uri.query() {
-            Some(query) => format!("{path}?{query}"),
-            None => path,
-        }),
-    };
-    if let Some(target) = rewritten {
-        parts.uri = PathAndQuery::try_from(target)
-            .map_err(|_| Reason::BadPath)?
-            .into();
+    if let Some(uri) = canonical::canonical_uri(&parts.uri).map_err(|_| Reason::BadPath)? {
+        parts.uri = uri;
     }
     let port = port_of(authority);
 
@@ -165,7 +157,7 @@ async fn proxy(
         route.request_headers.apply(&mut parts.headers);
     }
     let request = Request::from_parts(parts, body::incoming(incoming));
-    let forwarded = forward(state, destination, &selector, port, request);
+    let forwarded = forward(state, destination, &selector, port, origin, request);
     let response = match decision.route.and_then(|r| r.timeout) {
         Some(timeout) => tokio::time::timeout(timeout, forwarded)
             .await
@@ -189,6 +181,7 @@ async fn forward(
     destination: Destination,
     selector: &Labels,
     port: Option<u16>,
+    origin: Option<&SpiffeId>,
     mut request: Request<Body>,
 ) -> Result<Response<Body>, Reason> {
     match destination {
@@ -199,6 +192,10 @@ async fn forward(
                 let labels = HeaderValue::from_str(&wire::format_labels(selector))
                     .map_err(|_| Reason::NoReadyEndpoints)?;
                 request.headers_mut().insert(wire::ENDPOINT_LABELS, labels);
+            }
+            if let Some(origin) = origin.and_then(|id| HeaderValue::from_str(&id.to_string()).ok())
+            {
+                request.headers_mut().insert(wire::ORIGIN, origin);
             }
             match state.peers.get(&peer) {
                 Some(client) => client.forward(request, &service, port).await,

@@ -34,12 +34,19 @@ pub(crate) async fn serve(
             port = service.port,
             peer.cluster = tracing::field::Empty,
         );
-        tracker.spawn(connection(stream, service.clone(), state.clone()).instrument(span));
+        let connection = connection(stream, remote, service.clone(), state.clone());
+        tracker.spawn(connection.instrument(span));
     }
 }
 
-async fn connection(client: TcpStream, service: Arc<TcpService>, state: Arc<State>) {
+async fn connection(
+    client: TcpStream,
+    remote: SocketAddr,
+    service: Arc<TcpService>,
+    state: Arc<State>,
+) {
     let _ = client.set_nodelay(true);
+    let origin = state.policy().origin_of(remote.ip()).cloned();
     let outcome = match state
         .routes()
         .route_service(&service.service, state.next_backend())
@@ -48,7 +55,7 @@ async fn connection(client: TcpStream, service: Arc<TcpService>, state: Arc<Stat
         Ok(Destination::Peer { peer, service: key }) => {
             tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
             match state.peers.get(&peer) {
-                Some(peer) => match peer.connect_tcp(&key, service.port).await {
+                Some(peer) => match peer.connect_tcp(&key, service.port, origin.as_ref()).await {
                     Ok((send, recv)) => tunnel::splice(client, send, recv)
                         .await
                         .map_err(|error| (Reason::PeerStreamFailed, error.to_string())),
