@@ -6,6 +6,7 @@
 //! `Credentials::load` → `Bound::bind` → `start` path that `meshfed run` takes.
 
 pub mod binary;
+pub mod caller;
 pub mod client;
 pub mod dns;
 pub mod echo;

@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
+use meshfed_tests::caller::Caller;
 use meshfed_tests::client::{self, Reply};
 use meshfed_tests::echo::Echo;
 use meshfed_tests::grpc::GrpcEcho;
@@ -20,6 +21,7 @@ use meshfed_tests::grpc::proto::echo_client::EchoClient;
 use meshfed_tests::{Cluster, Federation, wait};
 
 const GREETER: &str = "greeter.demo.svc.clusterset.local";
+const FRONTEND: &str = "frontend.demo.svc.clusterset.local";
 
 const POLICY: &str = r#"
 overrides:
@@ -291,6 +293,113 @@ async fn the_override_header_pins_a_request_from_trusted_clients_only() -> anyho
     Ok(())
 }
 
+/// West's policy for the baggage test: it trusts local clients with overrides and names
+/// greeter's versions.
+const WEST_TRUSTS: &str = r#"
+overrides:
+  trusted_clients: [127.0.0.0/8]
+services:
+  - service: greeter.demo
+    subsets:
+      v1: { version: v1 }
+      v2: { version: v2 }
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_baggage_override_pins_a_service_wherever_it_is_called() -> anyhow::Result<()> {
+    // A call chain: client -> east's gateway -> frontend (west) -> west's gateway -> greeter,
+    // which runs as v1 in east and v2 in west. The frontend propagates baggage, as an
+    // instrumented application does; the greeter member applies at west's gateway.
+    let v1 = Echo::start("greeter-east-v1").await?;
+    let v2 = Echo::start("greeter-west-v2").await?;
+    let frontend = Caller::start("frontend-west", GREETER).await?;
+    let east = Cluster::new("east")?
+        .export("greeter.demo", v1.addr(), &["west"])
+        .with("labels: { version: v1 }");
+    let west = Cluster::new("west")?
+        .export("greeter.demo", v2.addr(), &["east"])
+        .with("labels: { version: v2 }")
+        .export("frontend.demo", frontend.addr(), &["east"]);
+    let federation = Federation::builder(vec![east, west])
+        .policy("east", POLICY)
+        .policy("west", WEST_TRUSTS)
+        .start()
+        .await?;
+    federation.catalogs_exchanged().await?;
+    frontend.set_gateway(federation.gateway("west").addrs().http);
+    let east = federation.gateway("east").addrs().http;
+
+    // Who served greeter for each of `n` calls of the frontend through east.
+    let chain = |baggage: &'static str, n: usize| async move {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..n {
+            let reply = with_baggage(east, FRONTEND, baggage).await?;
+            anyhow::ensure!(reply.status == StatusCode::OK, "{reply:?}");
+            let text = reply.text();
+            let mut lines = text.lines();
+            anyhow::ensure!(lines.next() == Some("frontend-west"), "{text}");
+            *counts
+                .entry(lines.next().unwrap_or("(none)").to_owned())
+                .or_default() += 1;
+        }
+        anyhow::Ok(counts)
+    };
+    let spread = chain("", 30).await?;
+    assert_eq!(
+        spread.len(),
+        2,
+        "without baggage west spreads greeter: {spread:?}"
+    );
+    let to_east = chain("userId=7,meshfed.greeter.demo=east", 20).await?;
+    assert_eq!(
+        to_east.keys().collect::<Vec<_>>(),
+        ["greeter-east-v1"],
+        "{to_east:?}"
+    );
+    let to_v2 = chain("meshfed.greeter.demo=west/v2;note=x", 20).await?;
+    assert_eq!(
+        to_v2.keys().collect::<Vec<_>>(),
+        ["greeter-west-v2"],
+        "{to_v2:?}"
+    );
+    // A subset the cluster's gateway does not know is no endpoint at all, not any endpoint.
+    let reply = with_baggage(east, FRONTEND, "meshfed.greeter.demo=east/v9").await?;
+    assert!(
+        reply.text().contains("meshfed: no_ready_endpoints"),
+        "{reply:?}"
+    );
+
+    // At the first hop too: east's gateway honours it for greeter, and the member reaches the
+    // endpoint untouched.
+    let reply = with_baggage(east, GREETER, "meshfed.greeter.demo=west").await?;
+    assert_eq!(served_by(&reply), "greeter-west-v2", "{reply:?}");
+    assert!(
+        reply.text().contains("baggage: meshfed.greeter.demo=west"),
+        "{reply:?}"
+    );
+    let bad = with_baggage(east, GREETER, "meshfed.greeter.demo=West!").await?;
+    assert_eq!(bad.reason(), Some("bad_override"), "{bad:?}");
+
+    // West stops trusting its clients: the baggage is ignored there, and greeter spreads again.
+    let west_stats = federation.gateway("west").stats().clone();
+    std::fs::write(
+        federation.policy_file("west"),
+        "overrides: { trusted_clients: [] }\n",
+    )?;
+    wait::until(Duration::from_secs(5), "west's new policy", || {
+        west_stats.policy_reloads.load(Ordering::Relaxed) == 1
+    })
+    .await?;
+    let untrusted = chain("meshfed.greeter.demo=east", 30).await?;
+    assert_eq!(
+        untrusted.len(),
+        2,
+        "an untrusted client's baggage was honoured: {untrusted:?}"
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_policy_change_applies_live_and_a_bad_one_changes_nothing() -> anyhow::Result<()> {
     let (federation, _upstreams, _grpc) = two_versions().await?;
@@ -327,6 +436,19 @@ services:
     assert_eq!(stats.policy_reloads.load(Ordering::Relaxed), 1);
     federation.shutdown().await;
     Ok(())
+}
+
+/// `GET host/` through the gateway `east`, with a `baggage` header unless it is empty.
+async fn with_baggage(
+    east: std::net::SocketAddr,
+    host: &str,
+    baggage: &str,
+) -> anyhow::Result<Reply> {
+    let headers: &[(&str, &str)] = match baggage {
+        "" => &[],
+        b => &[("baggage", b)],
+    };
+    client::send(east, Method::GET, host, "/", headers, Bytes::new()).await
 }
 
 /// Asserts that 20 calls of `GET /` through east all reach west.

@@ -184,9 +184,14 @@ fn full_match(regex: &Regex, text: &str) -> bool {
         .is_some_and(|m| m.start() == 0 && m.end() == text.len())
 }
 
-/// A query component percent-decoded, with `+` as a space (form encoding). An invalid escape
-/// is kept as written.
+/// A query component percent-decoded, with `+` as a space (form encoding).
 fn decode_query(text: &str) -> String {
+    percent_decode(text, true)
+}
+
+/// `text` with `%XX` escapes decoded (and `+` as a space if `plus_is_space`). An invalid
+/// escape is kept as written.
+pub(crate) fn percent_decode(text: &str, plus_is_space: bool) -> String {
     let bytes = text.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -201,7 +206,7 @@ fn decode_query(text: &str) -> String {
                 out.push(byte);
                 i += 3;
             }
-            (b'+', None) => {
+            (b'+', None) if plus_is_space => {
                 out.push(b' ');
                 i += 1;
             }

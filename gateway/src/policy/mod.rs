@@ -8,6 +8,7 @@
 //! request keeps the snapshot it started with.
 
 pub mod authz;
+pub mod baggage;
 pub mod dice;
 pub mod fault;
 pub mod headers;
@@ -154,7 +155,14 @@ impl Policy {
         dice: &mut impl Dice,
     ) -> Decision<'a> {
         let Some(policy) = self.services.get(service) else {
-            let target = pin.map_or(Target::Spread, |pin| pinned(pin, &Labels::new()));
+            // A service without policy has no subsets: a pin that names one pins nothing.
+            let target = match pin {
+                None => Target::Spread,
+                Some(Pin {
+                    subset: Some(_), ..
+                }) => Target::Unavailable,
+                Some(pin) => pinned(pin, &Labels::new()),
+            };
             return Decision {
                 route: None,
                 target,
@@ -234,6 +242,13 @@ impl Backend {
     pub fn selector(&self) -> &Labels {
         static ANY: Labels = Labels::new();
         self.subset.as_ref().map_or(&ANY, |(_, labels)| labels)
+    }
+}
+
+impl Overrides {
+    /// Whether the local client at `ip` may pin its requests.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
+        self.trusted_clients.iter().any(|net| net.contains(ip))
     }
 }
 

@@ -294,6 +294,20 @@ fn pins_and_unmatched_requests() {
         decide(&Method::GET, Some(pin(Some("v9"))), &mut dice),
         Target::Unavailable
     );
+    // A service without policy has no subsets: a pin to a cluster holds, one to a subset
+    // finds nothing (rather than every endpoint).
+    let other: ServiceKey = "other.demo".parse().expect("service");
+    let request = view(&Method::GET);
+    let bare = |pin: Pin, dice: &mut SplitMix64| {
+        policy
+            .decide(&other, &request, Some(&pin), |_, _| true, dice)
+            .target
+    };
+    assert_eq!(
+        bare(pin(None), &mut dice),
+        Target::Cluster(label("east"), Labels::new())
+    );
+    assert_eq!(bare(pin(Some("v2")), &mut dice), Target::Unavailable);
 }
 
 #[test]

@@ -18,19 +18,24 @@ use std::sync::atomic::Ordering;
 
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
+use meshfed_discovery::ServiceKey;
 use meshfed_trust::SpiffeId;
 use tracing::Instrument;
 
 use super::body::{self, Body};
 use super::headers;
 use crate::federation::wire;
-use crate::policy::{AbortStatus, Decision, Labels, Pin, RequestView, Target, path as canonical};
+use crate::policy::{
+    AbortStatus, Decision, Labels, Pin, RequestView, Target, baggage, path as canonical,
+};
 use crate::reason::Reason;
 use crate::route::Destination;
 use crate::state::State;
 
 /// The request header with which a trusted client pins the next hop to one cluster.
 pub(crate) const OVERRIDE_HEADER: &str = "x-meshfed-cluster";
+/// The W3C baggage header, whose `meshfed.<svc>.<ns>` member pins a service.
+const BAGGAGE_HEADER: &str = "baggage";
 /// Marks a response to a request a fault delayed (`delay`), or one the gateway made up because
 /// a fault aborted the request (`abort`).
 pub(crate) const FAULT_HEADER: &str = "x-meshfed-fault";
@@ -91,8 +96,9 @@ async fn proxy(
 ) -> Result<Response<Body>, Reason> {
     let (mut parts, incoming) = request.into_parts();
     let policy = state.policy();
-    let pin = pin(&parts, &policy.overrides.trusted_clients)?;
     let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
+    let trusted = client.is_some_and(|ip| policy.overrides.trusts(ip));
+    let header_pin = header_pin(&parts, trusted)?;
     let origin = client.and_then(|ip| policy.origin_of(ip));
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_untrusted(&mut parts.headers);
@@ -109,6 +115,11 @@ async fn proxy(
     let named = routes.resolve(authority)?;
     let service = named.service.clone();
     tracing::Span::current().record("svc", tracing::field::display(&service));
+    let pin = match header_pin {
+        Some(pin) => Some(pin),
+        None if trusted => baggage_pin(&parts.headers, &service)?,
+        None => None,
+    };
     let view = RequestView {
         method: &parts.method,
         path: parts.uri.path(),
@@ -207,16 +218,12 @@ async fn forward(
 
 /// The cluster a trusted client pins this request to with [`OVERRIDE_HEADER`]. The header of
 /// a client that is not trusted is ignored (and removed with the other `x-meshfed-*` headers).
-fn pin(
-    parts: &http::request::Parts,
-    trusted: &[crate::policy::Cidr],
-) -> Result<Option<Pin>, Reason> {
+fn header_pin(parts: &http::request::Parts, trusted: bool) -> Result<Option<Pin>, Reason> {
     let Some(value) = parts.headers.get(OVERRIDE_HEADER) else {
         return Ok(None);
     };
-    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
-    if !client.is_some_and(|ip| trusted.iter().any(|net| net.contains(ip))) {
-        tracing::debug!(client = ?client, "override from a client not trusted with overrides; ignored");
+    if !trusted {
+        tracing::debug!("override from a client not trusted with overrides; ignored");
         return Ok(None);
     }
     let cluster = value
@@ -228,6 +235,18 @@ fn pin(
         cluster,
         subset: None,
     }))
+}
+
+/// Where a trusted client's `baggage` pins `service` ([`baggage`]), if it does. The header
+/// stays on the request for the next application in the chain to propagate.
+fn baggage_pin(headers: &http::HeaderMap, service: &ServiceKey) -> Result<Option<Pin>, Reason> {
+    let values = headers
+        .get_all(BAGGAGE_HEADER)
+        .iter()
+        .filter_map(|v| v.to_str().ok());
+    baggage::pin(values, service)
+        .transpose()
+        .map_err(|_| Reason::BadOverride)
 }
 
 /// The gateway's answer to a request a fault aborts: the status asked for, or for gRPC a
