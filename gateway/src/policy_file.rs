@@ -3,8 +3,8 @@
 //! problem in it and changes nothing; the policy in force stays until a good version arrives.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,19 @@ pub(crate) struct PolicyFile {
     config: Config,
     /// The content last read, or `None` if the file could not be read.
     last: Option<String>,
+    /// The content of the policy in force.
+    applied: String,
+}
+
+/// What looking at the policy file did.
+#[derive(Debug)]
+pub(crate) enum Reloaded {
+    /// The file says what is in force already (or, when polled, has not changed).
+    Unchanged,
+    /// A new policy is in force.
+    Applied,
+    /// The file has problems, each listed; the policy in force stays.
+    Rejected(ConfigErrors),
 }
 
 impl PolicyFile {
@@ -35,48 +48,67 @@ impl PolicyFile {
         let file = PolicyFile {
             path,
             config: config.clone(),
-            last: Some(text),
+            last: Some(text.clone()),
+            applied: text,
         };
         Ok((file, policy))
     }
 
-    /// Looks at the file once, and applies it to `state` if it changed and is valid.
-    fn reload(&mut self, state: &State) {
+    /// Reads the file and applies it to `state` if it is valid and not what is in force. When
+    /// polled (`on_demand` false), a file whose content has not changed since the last look
+    /// is not parsed again, so that a refused version is logged once.
+    pub(crate) fn reload(&mut self, state: &State, on_demand: bool) -> Reloaded {
         let read = config::read(&self.path);
         let content = read.as_ref().ok();
-        if content == self.last.as_ref() {
-            return;
+        if !on_demand && content == self.last.as_ref() {
+            return Reloaded::Unchanged;
         }
         self.last = content.cloned();
-        match read.and_then(|text| policy::parse_file(&self.path, &text, &self.config)) {
+        let text = match read {
+            Ok(text) if text == self.applied => return Reloaded::Unchanged,
+            Ok(text) => text,
+            Err(errors) => return self.rejected(state, errors),
+        };
+        match policy::parse_file(&self.path, &text, &self.config) {
             Ok(policy) => {
                 state.set_policy(Arc::new(policy));
+                self.applied = text;
                 state.stats.policy_reloads.fetch_add(1, Ordering::Relaxed);
                 tracing::info!(file = %self.path.display(), "policy reloaded");
+                Reloaded::Applied
             }
-            Err(errors) => {
-                state
-                    .stats
-                    .policy_reloads_rejected
-                    .fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    file = %self.path.display(),
-                    "policy change rejected, the policy in force is kept:\n{errors}"
-                );
-            }
+            Err(errors) => self.rejected(state, errors),
         }
     }
 
-    /// Looks at the file every [`POLL`] until `shutdown`.
-    pub(crate) async fn watch(mut self, state: Arc<State>, shutdown: CancellationToken) {
-        let mut ticks = tokio::time::interval(POLL);
-        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticks.tick() => {}
-            }
-            self.reload(&state);
+    fn rejected(&self, state: &State, errors: ConfigErrors) -> Reloaded {
+        state
+            .stats
+            .policy_reloads_rejected
+            .fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            file = %self.path.display(),
+            "policy change rejected, the policy in force is kept:\n{errors}"
+        );
+        Reloaded::Rejected(errors)
+    }
+}
+
+/// Looks at the policy file every [`POLL`] until `shutdown`.
+pub(crate) async fn watch(
+    file: Arc<Mutex<PolicyFile>>,
+    state: Arc<State>,
+    shutdown: CancellationToken,
+) {
+    let mut ticks = tokio::time::interval(POLL);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            _ = ticks.tick() => {}
         }
+        file.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .reload(&state, false);
     }
 }

@@ -12,7 +12,7 @@
 //! configured grace, then closes the QUIC endpoint.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use meshfed_discovery::dns::{DnsServer, ZoneError};
@@ -24,7 +24,7 @@ use meshfed_trust::{Bundle, TrustDomain};
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 
-use crate::admin;
+use crate::admin::{self, Admin};
 use crate::bind::{BindError, Bound};
 use crate::bundles::endpoint::Published;
 use crate::bundles::poll::{Poller, Profile};
@@ -38,7 +38,7 @@ use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
 use crate::policy::Policy;
-use crate::policy_file::PolicyFile;
+use crate::policy_file::{self, PolicyFile};
 use crate::proxy::local;
 use crate::proxy::serve::{Versions, serve_http};
 use crate::proxy::tcp;
@@ -169,7 +169,7 @@ pub fn start(
     let (policy_file, policy) = match &config.policy_file {
         Some(path) => {
             let (file, policy) = PolicyFile::open(path.clone(), &config)?;
-            (Some(file), policy)
+            (Some(Arc::new(Mutex::new(file))), policy)
         }
         None => (None, Policy::default()),
     };
@@ -182,9 +182,14 @@ pub fn start(
         Arc::new(policy),
         random_seed()?,
     ));
-    if let Some(policy_file) = policy_file {
-        tokio::spawn(policy_file.watch(state.clone(), shutdown.clone()));
+    if let Some(file) = &policy_file {
+        tokio::spawn(policy_file::watch(
+            file.clone(),
+            state.clone(),
+            shutdown.clone(),
+        ));
     }
+    tokio::spawn(admin::expire_faults(state.clone(), shutdown.clone()));
     Endpoints::start(
         &config,
         registry,
@@ -269,20 +274,16 @@ pub fn start(
             tracker.clone(),
         ));
     }
-    let admin_stats = stats.clone();
-    let admin_catalogs = catalogs.clone();
-    let draining = shutdown.clone();
+    let admin = Admin::new(
+        shutdown.clone(),
+        state.clone(),
+        catalogs.clone(),
+        policy_file,
+    );
     tokio::spawn(serve_http(
         tokio::net::TcpListener::from_std(bound.admin)?,
-        Versions::Http1,
-        move |request| {
-            admin::handle(
-                request,
-                draining.clone(),
-                admin_stats.clone(),
-                admin_catalogs.clone(),
-            )
-        },
+        Versions::Http1And2,
+        move |request| admin.clone().handle(request),
         admin_shutdown.clone(),
         Duration::from_secs(1),
     ));

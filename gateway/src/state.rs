@@ -17,6 +17,7 @@ use crate::credentials::gateway_id_of;
 use crate::federation::client::PeerClient;
 use crate::federation::wire;
 use crate::policy::authz::Access;
+use crate::policy::runtime_faults::RuntimeFaults;
 use crate::policy::{Dice as _, Labels, Policy, SplitMix64, path as canonical};
 use crate::proxy::body::{self, Body};
 use crate::proxy::headers;
@@ -65,6 +66,8 @@ pub(crate) struct State {
     policy: std::sync::RwLock<Arc<Policy>>,
     /// Seeds each request's dice: a counter, mixed, so requests' draws are independent.
     dice: AtomicU64,
+    /// Faults set through the admin API; swapped whole on each change.
+    runtime_faults: std::sync::RwLock<Arc<RuntimeFaults>>,
 }
 
 /// A peer's connection to us, as the registry holds it.
@@ -116,7 +119,31 @@ impl State {
             inbound: std::sync::Mutex::default(),
             policy: std::sync::RwLock::new(policy),
             dice: AtomicU64::new(seed),
+            runtime_faults: std::sync::RwLock::default(),
         }
+    }
+
+    /// The faults set at run time.
+    pub(crate) fn runtime_faults(&self) -> Arc<RuntimeFaults> {
+        self.runtime_faults
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Changes the faults set at run time with `change`, and puts the result in force.
+    pub(crate) fn change_runtime_faults<R>(
+        &self,
+        change: impl FnOnce(&mut RuntimeFaults) -> R,
+    ) -> R {
+        let mut faults = self
+            .runtime_faults
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        let mut changed = RuntimeFaults::clone(&faults);
+        let result = change(&mut changed);
+        *faults = Arc::new(changed);
+        result
     }
 
     /// The traffic policy in force.

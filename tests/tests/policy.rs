@@ -66,6 +66,15 @@ services:
         fault: { abort: { grpc_status: UNAVAILABLE, percent: 100 } }
 "#;
 
+/// A policy with two problems: an unknown cluster and a percentage over 100.
+const BAD_POLICY: &str = r#"
+services:
+  - service: greeter.demo
+    routes:
+      - backends: [{ cluster: mars }]
+        fault: { abort: { http_status: 503, percent: 150 } }
+"#;
+
 /// East runs greeter v1, west greeter v2; both export it to each other. West also serves a
 /// gRPC echo. East has [`POLICY`].
 async fn two_versions() -> anyhow::Result<(Federation, Vec<Echo>, GrpcEcho)> {
@@ -420,14 +429,7 @@ services:
     all_to_west(&federation).await?;
 
     // Two problems: an unknown cluster and a bad percentage. Refused whole, nothing changes.
-    let bad = r#"
-services:
-  - service: greeter.demo
-    routes:
-      - backends: [{ cluster: mars }]
-        fault: { abort: { http_status: 503, percent: 150 } }
-"#;
-    std::fs::write(&file, bad)?;
+    std::fs::write(&file, BAD_POLICY)?;
     wait::until(Duration::from_secs(5), "the bad policy refused", || {
         stats.policy_reloads_rejected.load(Ordering::Relaxed) == 1
     })
@@ -459,5 +461,155 @@ async fn all_to_west(federation: &Federation) -> anyhow::Result<()> {
         ["greeter-west-v2"],
         "{counts:?}"
     );
+    Ok(())
+}
+
+/// Runs the real `meshfed` binary with `args`; its exit code, standard output and error.
+async fn meshfed(args: Vec<String>) -> anyhow::Result<(Option<i32>, String, String)> {
+    let binary = meshfed_tests::binary::meshfed()?;
+    let output =
+        tokio::task::spawn_blocking(move || std::process::Command::new(binary).args(args).output())
+            .await??;
+    Ok((
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_set_at_run_time_apply_until_they_expire_or_are_cleared() -> anyhow::Result<()> {
+    let (federation, _upstreams, _grpc) = two_versions().await?;
+    let admin = federation.gateway("east").addrs().admin.to_string();
+    let cli = |command: &str| {
+        let mut args: Vec<String> = command.split(' ').map(str::to_owned).collect();
+        args.extend(["--admin".to_owned(), admin.clone()]);
+        meshfed(args)
+    };
+
+    // An abort for every request for 2 s, through the CLI.
+    let (code, out, err) = cli("fault set greeter.demo --abort 418 --for 2s").await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.starts_with("fault greeter.demo set: greeter.demo: abort with HTTP 418 for 100%"),
+        "{out}"
+    );
+    let reply = call(&federation, Method::GET, "/", &[]).await?;
+    assert_eq!(reply.status, StatusCode::IM_A_TEAPOT, "{reply:?}");
+    assert_eq!(
+        reply.headers.get("x-meshfed-fault").map(|v| v.as_bytes()),
+        Some(&b"abort"[..])
+    );
+    let (_, out, _) = cli("fault list").await?;
+    assert!(
+        out.starts_with("greeter.demo  greeter.demo: abort with HTTP 418"),
+        "{out}"
+    );
+
+    // Bad requests are refused with the field and why, and change nothing.
+    let refusals = [
+        ("fault set greeter.demo --delay 0s --for 1m", "delay.fixed"),
+        ("fault set greeter.demo --delay 1s --for 2d", "duration"),
+        (
+            "fault set greeter.demo --abort 200 --for 1m",
+            "abort.http_status",
+        ),
+        (
+            "fault set greeter.demo --abort 500 --route nosuch --for 1m",
+            "route",
+        ),
+        ("fault set greeter --abort 500 --for 1m", "service"),
+        ("fault set greeter.demo --for 1m", "delay, abort"),
+    ];
+    for (args, field) in refusals {
+        let (code, out, err) = cli(args).await?;
+        assert_eq!(code, Some(2), "{args:?}: {out}{err}");
+        assert!(err.contains(field), "{args:?}: {err}");
+    }
+    let (_, out, _) = cli("fault list").await?;
+    assert_eq!(out.lines().count(), 1, "{out}");
+
+    // It ends by itself.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while call(&federation, Method::GET, "/", &[]).await?.status != StatusCode::OK {
+        anyhow::ensure!(Instant::now() < deadline, "the fault did not expire");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (_, out, _) = cli("fault list").await?;
+    assert_eq!(out, "no faults in force\n");
+
+    // A delay on one route only, cleared by hand before its expiry.
+    let set = "fault set greeter.demo --delay 300ms --route testers --name slow-testers --for 10m";
+    let (code, out, err) = cli(set).await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let tester = call(&federation, Method::GET, "/", &[("x-tester", "yes")]).await?;
+    assert_eq!(
+        tester.headers.get("x-meshfed-fault").map(|v| v.as_bytes()),
+        Some(&b"delay"[..])
+    );
+    let other = call(&federation, Method::GET, "/", &[]).await?;
+    assert_eq!(other.headers.get("x-meshfed-fault"), None, "{other:?}");
+    let (code, out, _) = cli("fault clear slow-testers").await?;
+    assert_eq!(
+        (code, out.as_str()),
+        (Some(0), "fault slow-testers cleared\n")
+    );
+    let tester = call(&federation, Method::GET, "/", &[("x-tester", "yes")]).await?;
+    assert_eq!(tester.headers.get("x-meshfed-fault"), None, "{tester:?}");
+    let (code, _, err) = cli("fault clear slow-testers").await?;
+    assert_eq!(code, Some(1));
+    assert!(err.contains("no fault \"slow-testers\""), "{err}");
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_api_reloads_the_policy_on_demand() -> anyhow::Result<()> {
+    let (federation, _upstreams, _grpc) = two_versions().await?;
+    let admin = federation.gateway("east").addrs().admin.to_string();
+    let reload = || {
+        meshfed(vec![
+            "policy".into(),
+            "reload".into(),
+            "--admin".into(),
+            admin.clone(),
+        ])
+    };
+    let (code, out, err) = reload().await?;
+    assert_eq!(
+        (code, out.as_str()),
+        (
+            Some(0),
+            "policy unchanged: the file says what is in force\n"
+        ),
+        "{err}"
+    );
+
+    // A bad version: every problem printed, exit status 2, nothing changes.
+    std::fs::write(federation.policy_file("east"), BAD_POLICY)?;
+    let (code, _, err) = reload().await?;
+    assert_eq!(code, Some(2), "{err}");
+    for problem in [
+        "routes[0].backends[0].cluster",
+        "routes[0].fault.abort.percent",
+    ] {
+        assert!(err.contains(problem), "{problem} not reported: {err}");
+    }
+    let tester = call(&federation, Method::GET, "/", &[("x-tester", "yes")]).await?;
+    assert_eq!(
+        served_by(&tester),
+        "greeter-west-v2",
+        "the old policy is still in force"
+    );
+
+    // A good one is in force when the command returns (whether it or the poll read it first).
+    let all_west =
+        "services: [{ service: greeter.demo, routes: [{ backends: [{ cluster: west }] }] }]\n";
+    std::fs::write(federation.policy_file("east"), all_west)?;
+    let (code, out, err) = reload().await?;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.starts_with("policy "), "{out}");
+    all_to_west(&federation).await?;
+    federation.shutdown().await;
     Ok(())
 }

@@ -1,5 +1,7 @@
-//! The `meshfed` commands: `run`, `check`, `demo`, `ca init`.
+//! The `meshfed` commands: `run`, `check`, `demo`, `services`, `fault`, `policy`, `ca`,
+//! `bundle`, `cert`.
 
+mod admin;
 mod bundle;
 mod ca;
 mod cert;
@@ -55,6 +57,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Inject faults into a running gateway's traffic, each with an expiry.
+    Fault {
+        #[command(subcommand)]
+        command: admin::FaultCommand,
+    },
+    /// Act on a running gateway's traffic policy.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
     /// Manage a trust domain's certificate authority.
     Ca {
         #[command(subcommand)]
@@ -69,6 +81,17 @@ enum Command {
     Cert {
         #[command(subcommand)]
         command: CertCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum PolicyCommand {
+    /// Read the policy file now and put it in force if it is valid as a whole; otherwise print
+    /// every problem (exit status 2) and keep the policy in force.
+    Reload {
+        /// The gateway's admin listener.
+        #[arg(long, default_value = "127.0.0.1:15000")]
+        admin: std::net::SocketAddr,
     },
 }
 
@@ -134,6 +157,10 @@ pub(crate) fn main() -> ExitCode {
         Command::Run { config } => run::run(&config),
         Command::Demo => demo::run(),
         Command::Services { admin, json } => services::run(admin, json),
+        Command::Fault { command } => admin::fault(command),
+        Command::Policy {
+            command: PolicyCommand::Reload { admin },
+        } => admin::reload_policy(admin),
         Command::Ca {
             command: CaCommand::Init { trust_domain, out },
         } => ca::init(&trust_domain, &out),

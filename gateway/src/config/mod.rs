@@ -14,6 +14,8 @@ mod raw;
 mod service;
 mod validate;
 
+pub(crate) use duration::parse as parse_duration;
+
 #[cfg(test)]
 mod tests;
 

@@ -28,7 +28,7 @@ use crate::policy::{
 /// The longest a route's timeout may be.
 const MAX_TIMEOUT: Duration = Duration::from_secs(3600);
 /// The longest an injected delay may be.
-const MAX_DELAY: Duration = Duration::from_secs(300);
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(300);
 /// The largest weight; weights are relative, so this only keeps sums far from overflow.
 const MAX_WEIGHT: u32 = 1_000_000;
 

@@ -14,6 +14,7 @@ pub mod fault;
 pub mod headers;
 pub mod matching;
 pub mod path;
+pub mod runtime_faults;
 
 #[cfg(test)]
 mod tests;

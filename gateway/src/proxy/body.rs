@@ -36,6 +36,45 @@ pub fn incoming(body: hyper::body::Incoming) -> Body {
     body.map_err(BoxError::from).boxed()
 }
 
+/// `body`, which is `Send` but not `Sync` (tonic's), as a [`Body`]. A body is only ever polled
+/// through `&mut`, so the mutex that makes it `Sync` is never locked.
+pub(crate) fn unsync<B>(body: B) -> Body
+where
+    B: http_body::Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    Unsync(std::sync::Mutex::new(body))
+        .map_err(Into::into)
+        .boxed()
+}
+
+struct Unsync<B>(std::sync::Mutex<B>);
+
+impl<B: http_body::Body + Unpin> http_body::Body for Unsync<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        let body = self
+            .get_mut()
+            .0
+            .get_mut()
+            .unwrap_or_else(|e| e.into_inner());
+        Pin::new(body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.lock().map(|b| b.is_end_stream()).unwrap_or(true)
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.0.lock().map(|b| b.size_hint()).unwrap_or_default()
+    }
+}
+
 /// The receiving half of an h3 request stream, client or server side.
 pub(crate) trait H3Recv: Send + Sync + Unpin + 'static {
     fn poll_recv_data(&mut self, cx: &mut Context<'_>) -> Poll<Result<Option<Bytes>, StreamError>>;

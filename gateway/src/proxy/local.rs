@@ -156,11 +156,22 @@ async fn proxy(
         (None, Target::Unavailable) => return Err(Reason::NoReadyEndpoints),
     };
 
-    if let Some(delay) = decision.injected.delay {
+    let runtime_faults = state.runtime_faults();
+    let injected = match runtime_faults.is_empty() {
+        true => decision.injected,
+        false => runtime_faults.roll(
+            &service,
+            decision.route.map(|r| r.name.as_str()),
+            std::time::Instant::now(),
+            &mut dice,
+            decision.injected,
+        ),
+    };
+    if let Some(delay) = injected.delay {
         tracing::debug!(?delay, "fault: delaying");
         tokio::time::sleep(delay).await;
     }
-    if let Some(abort) = decision.injected.abort {
+    if let Some(abort) = injected.abort {
         tracing::debug!(?abort, "fault: aborting");
         return Ok(aborted(abort));
     }
@@ -179,7 +190,7 @@ async fn proxy(
     if let Some(route) = decision.route {
         route.response_headers.apply(response.headers_mut());
     }
-    if decision.injected.delay.is_some() {
+    if injected.delay.is_some() {
         response
             .headers_mut()
             .insert(FAULT_HEADER, HeaderValue::from_static("delay"));

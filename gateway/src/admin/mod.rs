@@ -1,8 +1,13 @@
 //! The admin listener: health and readiness for orchestrators, counters, and the services the
-//! gateway knows (`/services`, what `meshfed services` prints). Loopback by default.
+//! gateway knows (`/services`, what `meshfed services` prints) over plain HTTP; and the admin
+//! API (`meshfed.admin.v1.Admin`: policy reload, run-time faults) over gRPC on the same port.
+//! Loopback by default: whoever reaches it can change how traffic flows.
 
-use std::sync::Arc;
+mod faults;
+mod grpc;
+
 use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::{Request, Response, StatusCode, header};
@@ -12,16 +17,67 @@ use tokio_util::sync::CancellationToken;
 use meshfed_trust::verify::Rejection;
 
 use crate::catalogs::Catalogs;
+use crate::policy_file::PolicyFile;
 use crate::proxy::body::{self, Body};
+use crate::state::State;
 use crate::stats::Stats;
 
-/// Answers one admin request. `draining` is cancelled once shutdown begins: the gateway is then
-/// alive (`/healthz`) but no longer ready (`/readyz`), so load balancers stop sending to it.
-pub(crate) async fn handle(
+pub(crate) use faults::expire as expire_faults;
+
+/// The admin API's messages, client and server.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod proto {
+    tonic::include_proto!("meshfed.admin.v1");
+}
+
+/// What the admin listener answers from.
+#[derive(Clone, Debug)]
+pub(crate) struct Admin {
+    /// Cancelled once shutdown begins: the gateway is then alive (`/healthz`) but no longer
+    /// ready (`/readyz`), so load balancers stop sending to it.
+    pub(crate) draining: CancellationToken,
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) catalogs: Arc<Catalogs>,
+    grpc: proto::admin_server::AdminServer<grpc::AdminService>,
+}
+
+impl Admin {
+    pub(crate) fn new(
+        draining: CancellationToken,
+        state: Arc<State>,
+        catalogs: Arc<Catalogs>,
+        policy_file: Option<Arc<Mutex<PolicyFile>>>,
+    ) -> Admin {
+        Admin {
+            draining,
+            stats: state.stats.clone(),
+            catalogs,
+            grpc: proto::admin_server::AdminServer::new(grpc::AdminService { state, policy_file }),
+        }
+    }
+
+    /// Answers one admin request: gRPC calls by the admin API, the rest by path.
+    pub(crate) async fn handle(self, request: Request<Incoming>) -> Response<Body> {
+        let grpc = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+        if grpc {
+            let mut server = self.grpc;
+            return match tower_service::Service::call(&mut server, request).await {
+                Ok(response) => response.map(body::unsync),
+                Err(never) => match never {},
+            };
+        }
+        http(request, &self.draining, &self.stats, &self.catalogs)
+    }
+}
+
+fn http(
     request: Request<Incoming>,
-    draining: CancellationToken,
-    stats: Arc<Stats>,
-    catalogs: Arc<Catalogs>,
+    draining: &CancellationToken,
+    stats: &Stats,
+    catalogs: &Catalogs,
 ) -> Response<Body> {
     match request.uri().path() {
         "/services" => match serde_json::to_string_pretty(&catalogs.report()) {

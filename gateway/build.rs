@@ -1,0 +1,12 @@
+//! Compiles the admin API with protox (pure Rust), so that no `protoc` is needed.
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto");
+    let descriptors = protox::compile(["meshfed/admin/v1/admin.proto"], ["proto"])?;
+    tonic_prost_build::configure()
+        .build_client(true)
+        .build_server(true)
+        .build_transport(false)
+        .compile_fds(descriptors)?;
+    Ok(())
+}
