@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use meshfed_discovery::{Label, ServiceKey};
 
 use crate::policy::Labels;
+use crate::policy::locality::ClusterHealth;
 use crate::reason::Reason;
 use meshfed_discovery::catalog::Imports;
 
@@ -58,6 +59,8 @@ struct Backends {
     /// The distinct label sets of each cluster's ready endpoints, for subsets (empty for a
     /// cluster without one); `ready` is the clusters with any.
     ready_labels: BTreeMap<Backend, Vec<Labels>>,
+    /// Each exporting cluster's endpoints: how many are ready, and how many there are.
+    counts: BTreeMap<Backend, (u32, u32)>,
 }
 
 /// A service a request names, and the cluster it pins, if it uses a cluster-pinned name.
@@ -115,11 +118,21 @@ impl RouteTable {
                     .filter(|(_, sets)| !sets.is_empty())
                     .map(|(backend, _)| backend.clone())
                     .collect();
+                let counts = service
+                    .clusters
+                    .iter()
+                    .map(|(cluster, endpoints)| {
+                        let ready = endpoints.iter().filter(|e| e.ready).count();
+                        let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+                        (backend(cluster), (count(ready), count(endpoints.len())))
+                    })
+                    .collect();
                 let backends = Backends {
                     exporting,
                     ready,
                     lost,
                     ready_labels,
+                    counts,
                 };
                 (key.clone(), backends)
             })
@@ -215,6 +228,37 @@ impl RouteTable {
         match cluster == &self.cluster {
             true => Backend::Local,
             false => Backend::Peer(cluster.clone()),
+        }
+    }
+
+    /// The clusters that export `service` (but lost peers), each with its ready and total
+    /// endpoints, for the locality choice.
+    pub fn health(&self, service: &ServiceKey) -> Result<Vec<ClusterHealth>, Reason> {
+        let backends = self.services.get(service).ok_or(Reason::UnknownService)?;
+        Ok(backends
+            .counts
+            .iter()
+            .filter(|(backend, _)| !backends.lost.contains(backend))
+            .map(|(backend, (ready, total))| ClusterHealth {
+                cluster: match backend {
+                    Backend::Local => self.cluster.clone(),
+                    Backend::Peer(peer) => peer.clone(),
+                },
+                ready: *ready,
+                total: *total,
+                ejected: false,
+            })
+            .collect())
+    }
+
+    /// Why no cluster can take a request for `service` now.
+    pub fn unavailable(&self, service: &ServiceKey) -> Reason {
+        match self.services.get(service) {
+            None => Reason::UnknownService,
+            Some(known) if known.ready.is_empty() && !known.lost.is_empty() => {
+                Reason::PeerUnavailable
+            }
+            Some(_) => Reason::NoReadyEndpoints,
         }
     }
 

@@ -18,12 +18,16 @@ use crate::federation::client::PeerClient;
 use crate::federation::wire;
 use crate::policy::authz::Access;
 use crate::policy::runtime_faults::RuntimeFaults;
-use crate::policy::{Dice as _, Labels, Policy, SplitMix64, path as canonical};
+use crate::policy::{
+    self, Dice, Labels, Policy, RequestView, ServicePolicy, SplitMix64, balance, locality,
+    path as canonical,
+};
+use crate::proxy::balancer::Balancer;
 use crate::proxy::body::{self, Body};
 use crate::proxy::headers;
 use crate::proxy::upstream::Upstream;
 use crate::reason::Reason;
-use crate::route::{self, RouteTable};
+use crate::route::{self, Destination, RouteTable};
 use crate::stats::{Outcome, Stats};
 
 /// The rule name under which a denial for an origin outside the peer's trust domain is counted
@@ -45,6 +49,8 @@ pub(crate) struct PeerRequest<'a> {
 
 #[derive(Debug)]
 pub(crate) struct State {
+    /// This gateway's cluster.
+    cluster: Label,
     /// How this gateway names itself in `Via`.
     pub(crate) pseudonym: String,
     /// Swapped whole when the catalogs change; a request routes on the table it read.
@@ -56,10 +62,8 @@ pub(crate) struct State {
     exports: std::sync::RwLock<Arc<BTreeMap<ServiceKey, Export>>>,
     peers_by_trust_domain: BTreeMap<TrustDomain, Label>,
     upstream: Upstream,
-    /// Spreads requests over the clusters that serve a service.
-    next_backend: AtomicU64,
-    /// Spreads requests over a service's local endpoints.
-    next_endpoint: AtomicU64,
+    /// The load and health of local endpoints and peer clusters.
+    pub(crate) balancer: Arc<Balancer>,
     /// Peers' connections to us, by QUIC connection id, so that a trust change can re-check them.
     inbound: std::sync::Mutex<BTreeMap<usize, Inbound>>,
     /// The traffic policy; swapped whole on reload, a request keeps the one it read.
@@ -103,6 +107,7 @@ impl State {
         seed: u64,
     ) -> Self {
         State {
+            cluster: config.cluster.clone(),
             pseudonym: format!("meshfed-{}", config.cluster),
             routes: std::sync::RwLock::new(routes),
             peers,
@@ -114,8 +119,7 @@ impl State {
                 .map(|p| (p.trust_domain.clone(), p.name.clone()))
                 .collect(),
             upstream: Upstream::new(),
-            next_backend: AtomicU64::new(0),
-            next_endpoint: AtomicU64::new(0),
+            balancer: Arc::default(),
             inbound: std::sync::Mutex::default(),
             policy: std::sync::RwLock::new(policy),
             dice: AtomicU64::new(seed),
@@ -194,17 +198,6 @@ impl State {
         self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Which of `count` endpoints to try first: round robin, per request.
-    fn next_endpoint(&self, count: usize) -> usize {
-        let turn = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
-        (turn % count.max(1) as u64) as usize
-    }
-
-    /// The next value of the cluster-spreading counter, for [`RouteTable::route`].
-    pub(crate) fn next_backend(&self) -> u64 {
-        self.next_backend.fetch_add(1, Ordering::Relaxed)
-    }
-
     /// The peer cluster whose gateway `id` is: the trust domain must be a peer's, and the path
     /// that peer's gateway path. Any other workload of a peer trust domain is not the peer.
     pub(crate) fn trust_domain_of(&self, peer: &Label) -> Option<TrustDomain> {
@@ -244,11 +237,14 @@ impl State {
     /// the service's MCS name as `Host`, whichever name the client used and wherever it came
     /// from. Its response may not pose as the gateway: `x-meshfed-*` headers are removed.
     /// Only endpoints whose labels include `selector` may serve it (all, if it is empty).
+    /// The endpoint is chosen by the service's policy: its load balancer (with the request's
+    /// hash `key`, if it hashes) among endpoints outlier detection has not ejected.
     pub(crate) async fn forward_local(
         &self,
         service: &ServiceKey,
         port: Option<u16>,
         selector: &Labels,
+        key: Option<u64>,
         mut request: Request<Body>,
     ) -> Result<Response<Body>, Reason> {
         let exports = self.exports();
@@ -260,30 +256,38 @@ impl State {
         if let Ok(host) = HeaderValue::from_str(&wire::authority(service, None)) {
             request.headers_mut().insert(header::HOST, host);
         }
-        let first = self.next_endpoint(port.endpoints.len());
+        let policy = self.policy();
+        let service_policy = policy.service(service);
+        let order = self
+            .balancer
+            .order(&port.endpoints, service_policy, key, &mut self.dice());
+        let outlier = service_policy.outlier_detection.as_ref();
         let mut response = self
             .upstream
-            .forward(request, &port.endpoints, first, port.protocol)
+            .forward(request, &order, port.protocol, &self.balancer, outlier)
             .await?;
         headers::strip_untrusted(response.headers_mut());
         Ok(response)
     }
 
-    /// The endpoints of `service`'s TCP port `port`, and which to try first.
+    /// The endpoints of `service`'s TCP port `port`, in the order to try them.
     pub(crate) fn tcp_endpoints(
         &self,
         service: &ServiceKey,
         port: u16,
-    ) -> Result<(Vec<SocketAddr>, usize), Reason> {
+    ) -> Result<Vec<SocketAddr>, Reason> {
         let exports = self.exports();
         let export = exports.get(service).ok_or(Reason::UnknownService)?;
         let port = export.tcp_port(port).ok_or(Reason::UnknownService)?;
         if port.endpoints.is_empty() {
             return Err(Reason::NoReadyEndpoints);
         }
-        Ok((
-            port.endpoints.clone(),
-            self.next_endpoint(port.endpoints.len()),
+        let policy = self.policy();
+        Ok(self.balancer.order(
+            &port.endpoints,
+            policy.service(service),
+            None,
+            &mut self.dice(),
         ))
     }
 
@@ -367,12 +371,22 @@ impl State {
             Ok(source) => source,
             Err(reason) => return reason.response(),
         };
+        let key = self.policy().service(&service).key(&RequestView {
+            method: &parts.method,
+            path: parts.uri.path(),
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            client: None,
+        });
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_untrusted(&mut parts.headers);
         headers::set_client_identity(&mut parts.headers, &source);
         headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
         let request = Request::from_parts(parts, body::from_h3(body));
-        match self.forward_local(&service, port, &selector, request).await {
+        match self
+            .forward_local(&service, port, &selector, key, request)
+            .await
+        {
             Ok(response) => self.forwarded(response),
             Err(reason) => reason.response(),
         }
@@ -436,6 +450,39 @@ impl State {
             "denied"
         );
         Err(Reason::Denied)
+    }
+
+    /// The cluster a request for `service` goes to when no route gives weights: by the
+    /// service's locality preference over the clusters with ready endpoints, leaving out peer
+    /// clusters that outlier detection has ejected; by the hash `key` if the service hashes.
+    pub(crate) fn spread(
+        &self,
+        routes: &RouteTable,
+        service: &ServiceKey,
+        policy: &ServicePolicy,
+        key: Option<u64>,
+        dice: &mut impl Dice,
+    ) -> Result<Destination, Reason> {
+        let mut clusters = routes.health(service)?;
+        if policy.outlier_detection.is_some() {
+            for cluster in &mut clusters {
+                cluster.ejected = self.balancer.cluster_ejected(service, &cluster.cluster);
+            }
+        }
+        let shares = locality::shares(&self.cluster, policy.locality.as_ref(), &clusters);
+        let chosen = match key {
+            Some(key) => balance::rendezvous(
+                key,
+                shares
+                    .iter()
+                    .map(|(c, w)| (balance::hash_bytes(c.as_str().as_bytes()), *w)),
+            ),
+            None => policy::weighted(shares.iter().map(|(_, w)| *w), dice),
+        };
+        match chosen {
+            Some(i) => routes.to_cluster(service, &shares[i].0, &Labels::new()),
+            None => Err(routes.unavailable(service)),
+        }
     }
 
     /// Readies a response received from the next hop to be sent back to the previous one.

@@ -31,7 +31,8 @@ fn run(program: &str, args: &[&str]) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// Three upstreams named `greeter-a`..`greeter-c` in west, exported to east.
+/// Three upstreams named `greeter-a`..`greeter-c` in west, exported to east, balanced round
+/// robin (see `grpc_calls_on_one_channel_spread_over_every_endpoint` for why).
 async fn three_greeters() -> anyhow::Result<(Federation, Vec<Echo>)> {
     let upstreams = vec![
         Echo::start("greeter-a").await?,
@@ -40,7 +41,12 @@ async fn three_greeters() -> anyhow::Result<(Federation, Vec<Echo>)> {
     ];
     let addrs: Vec<SocketAddr> = upstreams.iter().map(Echo::addr).collect();
     let west = Cluster::new("west")?.export_port("greeter.demo", "http", 80, &addrs, &["east"]);
-    let federation = Federation::start(vec![Cluster::new("east")?, west]).await?;
+    let round_robin =
+        "services: [{ service: greeter.demo, load_balancer: { algorithm: round_robin } }]";
+    let federation = Federation::builder(vec![Cluster::new("east")?, west])
+        .policy("west", round_robin)
+        .start()
+        .await?;
     Ok((federation, upstreams))
 }
 
@@ -66,7 +72,15 @@ async fn grpc_calls_on_one_channel_spread_over_every_endpoint() -> anyhow::Resul
     ];
     let addrs: Vec<SocketAddr> = upstreams.iter().map(GrpcEcho::addr).collect();
     let west = Cluster::new("west")?.export_port("echo.grpc", "grpc", 9090, &addrs, &["east"]);
-    let federation = Federation::start(vec![Cluster::new("east")?, west]).await?;
+    // Round robin, so that even shares show calls balanced one by one. The default balancer
+    // (P2C over peak EWMA) also picks per call, but by latency: it would favour whichever
+    // endpoint happened to answer fastest (policy.rs tests that it shuns a slow one).
+    let round_robin =
+        "services: [{ service: echo.grpc, load_balancer: { algorithm: round_robin } }]";
+    let federation = Federation::builder(vec![Cluster::new("east")?, west])
+        .policy("west", round_robin)
+        .start()
+        .await?;
     let east = federation.gateway("east").addrs().http;
 
     // One channel: one HTTP/2 connection to east, as a gRPC client keeps.

@@ -5,6 +5,7 @@
 //! refused whole, keeping the policy in force. `docs/config.md` is its reference.
 
 mod authz;
+mod resilience;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
@@ -54,7 +55,7 @@ pub fn parse(text: &str, config: &Config) -> Result<Policy, ConfigErrors> {
     let clusters: BTreeSet<Label> = std::iter::once(config.cluster.clone())
         .chain(config.peers.iter().map(|p| p.name.clone()))
         .collect();
-    let policy = check.policy(&raw, &clusters);
+    let policy = check.policy(&raw, &config.cluster, &clusters);
     let authorization = check.authorization(&raw.authorization, config);
     let origins = check.origins(&raw.origins, config);
     let policy = policy.and_then(|mut policy| {
@@ -97,6 +98,9 @@ struct RawServicePolicy {
     subsets: BTreeMap<String, BTreeMap<String, Text>>,
     #[serde(default, deserialize_with = "seq")]
     routes: Vec<RawRoute>,
+    load_balancer: Option<resilience::RawLoadBalancer>,
+    outlier_detection: Option<resilience::RawOutlierDetection>,
+    locality: Option<resilience::RawLocality>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -184,7 +188,12 @@ where
 // === validation ===
 
 impl Checker {
-    fn policy(&mut self, raw: &RawPolicy, clusters: &BTreeSet<Label>) -> Option<Policy> {
+    fn policy(
+        &mut self,
+        raw: &RawPolicy,
+        local: &Label,
+        clusters: &BTreeSet<Label>,
+    ) -> Option<Policy> {
         let overrides = match &raw.overrides {
             None => Some(Overrides::default()),
             Some(o) => o
@@ -210,7 +219,7 @@ impl Checker {
                 raw.service.as_ref(),
                 parse_service,
             );
-            let service = self.service_policy(&at, raw, clusters);
+            let service = self.service_policy(&at, raw, local, clusters);
             match (key, service) {
                 (Some(key), Some(service)) => {
                     if services.insert(key.clone(), service).is_some() {
@@ -236,6 +245,7 @@ impl Checker {
         &mut self,
         at: &str,
         raw: &RawServicePolicy,
+        local: &Label,
         clusters: &BTreeSet<Label>,
     ) -> Option<ServicePolicy> {
         let mut subsets = BTreeMap::new();
@@ -278,7 +288,25 @@ impl Checker {
         let routes = routes?;
         let names = routes.iter().map(|r| r.name.as_str());
         ok &= self.unique_names(&format!("{at}.routes"), names, "route of this service");
-        ok.then_some(ServicePolicy { subsets, routes })
+        let load_balancer = match &raw.load_balancer {
+            None => Some(Default::default()),
+            Some(lb) => self.load_balancer(at, lb),
+        };
+        let outlier_detection = match &raw.outlier_detection {
+            None => Some(Some(Default::default())),
+            Some(od) => self.outlier_detection(at, od),
+        };
+        let locality = match &raw.locality {
+            None => Some(None),
+            Some(l) => self.locality(at, l, local, clusters).map(Some),
+        };
+        ok.then_some(ServicePolicy {
+            subsets,
+            routes,
+            load_balancer: load_balancer?,
+            outlier_detection: outlier_detection?,
+            locality: locality?,
+        })
     }
 
     fn route(

@@ -215,7 +215,7 @@ async fn tunnel(
             state.authorize(peer, request.headers(), &access)
         }) {
             Ok(_) => match state.tcp_endpoints(&service, port) {
-                Ok((endpoints, first)) => tunnel::connect(&endpoints, first).await,
+                Ok(endpoints) => tunnel::connect(&endpoints).await,
                 Err(reason) => Err(reason),
             },
             Err(reason) => Err(reason),

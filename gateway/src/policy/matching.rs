@@ -18,6 +18,8 @@ pub struct RequestView<'a> {
     pub query: Option<&'a str>,
     /// The headers as the client sent them.
     pub headers: &'a HeaderMap,
+    /// The local client's address, for hashing on the source.
+    pub client: Option<std::net::IpAddr>,
 }
 
 /// Conditions that must all hold.
@@ -233,6 +235,7 @@ mod tests {
             path,
             query,
             headers,
+            client: None,
         }
     }
 

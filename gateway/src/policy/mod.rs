@@ -9,10 +9,13 @@
 
 pub mod authz;
 pub mod baggage;
+pub mod balance;
 pub mod dice;
 pub mod fault;
 pub mod headers;
+pub mod locality;
 pub mod matching;
+pub mod outlier;
 pub mod path;
 pub mod runtime_faults;
 
@@ -65,7 +68,30 @@ pub struct ServicePolicy {
     /// Tried in order; the first that matches applies. A request that matches none is spread
     /// over every cluster that serves the service, as without a policy.
     pub routes: Vec<Route>,
+    /// How an endpoint (and, when hashing, a weighted backend) is chosen.
+    pub load_balancer: balance::Algorithm,
+    /// When endpoints and peer clusters are ejected; `None` to never eject.
+    pub outlier_detection: Option<outlier::OutlierDetection>,
+    /// The preference for the local cluster, when no route gives weights.
+    pub locality: Option<locality::Locality>,
 }
+
+impl ServicePolicy {
+    /// `request`'s consistent-hash key, when this service hashes and the request has one.
+    pub fn key(&self, request: &RequestView<'_>) -> Option<u64> {
+        match &self.load_balancer {
+            balance::Algorithm::Hash(on) => balance::key(on, request),
+            _ => None,
+        }
+    }
+}
+
+/// The policy of a service that has no entry: the defaults.
+static DEFAULT_SERVICE: std::sync::LazyLock<ServicePolicy> =
+    std::sync::LazyLock::new(|| ServicePolicy {
+        outlier_detection: Some(outlier::OutlierDetection::default()),
+        ..ServicePolicy::default()
+    });
 
 /// A route: which requests, and what happens to them.
 #[derive(Clone, Debug)]
@@ -125,6 +151,10 @@ pub struct Pin {
 /// What the policy decided for one request.
 #[derive(Clone, Debug)]
 pub struct Decision<'a> {
+    /// The service's policy (its defaults if it has none).
+    pub service: &'a ServicePolicy,
+    /// The request's consistent-hash key, when the service hashes and the request has one.
+    pub key: Option<u64>,
     /// The route that matched, if any.
     pub route: Option<&'a Route>,
     /// Where the request goes.
@@ -165,11 +195,14 @@ impl Policy {
                 Some(pin) => pinned(pin, &Labels::new()),
             };
             return Decision {
+                service: &DEFAULT_SERVICE,
+                key: None,
                 route: None,
                 target,
                 injected: Injected::default(),
             };
         };
+        let key = policy.key(request);
         let route = policy.routes.iter().find(|r| r.applies_to(request));
         let target = match (pin, route) {
             (Some(pin), _) => match &pin.subset {
@@ -179,11 +212,13 @@ impl Policy {
                     None => Target::Unavailable,
                 },
             },
-            (None, Some(route)) => route.choose(&available, dice),
+            (None, Some(route)) => route.choose(&available, key, dice),
             (None, None) => Target::Spread,
         };
         let injected = route.map(|r| r.fault.roll(dice)).unwrap_or_default();
         Decision {
+            service: policy,
+            key,
             route,
             target,
             injected,
@@ -192,6 +227,11 @@ impl Policy {
 }
 
 impl Policy {
+    /// `service`'s policy, or the defaults if it has none.
+    pub fn service(&self, service: &ServiceKey) -> &ServicePolicy {
+        self.services.get(service).unwrap_or(&DEFAULT_SERVICE)
+    }
+
     /// The identity to assert for a local client at `ip`, if it has one.
     pub fn origin_of(&self, ip: IpAddr) -> Option<&meshfed_trust::SpiffeId> {
         self.origins
@@ -213,7 +253,14 @@ impl Route {
 
     /// A backend by weight among the available ones. Weights are renormalised over what is
     /// available: a split whose one side has no ready endpoint sends everything to the other.
-    fn choose(&self, available: &impl Fn(&Label, &Labels) -> bool, dice: &mut impl Dice) -> Target {
+    /// With a hash `key` the choice is weighted rendezvous hashing, so that a key keeps its
+    /// backend while the weights stay, and moves only towards a backend whose weight grows.
+    fn choose(
+        &self,
+        available: &impl Fn(&Label, &Labels) -> bool,
+        key: Option<u64>,
+        dice: &mut impl Dice,
+    ) -> Target {
         if self.backends.is_empty() {
             return Target::Spread;
         }
@@ -222,23 +269,41 @@ impl Route {
             .iter()
             .filter(|b| b.weight > 0 && available(&b.cluster, b.selector()))
             .collect();
-        let total: u64 = up.iter().map(|b| u64::from(b.weight)).sum();
-        if total == 0 {
-            return Target::Unavailable;
+        let chosen = match key {
+            Some(key) => balance::rendezvous(key, up.iter().map(|b| (b.id(), b.weight))),
+            None => weighted(up.iter().map(|b| b.weight), dice),
+        };
+        match chosen {
+            Some(i) => Target::Cluster(up[i].cluster.clone(), up[i].selector().clone()),
+            None => Target::Unavailable,
         }
-        let mut roll = dice.below(total);
-        for backend in up {
-            let weight = u64::from(backend.weight);
-            if roll < weight {
-                return Target::Cluster(backend.cluster.clone(), backend.selector().clone());
-            }
-            roll -= weight;
-        }
-        Target::Unavailable
     }
 }
 
+/// An index drawn by `weights` (`None` if they are all 0).
+pub fn weighted(weights: impl Iterator<Item = u32> + Clone, dice: &mut impl Dice) -> Option<usize> {
+    let total: u64 = weights.clone().map(u64::from).sum();
+    if total == 0 {
+        return None;
+    }
+    let mut roll = dice.below(total);
+    for (index, weight) in weights.enumerate() {
+        let weight = u64::from(weight);
+        if roll < weight {
+            return Some(index);
+        }
+        roll -= weight;
+    }
+    None
+}
+
 impl Backend {
+    /// A stable identity for hashing: its cluster and subset.
+    fn id(&self) -> u64 {
+        let subset = self.subset.as_ref().map_or("", |(name, _)| name.as_str());
+        balance::hash_bytes(format!("{}/{subset}", self.cluster).as_bytes())
+    }
+
     /// The labels its endpoints must have: its subset's, or none.
     pub fn selector(&self) -> &Labels {
         static ANY: Labels = Labels::new();

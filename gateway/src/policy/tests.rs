@@ -33,8 +33,8 @@ fn policy(route: Route) -> Policy {
     policy.services.insert(
         service(),
         ServicePolicy {
-            subsets: BTreeMap::new(),
             routes: vec![route],
+            ..ServicePolicy::default()
         },
     );
     policy
@@ -61,6 +61,7 @@ fn tally(
         path: "/",
         query: None,
         headers: &headers,
+        client: None,
     };
     let mut dice = SplitMix64::new(seed);
     let mut counts = BTreeMap::new();
@@ -262,6 +263,7 @@ fn pins_and_unmatched_requests() {
         path: "/",
         query: None,
         headers: &headers,
+        client: None,
     };
     let mut dice = SplitMix64::new(7);
     let decide = |method, pin: Option<Pin>, dice: &mut SplitMix64| {

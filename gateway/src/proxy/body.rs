@@ -36,6 +36,40 @@ pub fn incoming(body: hyper::body::Incoming) -> Body {
     body.map_err(BoxError::from).boxed()
 }
 
+/// `body`, holding `guard` until it ends or is dropped.
+pub(crate) fn guarded<G: Send + Sync + Unpin + 'static>(body: Body, guard: G) -> Body {
+    Guarded {
+        body,
+        _guard: guard,
+    }
+    .boxed()
+}
+
+struct Guarded<G> {
+    body: Body,
+    _guard: G,
+}
+
+impl<G: Unpin> http_body::Body for Guarded<G> {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Pin::new(&mut self.get_mut().body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.body.size_hint()
+    }
+}
+
 /// `body`, which is `Send` but not `Sync` (tonic's), as a [`Body`]. A body is only ever polled
 /// through `&mut`, so the mutex that makes it `Sync` is never locked.
 pub(crate) fn unsync<B>(body: B) -> Body

@@ -2,6 +2,7 @@
 //! h3, header hygiene, the local listener that applications call, and the pool of connections to
 //! local endpoints.
 
+pub(crate) mod balancer;
 pub mod body;
 pub(crate) mod headers;
 pub(crate) mod local;

@@ -47,10 +47,17 @@ async fn connection(
 ) {
     let _ = client.set_nodelay(true);
     let origin = state.policy().origin_of(remote.ip()).cloned();
-    let outcome = match state
-        .routes()
-        .route_service(&service.service, state.next_backend())
-    {
+    let policy = state.policy();
+    let routes = state.routes();
+    let service_policy = policy.service(&service.service);
+    let chosen = state.spread(
+        &routes,
+        &service.service,
+        service_policy,
+        None,
+        &mut state.dice(),
+    );
+    let outcome = match chosen {
         Ok(Destination::Local(key)) => local(client, &state, &key, service.port).await,
         Ok(Destination::Peer { peer, service: key }) => {
             tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
@@ -82,10 +89,10 @@ async fn local(
     service: &meshfed_discovery::ServiceKey,
     port: u16,
 ) -> Result<tunnel::Carried, (Reason, String)> {
-    let (endpoints, first): (Vec<SocketAddr>, usize) = state
+    let endpoints = state
         .tcp_endpoints(service, port)
         .map_err(|reason| (reason, String::new()))?;
-    let mut upstream = tunnel::connect(&endpoints, first)
+    let mut upstream = tunnel::connect(&endpoints)
         .await
         .map_err(|reason| (reason, String::new()))?;
     match tokio::io::copy_bidirectional(&mut client, &mut upstream).await {

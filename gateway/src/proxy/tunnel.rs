@@ -33,11 +33,10 @@ pub(crate) struct Carried {
     pub(crate) received: u64,
 }
 
-/// Connects to one of `endpoints`, starting at `first` and moving on while one refuses: no
-/// byte has been sent, so that is always safe.
-pub(crate) async fn connect(endpoints: &[SocketAddr], first: usize) -> Result<TcpStream, Reason> {
-    for attempt in 0..endpoints.len() {
-        let endpoint = endpoints[(first + attempt) % endpoints.len()];
+/// Connects to the first of `endpoints` (in the balancer's order), moving on while one
+/// refuses: no byte has been sent, so that is always safe.
+pub(crate) async fn connect(endpoints: &[SocketAddr]) -> Result<TcpStream, Reason> {
+    for &endpoint in endpoints {
         match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
             Ok(Ok(stream)) => {
                 let _ = stream.set_nodelay(true);

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
@@ -21,8 +21,10 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::balancer::Balancer;
 use super::body::{self, Body, BoxError};
 use crate::config::Protocol;
+use crate::policy::outlier::OutlierDetection;
 use crate::reason::Reason;
 
 /// A local endpoint that does not accept a connection within this time is unavailable.
@@ -58,14 +60,17 @@ impl Upstream {
         Upstream { http1, http2 }
     }
 
-    /// Sends `request` to one of `endpoints`, starting at `first` and moving on while an
-    /// endpoint refuses the connection. Its `Host` header (the service's name) is kept.
+    /// Sends `request` to the first of `endpoints` (in the balancer's order), moving on while
+    /// an endpoint refuses the connection. Its `Host` header (the service's name) is kept.
+    /// Each attempt is counted in the endpoint's load while it runs (with the response body),
+    /// and its outcome recorded: an answer that is not 5xx with its latency, or a failure.
     pub(crate) async fn forward(
         &self,
         request: Request<Body>,
         endpoints: &[SocketAddr],
-        first: usize,
         protocol: Protocol,
+        balancer: &Arc<Balancer>,
+        outlier: Option<&OutlierDetection>,
     ) -> Result<Response<Body>, Reason> {
         let (mut head, body) = request.into_parts();
         let path = head
@@ -79,8 +84,7 @@ impl Upstream {
         };
         head.version = version;
         let slot = Arc::new(Mutex::new(Some(body)));
-        for attempt in 0..endpoints.len() {
-            let endpoint = endpoints[(first + attempt) % endpoints.len()];
+        for &endpoint in endpoints {
             let mut request = Request::from_parts(head.clone(), Deferred::new(&slot).boxed());
             *request.uri_mut() = Uri::builder()
                 .scheme(Scheme::HTTP)
@@ -88,8 +92,18 @@ impl Upstream {
                 .path_and_query(path.clone())
                 .build()
                 .map_err(|_| Reason::UpstreamFailed)?;
-            match client.request(request).await {
-                Ok(response) => return Ok(response.map(body::incoming)),
+            let in_flight = balancer.start(endpoint);
+            let sent = Instant::now();
+            let answer = client.request(request).await;
+            let answered = match &answer {
+                Ok(response) if !response.status().is_server_error() => Some(sent.elapsed()),
+                _ => None,
+            };
+            balancer.record(endpoint, answered, outlier);
+            match answer {
+                Ok(response) => {
+                    return Ok(response.map(|b| body::guarded(body::incoming(b), in_flight)));
+                }
                 Err(error) if error.is_connect() && Deferred::untouched(&slot) => {
                     tracing::debug!(%endpoint, %error, "endpoint refused the connection; trying the next");
                 }
