@@ -45,11 +45,14 @@ pub enum Reason {
     /// The receiving gateway's authorization refused the request: a `deny` rule matched, no
     /// `allow` rule for the service did, or the peer asserted an origin outside its trust domain.
     Denied,
+    /// The destination (the service in one cluster) has as many requests in flight and waiting
+    /// as its circuit breaker allows, or every endpoint as many connections.
+    Overloaded,
 }
 
 impl Reason {
     /// Every reason, for tables and lookups.
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::MissingAuthority,
         Reason::HeadersTooLarge,
         Reason::NotOurZone,
@@ -64,6 +67,7 @@ impl Reason {
         Reason::BadOverride,
         Reason::Timeout,
         Reason::Denied,
+        Reason::Overloaded,
     ];
 
     /// The stable code, as sent in `x-meshfed-error`.
@@ -83,6 +87,7 @@ impl Reason {
             Reason::BadOverride => "bad_override",
             Reason::Timeout => "timeout",
             Reason::Denied => "denied",
+            Reason::Overloaded => "overloaded",
         }
     }
 
@@ -102,9 +107,10 @@ impl Reason {
             Reason::HeadersTooLarge => StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             Reason::NotOurZone => StatusCode::MISDIRECTED_REQUEST,
             Reason::UnknownService | Reason::NotExported => StatusCode::NOT_FOUND,
-            Reason::PeerUnavailable | Reason::UpstreamUnavailable | Reason::NoReadyEndpoints => {
-                StatusCode::SERVICE_UNAVAILABLE
-            }
+            Reason::PeerUnavailable
+            | Reason::UpstreamUnavailable
+            | Reason::NoReadyEndpoints
+            | Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
             Reason::PeerStreamFailed | Reason::UpstreamFailed => StatusCode::BAD_GATEWAY,
         }
     }

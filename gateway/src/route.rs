@@ -31,6 +31,15 @@ pub enum Destination {
     },
 }
 
+impl Destination {
+    /// The service it is for.
+    pub fn service(&self) -> &ServiceKey {
+        match self {
+            Destination::Local(service) | Destination::Peer { service, .. } => service,
+        }
+    }
+}
+
 /// A cluster that serves a service.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Backend {

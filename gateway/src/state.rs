@@ -150,6 +150,11 @@ impl State {
         result
     }
 
+    /// This gateway's cluster.
+    pub(crate) fn cluster(&self) -> &Label {
+        &self.cluster
+    }
+
     /// The traffic policy in force.
     pub(crate) fn policy(&self) -> Arc<Policy> {
         self.policy
@@ -258,9 +263,14 @@ impl State {
         }
         let policy = self.policy();
         let service_policy = policy.service(service);
-        let order = self
-            .balancer
-            .order(&port.endpoints, service_policy, key, &mut self.dice());
+        let one_per_request = port.protocol == crate::config::Protocol::Http;
+        let order = self.balancer.order(
+            &port.endpoints,
+            service_policy,
+            one_per_request,
+            key,
+            &mut self.dice(),
+        )?;
         let outlier = service_policy.outlier_detection.as_ref();
         let mut response = self
             .upstream
@@ -283,12 +293,13 @@ impl State {
             return Err(Reason::NoReadyEndpoints);
         }
         let policy = self.policy();
-        Ok(self.balancer.order(
+        self.balancer.order(
             &port.endpoints,
             policy.service(service),
+            false,
             None,
             &mut self.dice(),
-        ))
+        )
     }
 
     /// This cluster's exports as they are now.

@@ -26,6 +26,15 @@ impl Reply {
         String::from_utf8_lossy(&self.body).into_owned()
     }
 
+    /// The name of the test upstream that answered (its `x-served-by`), or `(none)`.
+    pub fn served_by(&self) -> String {
+        self.headers
+            .get("x-served-by")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("(none)")
+            .to_owned()
+    }
+
     /// The `x-meshfed-error` reason code, if any.
     pub fn reason(&self) -> Option<&str> {
         self.headers.get("x-meshfed-error")?.to_str().ok()

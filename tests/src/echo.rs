@@ -9,6 +9,8 @@
 //! - every response names the server in `x-served-by`.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -31,6 +33,18 @@ pub const SLOW: Duration = Duration::from_millis(500);
 pub struct Echo {
     addr: SocketAddr,
     stop: CancellationToken,
+    mode: Arc<Mode>,
+}
+
+/// How an echo server misbehaves, changeable while it runs.
+#[derive(Debug, Default)]
+struct Mode {
+    /// Answer every request with this status and nothing else (0: behave).
+    failing: AtomicU16,
+    /// Wait this long before every answer.
+    delay_ms: AtomicU64,
+    /// Requests received.
+    requests: AtomicU64,
 }
 
 impl Echo {
@@ -44,14 +58,34 @@ impl Echo {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let stop = CancellationToken::new();
+        let mode = Arc::new(Mode::default());
+        let shared = mode.clone();
         tokio::spawn(serve_http(
             listener,
             Versions::Http1And2,
-            move |request| answer(name, request),
+            move |request| answer(name, shared.clone(), request),
             stop.clone(),
             Duration::from_millis(100),
         ));
-        Ok(Echo { addr, stop })
+        Ok(Echo { addr, stop, mode })
+    }
+
+    /// From now on, answers every request (health checks too) with `status`, or behaves again
+    /// with `None`.
+    pub fn fail_with(&self, status: Option<http::StatusCode>) {
+        let code = status.map_or(0, |s| s.as_u16());
+        self.mode.failing.store(code, Ordering::Relaxed);
+    }
+
+    /// How many requests it has received (health checks included).
+    pub fn requests(&self) -> u64 {
+        self.mode.requests.load(Ordering::Relaxed)
+    }
+
+    /// From now on, waits `delay` before every answer.
+    pub fn delay(&self, delay: Duration) {
+        let ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
+        self.mode.delay_ms.store(ms, Ordering::Relaxed);
     }
 
     /// Where it listens.
@@ -67,8 +101,21 @@ impl Drop for Echo {
 }
 
 /// The answer, with the server's name in `x-served-by` whatever the method.
-async fn answer(name: &'static str, request: Request<Incoming>) -> Response<Body> {
-    let mut response = respond(name, request).await;
+async fn answer(name: &'static str, mode: Arc<Mode>, request: Request<Incoming>) -> Response<Body> {
+    mode.requests.fetch_add(1, Ordering::Relaxed);
+    let delay = mode.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
+    let failing = mode.failing.load(Ordering::Relaxed);
+    let mut response = match http::StatusCode::from_u16(failing) {
+        Ok(status) if failing > 0 => {
+            let mut response = Response::new(body::full(Bytes::from(format!("{name} failing\n"))));
+            *response.status_mut() = status;
+            response
+        }
+        _ => respond(name, request).await,
+    };
     response
         .headers_mut()
         .insert("x-served-by", http::HeaderValue::from_static(name));

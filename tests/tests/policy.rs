@@ -95,15 +95,6 @@ async fn two_versions() -> anyhow::Result<(Federation, Vec<Echo>, GrpcEcho)> {
     Ok((federation, vec![v1, v2], grpc))
 }
 
-fn served_by(reply: &Reply) -> String {
-    reply
-        .headers
-        .get("x-served-by")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("(none)")
-        .to_owned()
-}
-
 async fn call(
     federation: &Federation,
     method: Method,
@@ -125,7 +116,7 @@ async fn tally(
     for _ in 0..n {
         let reply = call(federation, Method::GET, path, headers).await?;
         anyhow::ensure!(reply.status == StatusCode::OK, "{reply:?}");
-        *counts.entry(served_by(&reply)).or_default() += 1;
+        *counts.entry(reply.served_by()).or_default() += 1;
     }
     Ok(counts)
 }
@@ -135,7 +126,7 @@ async fn routes_send_headers_and_methods_to_versions_in_other_clusters() -> anyh
     let (federation, _upstreams, _grpc) = two_versions().await?;
 
     let tester = call(&federation, Method::GET, "/", &[("x-tester", "yes")]).await?;
-    assert_eq!(served_by(&tester), "greeter-west-v2", "{tester:?}");
+    assert_eq!(tester.served_by(), "greeter-west-v2", "{tester:?}");
     assert_eq!(
         tester.headers.get("x-route").map(|v| v.as_bytes()),
         Some(&b"testers"[..]),
@@ -149,13 +140,13 @@ async fn routes_send_headers_and_methods_to_versions_in_other_clusters() -> anyh
 
     let put = call(&federation, Method::PUT, "/orders/7", &[]).await?;
     assert_eq!(put.status, StatusCode::OK);
-    assert_eq!(served_by(&put), "greeter-west-v2");
+    assert_eq!(put.served_by(), "greeter-west-v2");
     // The same path with another method is not the `writes` route: the split, mostly east.
     let gets = tally(&federation, 20, "/orders/7", &[]).await?;
     assert!(gets.get("greeter-east-v1") > Some(&10), "{gets:?}");
     // Path tricks are the canonical path: `//orders/./7` is `/orders/7`.
     let tricked = call(&federation, Method::PUT, "//orders/./7", &[]).await?;
-    assert_eq!(served_by(&tricked), "greeter-west-v2");
+    assert_eq!(tricked.served_by(), "greeter-west-v2");
 
     federation.shutdown().await;
     Ok(())
@@ -216,7 +207,7 @@ async fn faults_delay_and_abort_their_share_and_timeouts_end_requests() -> anyho
                 );
                 aborted += 1;
             }
-            StatusCode::OK => assert_eq!(served_by(&reply), "greeter-east-v1"),
+            StatusCode::OK => assert_eq!(reply.served_by(), "greeter-east-v1"),
             other => panic!("unexpected {other}: {reply:?}"),
         }
     }
@@ -291,7 +282,7 @@ async fn the_override_header_pins_a_request_from_trusted_clients_only() -> anyho
             !reply.text().contains("x-meshfed-cluster"),
             "the header went on"
         );
-        *seen.entry(served_by(&reply)).or_insert(0) += 1;
+        *seen.entry(reply.served_by()).or_insert(0) += 1;
     }
     assert_eq!(
         seen.len(),
@@ -381,7 +372,7 @@ async fn the_baggage_override_pins_a_service_wherever_it_is_called() -> anyhow::
     // At the first hop too: east's gateway honours it for greeter, and the member reaches the
     // endpoint untouched.
     let reply = with_baggage(east, GREETER, "meshfed.greeter.demo=west").await?;
-    assert_eq!(served_by(&reply), "greeter-west-v2", "{reply:?}");
+    assert_eq!(reply.served_by(), "greeter-west-v2", "{reply:?}");
     assert!(
         reply.text().contains("baggage: meshfed.greeter.demo=west"),
         "{reply:?}"
@@ -597,7 +588,7 @@ async fn the_admin_api_reloads_the_policy_on_demand() -> anyhow::Result<()> {
     }
     let tester = call(&federation, Method::GET, "/", &[("x-tester", "yes")]).await?;
     assert_eq!(
-        served_by(&tester),
+        tester.served_by(),
         "greeter-west-v2",
         "the old policy is still in force"
     );

@@ -99,6 +99,8 @@ struct RawServicePolicy {
     #[serde(default, deserialize_with = "seq")]
     routes: Vec<RawRoute>,
     load_balancer: Option<resilience::RawLoadBalancer>,
+    retry_budget: Option<resilience::RawRetryBudget>,
+    circuit_breaker: Option<resilience::RawCircuitBreaker>,
     outlier_detection: Option<resilience::RawOutlierDetection>,
     locality: Option<resilience::RawLocality>,
 }
@@ -114,6 +116,7 @@ struct RawRoute {
     response_headers: Option<RawHeaderChanges>,
     timeout: Option<Text>,
     fault: Option<RawFault>,
+    retries: Option<resilience::RawRetries>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -284,10 +287,6 @@ impl Checker {
             .enumerate()
             .map(|(i, r)| self.route(&format!("{at}.routes[{i}]"), i, r, &subsets, clusters))
             .collect();
-        let routes: Option<Vec<Route>> = routes.into_iter().collect();
-        let routes = routes?;
-        let names = routes.iter().map(|r| r.name.as_str());
-        ok &= self.unique_names(&format!("{at}.routes"), names, "route of this service");
         let load_balancer = match &raw.load_balancer {
             None => Some(Default::default()),
             Some(lb) => self.load_balancer(at, lb),
@@ -300,12 +299,26 @@ impl Checker {
             None => Some(None),
             Some(l) => self.locality(at, l, local, clusters).map(Some),
         };
+        let retry_budget = match &raw.retry_budget {
+            None => Some(Default::default()),
+            Some(b) => self.retry_budget(at, b),
+        };
+        let circuit_breaker = match &raw.circuit_breaker {
+            None => Some(Default::default()),
+            Some(c) => self.circuit_breaker(at, c),
+        };
+        let routes: Option<Vec<Route>> = routes.into_iter().collect();
+        let routes = routes?;
+        let names = routes.iter().map(|r| r.name.as_str());
+        ok &= self.unique_names(&format!("{at}.routes"), names, "route of this service");
         ok.then_some(ServicePolicy {
             subsets,
             routes,
             load_balancer: load_balancer?,
             outlier_detection: outlier_detection?,
             locality: locality?,
+            retry_budget: retry_budget?,
+            circuit_breaker: circuit_breaker?,
         })
     }
 
@@ -356,6 +369,10 @@ impl Checker {
         let fault = raw.fault.as_ref().map_or(Some(Fault::default()), |f| {
             self.fault(&format!("{at}.fault"), f)
         });
+        let retries = match &raw.retries {
+            None => Some(None),
+            Some(r) => self.retries(&format!("{at}.retries"), r).map(Some),
+        };
         let backends: Option<Vec<Backend>> = backends.into_iter().collect();
         let backends = backends?;
         if !backends.is_empty() && backends.iter().all(|b| b.weight == 0) {
@@ -373,6 +390,7 @@ impl Checker {
             response_headers: response_headers?,
             timeout: timeout?,
             fault: fault?,
+            retries: retries?,
         })
     }
 

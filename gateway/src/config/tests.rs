@@ -695,3 +695,82 @@ origins:
         "{errors:#?}"
     );
 }
+
+#[test]
+fn balancing_and_resilience_parse() {
+    use crate::policy::balance::{Algorithm, HashOn};
+    let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
+    let text = r#"
+services:
+  - service: checkout.shop
+    load_balancer: { algorithm: hash, hash_on: { cookie: session } }
+    outlier_detection: { consecutive_failures: 3, base_ejection: 10s, max_ejection: 1m, max_ejected_percent: 30 }
+    locality: { failover: [west], min_healthy_percent: 80 }
+    retry_budget: { percent: 10, min_per_second: 5 }
+    circuit_breaker: { max_requests: 100, max_pending: 10, max_connections: 50 }
+    routes:
+      - retries: { attempts: 3, per_try_timeout: 250ms, on: [5xx, reset], non_idempotent: true }
+  - service: greeter.demo
+    load_balancer: { algorithm: least_request }
+    outlier_detection: { consecutive_failures: 0 }
+"#;
+    let policy = policy::parse(text, &config).expect("valid");
+    let checkout = policy.service(&"checkout.shop".parse().expect("key"));
+    assert_eq!(
+        checkout.load_balancer,
+        Algorithm::Hash(HashOn::Cookie("session".into()))
+    );
+    let outlier = checkout.outlier_detection.expect("on");
+    assert_eq!(outlier.consecutive_failures, 3);
+    assert_eq!(outlier.max_ejection, std::time::Duration::from_secs(60));
+    let locality = checkout.locality.as_ref().expect("set");
+    assert_eq!(locality.min_healthy_percent, 80);
+    assert_eq!(checkout.retry_budget.percent, 10);
+    assert_eq!(checkout.circuit_breaker.max_pending, 10);
+    let retries = checkout.routes[0].retries.expect("set");
+    assert_eq!(retries.attempts, 3);
+    assert!(retries.on.server_error && retries.on.reset && !retries.on.gateway_error);
+    assert!(retries.non_idempotent);
+    let greeter = policy.service(&"greeter.demo".parse().expect("key"));
+    assert_eq!(greeter.load_balancer, Algorithm::LeastRequest);
+    assert_eq!(greeter.outlier_detection, None, "0 failures turns it off");
+    // A service without an entry gets the defaults: P2C over peak EWMA, ejections on.
+    let other = policy.service(&"other.demo".parse().expect("key"));
+    assert_eq!(other.load_balancer, Algorithm::PeakEwma);
+    assert!(other.outlier_detection.is_some());
+}
+
+#[test]
+fn bad_balancing_and_resilience_are_refused_with_every_problem() {
+    let text = r#"
+services:
+  - service: checkout.shop
+    load_balancer: { algorithm: random, hash_on: { header: x } }
+    outlier_detection: { consecutive_failures: -1, base_ejection: 2h, max_ejected_percent: 101 }
+    locality: { failover: [east, mars], min_healthy_percent: 0 }
+    retry_budget: { percent: 200 }
+    circuit_breaker: { max_requests: 0 }
+    routes:
+      - retries: { attempts: 11, per_try_timeout: 0s, on: [sometimes], non_idempotent: maybe }
+  - service: greeter.demo
+    load_balancer: { algorithm: hash }
+"#;
+    let errors = policy_errors(text);
+    let expected = [
+        "services[0].load_balancer.algorithm",
+        "services[0].outlier_detection.consecutive_failures",
+        "services[0].outlier_detection.base_ejection",
+        "services[0].outlier_detection.max_ejected_percent",
+        "services[0].locality.failover[0]",
+        "services[0].locality.failover[1]",
+        "services[0].locality.min_healthy_percent",
+        "services[0].retry_budget.percent",
+        "services[0].circuit_breaker.max_requests",
+        "services[0].routes[0].retries.attempts",
+        "services[0].routes[0].retries.per_try_timeout",
+        "services[0].routes[0].retries.on[0]",
+        "services[0].routes[0].retries.non_idempotent",
+        "services[1].load_balancer.hash_on",
+    ];
+    assert_errors_at(&errors, &expected);
+}

@@ -11,6 +11,11 @@ pub trait Dice {
         chance.0 > 0 && self.roll() % Chance::WHOLE < u64::from(chance.0)
     }
 
+    /// A value in `[0, 1)`.
+    fn unit(&mut self) -> f64 {
+        (self.roll() >> 11) as f64 / (1u64 << 53) as f64
+    }
+
     /// A value in `0..bound` (`bound` > 0). The bias of the modulo is below 2^-32 for the
     /// bounds used here (sums of weights).
     fn below(&mut self, bound: u64) -> u64 {

@@ -17,6 +17,7 @@ pub mod locality;
 pub mod matching;
 pub mod outlier;
 pub mod path;
+pub mod retry;
 pub mod runtime_faults;
 
 #[cfg(test)]
@@ -74,6 +75,32 @@ pub struct ServicePolicy {
     pub outlier_detection: Option<outlier::OutlierDetection>,
     /// The preference for the local cluster, when no route gives weights.
     pub locality: Option<locality::Locality>,
+    /// How large a share of requests may be retries.
+    pub retry_budget: retry::BudgetConfig,
+    /// Limits on what one destination (the service in one cluster) is sent at once.
+    pub circuit_breaker: CircuitBreaker,
+}
+
+/// Limits on the requests one destination (a service in one cluster) is sent at once, so that
+/// an overloaded one is not buried (Envoy's circuit breakers, with its defaults).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CircuitBreaker {
+    /// Requests in flight to the destination.
+    pub max_requests: u32,
+    /// Requests waiting for one of those to finish; past this, 503 `overloaded`.
+    pub max_pending: u32,
+    /// Connections to one local endpoint: over HTTP/1.1, each request in flight holds one.
+    pub max_connections: u32,
+}
+
+impl Default for CircuitBreaker {
+    fn default() -> Self {
+        CircuitBreaker {
+            max_requests: 1024,
+            max_pending: 1024,
+            max_connections: 1024,
+        }
+    }
 }
 
 impl ServicePolicy {
@@ -110,6 +137,8 @@ pub struct Route {
     pub timeout: Option<Duration>,
     /// Faults injected.
     pub fault: Fault,
+    /// How failed tries are retried; the defaults ([`retry::Retries::default`]) if `None`.
+    pub retries: Option<retry::Retries>,
 }
 
 /// A weighted destination: a cluster, and optionally a subset of its endpoints.

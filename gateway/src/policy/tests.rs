@@ -25,6 +25,7 @@ fn route(backends: Vec<Backend>, fault: Fault) -> Route {
         response_headers: HeaderChanges::default(),
         timeout: None,
         fault,
+        retries: None,
     }
 }
 

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -13,13 +13,19 @@ use meshfed_discovery::{Label, ServiceKey};
 
 use crate::policy::balance::{self, Candidate, Load, PeakEwma};
 use crate::policy::outlier::{self, Health, OutlierDetection, Recorded};
-use crate::policy::{Dice, ServicePolicy};
+use crate::policy::retry::{BudgetConfig, RetryBudget};
+use crate::policy::{CircuitBreaker, Dice, ServicePolicy};
+use crate::reason::Reason;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// Shared by every request of a gateway.
 #[derive(Debug, Default)]
 pub(crate) struct Balancer {
     endpoints: Mutex<HashMap<SocketAddr, Tracked>>,
     clusters: Mutex<HashMap<(ServiceKey, Label), Health>>,
+    budgets: Mutex<HashMap<ServiceKey, RetryBudget>>,
+    /// Each destination's circuit breaker, by its limits too: a changed policy starts afresh.
+    gates: Mutex<HashMap<(ServiceKey, Label, CircuitBreaker), Arc<Gate>>>,
     /// Counts requests, for round robin.
     turn: AtomicU64,
 }
@@ -46,20 +52,100 @@ impl Drop for InFlight {
     }
 }
 
+/// A destination's requests in flight and waiting.
+#[derive(Debug)]
+struct Gate {
+    in_flight: Arc<Semaphore>,
+    waiting: AtomicU32,
+}
+
+/// A request's place among its destination's requests in flight, held until it is done.
+#[derive(Debug)]
+pub(crate) struct Admitted(#[allow(dead_code)] OwnedSemaphorePermit);
+
 impl Balancer {
+    /// Admits a request to `service` in `cluster` under `limits`: at once if fewer than
+    /// `max_requests` are in flight, after a wait if fewer than `max_pending` are waiting,
+    /// else not at all.
+    pub(crate) async fn admit(
+        &self,
+        service: &ServiceKey,
+        cluster: &Label,
+        limits: &CircuitBreaker,
+    ) -> Result<Admitted, Reason> {
+        let gate = self
+            .gates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((service.clone(), cluster.clone(), *limits))
+            .or_insert_with(|| {
+                Arc::new(Gate {
+                    in_flight: Arc::new(Semaphore::new(limits.max_requests as usize)),
+                    waiting: AtomicU32::new(0),
+                })
+            })
+            .clone();
+        if let Ok(permit) = gate.in_flight.clone().try_acquire_owned() {
+            return Ok(Admitted(permit));
+        }
+        if gate.waiting.fetch_add(1, Ordering::AcqRel) >= limits.max_pending {
+            gate.waiting.fetch_sub(1, Ordering::AcqRel);
+            tracing::debug!(svc = %service, peer.cluster = %cluster, "circuit breaker: overloaded");
+            return Err(Reason::Overloaded);
+        }
+        let permit = gate.in_flight.clone().acquire_owned().await;
+        gate.waiting.fetch_sub(1, Ordering::AcqRel);
+        permit.map(Admitted).map_err(|_| Reason::Overloaded)
+    }
+
+    /// Counts a first try of a request to `service` in its retry budget.
+    pub(crate) fn deposit(&self, service: &ServiceKey) {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        budgets
+            .entry(service.clone())
+            .or_default()
+            .deposit(Instant::now());
+    }
+
+    /// Takes a retry of a request to `service` out of its budget, if one is left.
+    pub(crate) fn withdraw(&self, service: &ServiceKey, config: &BudgetConfig) -> bool {
+        let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
+        let granted = budgets
+            .entry(service.clone())
+            .or_default()
+            .withdraw(Instant::now(), config);
+        if !granted {
+            tracing::debug!(svc = %service, "retry budget spent; not retrying");
+        }
+        granted
+    }
+
     /// The order in which to try `endpoints` (not empty) for one request of a service with
     /// `policy`: the balancer's choice first, then the others from there on (for a refused
-    /// connection), endpoints ejected by outlier detection last.
+    /// connection), endpoints ejected by outlier detection last. Over HTTP/1.1 (`one_per_request`)
+    /// an endpoint with as many requests in flight as the circuit breaker's `max_connections`
+    /// is left out; if all are, the request is refused.
     pub(crate) fn order(
         &self,
         endpoints: &[SocketAddr],
         policy: &ServicePolicy,
+        one_per_request: bool,
         key: Option<u64>,
         dice: &mut impl Dice,
-    ) -> Vec<SocketAddr> {
+    ) -> Result<Vec<SocketAddr>, Reason> {
         let now = Instant::now();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let mut table = self.endpoints();
+        let limit = policy.circuit_breaker.max_connections;
+        let endpoints: Vec<SocketAddr> = endpoints
+            .iter()
+            .filter(|e| !one_per_request || table.get(e).is_none_or(|t| t.load.pending < limit))
+            .copied()
+            .collect();
+        if endpoints.is_empty() {
+            tracing::debug!("circuit breaker: every endpoint has max_connections in flight");
+            return Err(Reason::Overloaded);
+        }
         let eligible = match &policy.outlier_detection {
             Some(config) => outlier::eligible(
                 endpoints.iter().map(|e| table.get(e).map(|t| &t.health)),
@@ -110,7 +196,7 @@ impl Balancer {
         };
         let mut order: Vec<SocketAddr> = up[first..].iter().chain(&up[..first]).copied().collect();
         order.extend(out);
-        order
+        Ok(order)
     }
 
     /// Counts a request sent to `endpoint` until the returned guard drops.

@@ -19,18 +19,17 @@ use std::sync::atomic::Ordering;
 use http::{HeaderValue, Request, Response, StatusCode, header};
 use hyper::body::Incoming;
 use meshfed_discovery::ServiceKey;
-use meshfed_trust::SpiffeId;
 use tracing::Instrument;
 
 use super::body::{self, Body};
+use super::forward::{self, Hop};
 use super::headers;
 use crate::federation::wire;
-use crate::policy::outlier::OutlierDetection;
+use crate::policy::retry::Retries;
 use crate::policy::{
     AbortStatus, Decision, Labels, Pin, RequestView, Target, baggage, path as canonical,
 };
 use crate::reason::Reason;
-use crate::route::Destination;
 use crate::state::State;
 
 /// The request header with which a trusted client pins the next hop to one cluster.
@@ -181,15 +180,20 @@ async fn proxy(
         route.request_headers.apply(&mut parts.headers);
     }
     let request = Request::from_parts(parts, body::incoming(incoming));
+    let default_retries = Retries::default();
     let hop = Hop {
         destination,
         selector: &selector,
         port,
         origin,
         key: decision.key,
-        outlier: decision.service.outlier_detection.as_ref(),
+        policy: decision.service,
+        retries: decision
+            .route
+            .and_then(|r| r.retries.as_ref())
+            .unwrap_or(&default_retries),
     };
-    let forwarded = forward(state, &hop, request);
+    let forwarded = forward::send(state, &hop, request);
     let response = match decision.route.and_then(|r| r.timeout) {
         Some(timeout) => tokio::time::timeout(timeout, forwarded)
             .await
@@ -206,67 +210,6 @@ async fn proxy(
             .insert(FAULT_HEADER, HeaderValue::from_static("delay"));
     }
     Ok(response)
-}
-
-/// Where one request goes, and how, as the policy decided.
-struct Hop<'a> {
-    destination: Destination,
-    /// The subset's labels (empty for any endpoint).
-    selector: &'a Labels,
-    /// The port the client named.
-    port: Option<u16>,
-    /// The identity asserted for the client to a peer.
-    origin: Option<&'a SpiffeId>,
-    /// The consistent-hash key, if the service hashes.
-    key: Option<u64>,
-    /// The service's outlier detection.
-    outlier: Option<&'a OutlierDetection>,
-}
-
-async fn forward(
-    state: &State,
-    hop: &Hop<'_>,
-    mut request: Request<Body>,
-) -> Result<Response<Body>, Reason> {
-    let (peer, service) = match &hop.destination {
-        Destination::Local(service) => {
-            return state
-                .forward_local(service, hop.port, hop.selector, hop.key, request)
-                .await;
-        }
-        Destination::Peer { peer, service } => (peer, service),
-    };
-    tracing::Span::current().record("peer.cluster", tracing::field::display(peer));
-    if !hop.selector.is_empty() {
-        let labels = HeaderValue::from_str(&wire::format_labels(hop.selector))
-            .map_err(|_| Reason::NoReadyEndpoints)?;
-        request.headers_mut().insert(wire::ENDPOINT_LABELS, labels);
-    }
-    if let Some(origin) = hop
-        .origin
-        .and_then(|id| HeaderValue::from_str(&id.to_string()).ok())
-    {
-        request.headers_mut().insert(wire::ORIGIN, origin);
-    }
-    let Some(client) = state.peers.get(peer) else {
-        return Err(Reason::UnknownService);
-    };
-    let answer = client.forward(request, service, hop.port).await;
-    if let Some(outlier) = hop.outlier {
-        // The cluster failed if its gateway could not serve the request (it answered for
-        // itself with a 5xx) or could not be reached; a service's own 5xx is the service's.
-        let failed = match &answer {
-            Ok(response) => {
-                response.status().is_server_error()
-                    && response.headers().contains_key(crate::reason::ERROR_HEADER)
-            }
-            Err(_) => true,
-        };
-        state
-            .balancer
-            .record_cluster(service, peer, !failed, outlier);
-    }
-    answer
 }
 
 /// The cluster a trusted client pins this request to with [`OVERRIDE_HEADER`]. The header of

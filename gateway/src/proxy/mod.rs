@@ -4,6 +4,7 @@
 
 pub(crate) mod balancer;
 pub mod body;
+pub(crate) mod forward;
 pub(crate) mod headers;
 pub(crate) mod local;
 pub mod serve;

@@ -1,4 +1,5 @@
-//! The policy file's load balancing, outlier detection and locality, per service, validated.
+//! The policy file's load balancing, outlier detection, locality, retries, retry budget and
+//! circuit breaker, validated.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -10,9 +11,11 @@ use serde::Deserialize;
 use super::{bounded, seq};
 use crate::config::raw::Text;
 use crate::config::validate::{Checker, parse_label};
+use crate::policy::CircuitBreaker;
 use crate::policy::balance::{Algorithm, HashOn};
 use crate::policy::locality::Locality;
 use crate::policy::outlier::OutlierDetection;
+use crate::policy::retry::{BudgetConfig, Retries, RetryOn};
 
 /// The longest an ejection may last.
 const MAX_EJECTION: Duration = Duration::from_secs(3600);
@@ -213,4 +216,169 @@ impl Checker {
             min_healthy_percent: percent?,
         })
     }
+}
+
+// === retries and limits ===
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawRetries {
+    attempts: Option<Text>,
+    per_try_timeout: Option<Text>,
+    #[serde(default, deserialize_with = "seq")]
+    on: Vec<Text>,
+    non_idempotent: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawRetryBudget {
+    percent: Option<Text>,
+    min_per_second: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(super) struct RawCircuitBreaker {
+    max_requests: Option<Text>,
+    max_pending: Option<Text>,
+    max_connections: Option<Text>,
+}
+
+/// The most tries after the first a route may ask for.
+const MAX_RETRIES: u32 = 10;
+
+impl Checker {
+    pub(super) fn retries(&mut self, at: &str, raw: &RawRetries) -> Option<Retries> {
+        let default = Retries::default();
+        let attempts = self.optional(
+            &format!("{at}.attempts"),
+            raw.attempts.as_ref(),
+            default.attempts,
+            |s| whole(s, 0, MAX_RETRIES),
+        );
+        let per_try_timeout = match &raw.per_try_timeout {
+            None => Some(None),
+            Some(t) => self
+                .value(&format!("{at}.per_try_timeout"), t, |s| {
+                    bounded(s, Duration::from_secs(3600))
+                })
+                .map(Some),
+        };
+        let on = match raw.on.is_empty() {
+            true => Some(default.on),
+            false => self.retry_on(&format!("{at}.on"), &raw.on),
+        };
+        let non_idempotent = self.optional(
+            &format!("{at}.non_idempotent"),
+            raw.non_idempotent.as_ref(),
+            false,
+            |s| match s {
+                "true" => Ok(true),
+                "false" => Ok(false),
+                _ => Err("expected `true` or `false`".to_owned()),
+            },
+        );
+        Some(Retries {
+            attempts: attempts?,
+            per_try_timeout: per_try_timeout?,
+            on: on?,
+            non_idempotent: non_idempotent?,
+        })
+    }
+
+    fn retry_on(&mut self, at: &str, raw: &[Text]) -> Option<RetryOn> {
+        let mut on = RetryOn {
+            connect_failure: false,
+            reset: false,
+            gateway_error: false,
+            server_error: false,
+            per_try_timeout: false,
+        };
+        let mut ok = true;
+        for (i, text) in raw.iter().enumerate() {
+            let flag = self.value(&format!("{at}[{i}]"), text, |s| match s {
+                "connect_failure" | "reset" | "gateway_error" | "5xx" | "per_try_timeout" => {
+                    Ok(s.to_owned())
+                }
+                _ => Err(
+                    "expected `connect_failure`, `reset`, `gateway_error`, `5xx` or \
+                          `per_try_timeout`"
+                        .to_owned(),
+                ),
+            });
+            match flag.as_deref() {
+                Some("connect_failure") => on.connect_failure = true,
+                Some("reset") => on.reset = true,
+                Some("gateway_error") => on.gateway_error = true,
+                Some("5xx") => on.server_error = true,
+                Some(_) => on.per_try_timeout = true,
+                None => ok = false,
+            }
+        }
+        ok.then_some(on)
+    }
+
+    pub(super) fn retry_budget(&mut self, at: &str, raw: &RawRetryBudget) -> Option<BudgetConfig> {
+        let at = format!("{at}.retry_budget");
+        let default = BudgetConfig::default();
+        let percent = self.optional(
+            &format!("{at}.percent"),
+            raw.percent.as_ref(),
+            default.percent,
+            |s| whole(s, 0, 100),
+        );
+        let min = self.optional(
+            &format!("{at}.min_per_second"),
+            raw.min_per_second.as_ref(),
+            default.min_per_second,
+            |s| whole(s, 0, 10_000),
+        );
+        Some(BudgetConfig {
+            percent: percent?,
+            min_per_second: min?,
+        })
+    }
+
+    pub(super) fn circuit_breaker(
+        &mut self,
+        at: &str,
+        raw: &RawCircuitBreaker,
+    ) -> Option<CircuitBreaker> {
+        let at = format!("{at}.circuit_breaker");
+        let default = CircuitBreaker::default();
+        let limit = |check: &mut Checker, key: &str, text: Option<&Text>, default: u32| {
+            check.optional(&format!("{at}.{key}"), text, default, |s| {
+                whole(s, 1, 1_000_000)
+            })
+        };
+        let max_requests = limit(
+            self,
+            "max_requests",
+            raw.max_requests.as_ref(),
+            default.max_requests,
+        );
+        let max_pending = limit(
+            self,
+            "max_pending",
+            raw.max_pending.as_ref(),
+            default.max_pending,
+        );
+        let max_connections = limit(
+            self,
+            "max_connections",
+            raw.max_connections.as_ref(),
+            default.max_connections,
+        );
+        Some(CircuitBreaker {
+            max_requests: max_requests?,
+            max_pending: max_pending?,
+            max_connections: max_connections?,
+        })
+    }
+}
+
+/// A whole number from `min` to `max`.
+fn whole(s: &str, min: u32, max: u32) -> Result<u32, String> {
+    s.parse::<u32>()
+        .ok()
+        .filter(|n| (min..=max).contains(n))
+        .ok_or_else(|| format!("expected a whole number from {min} to {max}"))
 }
