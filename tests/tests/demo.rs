@@ -123,6 +123,30 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         "{table}"
     );
 
+    // And the fault experiment, as printed: about half of greeter's calls are aborted.
+    let fault = guide
+        .iter()
+        .map(|l| l.trim())
+        .find_map(|l| l.strip_prefix("meshfed fault set "))
+        .ok_or_else(|| anyhow::anyhow!("no meshfed fault command in {guide:#?}"))?;
+    let output = Command::new(binary::meshfed()?)
+        .args(["fault", "set"])
+        .args(fault.split_whitespace())
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let aborted = (0..40)
+        .map(|_| {
+            sh(&format!(
+                "{} -o /dev/null -w '%{{http_code}}'",
+                commands[2].replace("curl -s", "curl -s -S")
+            ))
+        })
+        .collect::<anyhow::Result<Vec<String>>>()?
+        .iter()
+        .filter(|code| code.as_str() == "503")
+        .count();
+    assert!((6..=34).contains(&aborted), "{aborted} of 40 aborted");
+
     // Ctrl-C stops it cleanly.
     let status = Command::new("kill")
         .args(["-INT", &demo.0.id().to_string()])

@@ -251,6 +251,10 @@ Try these in another terminal.
 What each gateway knows, from which clusters, with endpoint health:
   meshfed services --admin 127.0.1.1:15000
 
+An experiment that ends by itself: for one minute, east answers half of greeter's requests
+with 503 (the response says `x-meshfed-fault: abort`); `meshfed fault list` shows it:
+  meshfed fault set greeter.demo --abort 503 --abort-percent 50 --for 1m --admin 127.0.1.1:15000
+
 Configs and CAs: {dir} (removed on exit). Ctrl-C stops.
 "#,
         dir = dir.display()

@@ -109,6 +109,41 @@ proptest! {
         }
     }
 
+    /// With hashing on a header, a request's key keeps its backend whatever the dice, as long
+    /// as the weights are unchanged.
+    #[test]
+    fn a_sticky_key_keeps_its_backend(
+        user in "[a-z0-9]{1,12}",
+        weights in prop::collection::vec(1u32..100, 2..5),
+        seeds in prop::collection::vec(any::<u64>(), 10),
+    ) {
+        let names = ["a", "b", "c", "d"];
+        let backends = weights.iter().zip(names).map(|(w, n)| backend(n, *w)).collect();
+        let mut policy = policy(route(backends, Fault::default()));
+        if let Some(service) = policy.services.get_mut(&service()) {
+            service.load_balancer = balance::Algorithm::Hash(balance::HashOn::Header(
+                http::HeaderName::from_static("x-user"),
+            ));
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert("x-user", user.parse().expect("value"));
+        let request = RequestView {
+            method: &Method::GET,
+            path: "/",
+            query: None,
+            headers: &headers,
+            client: None,
+        };
+        let targets: Vec<Target> = seeds
+            .iter()
+            .map(|seed| {
+                let mut dice = SplitMix64::new(*seed);
+                policy.decide(&service(), &request, None, |_, _| true, &mut dice).target
+            })
+            .collect();
+        prop_assert!(targets.windows(2).all(|t| t[0] == t[1]), "{:?}", targets);
+    }
+
     /// An unavailable backend gets nothing, and the rest share its part by their weights:
     /// within 3 % over 10,000 requests (six standard deviations, so that 256 random seeds a
     /// run do not make a flaky test).
