@@ -165,7 +165,9 @@ impl State {
 
     /// Decides by `policy` from now on; requests under way keep the one they started with.
     pub(crate) fn set_policy(&self, policy: Arc<Policy>) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy.clone();
+        self.balancer
+            .retain_gates(|service| policy.service(service).circuit_breaker);
     }
 
     /// Dice for one request's decisions, independent of every other request's.
@@ -265,6 +267,7 @@ impl State {
         let service_policy = policy.service(service);
         let one_per_request = port.protocol == crate::config::Protocol::Http;
         let order = self.balancer.order(
+            (service, port.port),
             &port.endpoints,
             service_policy,
             one_per_request,
@@ -294,6 +297,7 @@ impl State {
         }
         let policy = self.policy();
         self.balancer.order(
+            (service, port.port),
             &port.endpoints,
             policy.service(service),
             false,
@@ -312,7 +316,13 @@ impl State {
 
     /// Forwards to `exports`' endpoints from now on.
     pub(crate) fn set_exports(&self, exports: Arc<BTreeMap<ServiceKey, Export>>) {
+        let current: std::collections::BTreeSet<SocketAddr> = exports
+            .values()
+            .flat_map(|e| &e.ports)
+            .flat_map(|p| p.endpoints.iter().copied())
+            .collect();
         *self.exports.write().unwrap_or_else(|e| e.into_inner()) = exports;
+        self.balancer.retain_endpoints(|e| current.contains(e));
     }
 
     /// Whether `peer` may reach `service`. A refusal is answered as unknown, so

@@ -380,6 +380,34 @@ async fn the_baggage_override_pins_a_service_wherever_it_is_called() -> anyhow::
     let bad = with_baggage(east, GREETER, "meshfed.greeter.demo=West!").await?;
     assert_eq!(bad.reason(), Some("bad_override"), "{bad:?}");
 
+    // East stops trusting its clients: it takes the pin out of the baggage before passing it
+    // on, so that west, which trusts the frontend that propagates it, never sees it.
+    let east_stats = federation.gateway("east").stats().clone();
+    let untrusting = POLICY.replace("overrides:\n  trusted_clients: [127.0.0.0/8]\n", "");
+    assert_ne!(untrusting, POLICY);
+    std::fs::write(federation.policy_file("east"), &untrusting)?;
+    wait::until(Duration::from_secs(5), "east's new policy", || {
+        east_stats.policy_reloads.load(Ordering::Relaxed) == 1
+    })
+    .await?;
+    let laundered = chain("userId=7,meshfed.greeter.demo=east", 30).await?;
+    assert_eq!(
+        laundered.len(),
+        2,
+        "a pin passed through an untrusting gateway: {laundered:?}"
+    );
+    let reply = with_baggage(east, GREETER, "userId=7,meshfed.greeter.demo=east").await?;
+    let text = reply.text();
+    assert!(
+        text.contains("baggage: userId=7\n"),
+        "the rest of the baggage travels on: {text}"
+    );
+    std::fs::write(federation.policy_file("east"), POLICY)?;
+    wait::until(Duration::from_secs(5), "east's policy back", || {
+        east_stats.policy_reloads.load(Ordering::Relaxed) == 2
+    })
+    .await?;
+
     // West stops trusting its clients: the baggage is ignored there, and greeter spreads again.
     let west_stats = federation.gateway("west").stats().clone();
     std::fs::write(

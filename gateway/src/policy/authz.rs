@@ -9,7 +9,9 @@
 //! 3. otherwise the export allows it.
 //!
 //! Paths are compared in canonical form ([`super::path`]); the caller normalises first, so
-//! that `//admin`, `/./admin` and `/%61dmin` meet the rules for `/admin`.
+//! that `//admin`, `/./admin` and `/%61dmin` meet the rules for `/admin`. A TCP tunnel
+//! (`CONNECT`) has no path: allow rules with `paths` never match it, deny rules ignore their
+//! `paths` for it.
 
 use http::Method;
 use meshfed_discovery::ServiceKey;
@@ -39,8 +41,8 @@ pub struct Rule {
     pub ports: Vec<u16>,
     /// Methods it matches; every method when empty.
     pub methods: Vec<Method>,
-    /// Paths it matches; every path when empty. A TCP tunnel has no path: a rule with
-    /// paths never matches one.
+    /// Paths it matches; every path when empty. A TCP tunnel has no path (see
+    /// [`Rule::matches`]).
     pub paths: Vec<PathMatch>,
 }
 
@@ -126,14 +128,20 @@ impl Rule {
         self.services.is_empty() || self.services.contains(service)
     }
 
+    /// Whether `access` meets every condition. A TCP tunnel has no path: an `allow` rule
+    /// with `paths` never matches one, and a `deny` rule ignores its `paths` for one (as Istio
+    /// does for TCP), so that either way a tunnel errs towards being refused.
     fn matches(&self, access: &Access<'_>) -> bool {
+        let path_ok = match (access.path, self.action) {
+            _ if self.paths.is_empty() => true,
+            (Some(path), _) => self.paths.iter().any(|p| p.matches(path)),
+            (None, Action::Deny) => true,
+            (None, Action::Allow) => false,
+        };
         (self.from.is_empty() || self.from.iter().any(|s| s.matches(access.source)))
             && (self.ports.is_empty() || self.ports.contains(&access.port))
             && (self.methods.is_empty() || self.methods.contains(access.method))
-            && (self.paths.is_empty()
-                || access
-                    .path
-                    .is_some_and(|path| self.paths.iter().any(|p| p.matches(path))))
+            && path_ok
     }
 }
 
@@ -185,7 +193,8 @@ mod tests {
     }
 
     /// Deny rules win; allow rules make an allow-list only for the services they name; a
-    /// rule's conditions must all hold; a rule with paths never matches a TCP tunnel.
+    /// rule's conditions must all hold; for a TCP tunnel, an allow rule with paths never
+    /// matches and a deny rule's paths are ignored.
     #[test]
     fn rules_decide_in_order_of_precedence() {
         let greeter: ServiceKey = "greeter.demo".parse().expect("service");
@@ -196,6 +205,7 @@ mod tests {
         let authorization = Authorization {
             rules: vec![
                 Rule {
+                    ports: vec![80],
                     paths: vec![PathMatch::Prefix("/admin".into())],
                     ..rule("no-admin", Action::Deny)
                 },
@@ -221,7 +231,7 @@ mod tests {
         let get = Method::GET;
         let post = Method::POST;
         let connect = Method::CONNECT;
-        let cases: [Case<'_>; 9] = [
+        let cases: [Case<'_>; 10] = [
             (
                 &web,
                 &greeter,
@@ -273,6 +283,15 @@ mod tests {
             ),
             (&batch, &db, 5433, &connect, None, Verdict::Deny(None)),
             (&web, &db, 5432, &connect, None, Verdict::Deny(None)),
+            // A deny rule's paths do not spare a tunnel: it is refused.
+            (
+                &web,
+                &other,
+                80,
+                &connect,
+                None,
+                Verdict::Deny(Some("no-admin")),
+            ),
         ];
         for (i, (source, service, port, method, path, expected)) in cases.into_iter().enumerate() {
             let access = Access {

@@ -44,6 +44,18 @@ pub fn pin<'a>(
     Some(parse(&percent_decode(value, false)))
 }
 
+/// `value` (one `baggage` header) without its pins (`meshfed.*` members), or `None` if it
+/// has none. An untrusted client's pins are taken out before the header travels on, so that
+/// a later gateway, which sees a trusted application as its client, cannot honour them.
+pub fn without_pins(value: &str) -> Option<String> {
+    let is_pin = |member: &str| member.trim_start().starts_with(KEY_PREFIX);
+    if !value.split(',').any(is_pin) {
+        return None;
+    }
+    let kept: Vec<&str> = value.split(',').filter(|m| !is_pin(m)).collect();
+    Some(kept.join(","))
+}
+
 fn parse(value: &str) -> Result<Pin, BadMember> {
     let (cluster, subset) = match value.split_once('/') {
         Some((cluster, subset)) => (cluster, Some(subset)),
@@ -96,6 +108,12 @@ mod tests {
             pin_of(&["meshfed.greeter.demo=east", "meshfed.greeter.demo=west"]),
             pinned("east", None)
         );
+        assert_eq!(without_pins("userId=42"), None);
+        assert_eq!(
+            without_pins("userId=42, meshfed.greeter.demo=west,x=y").as_deref(),
+            Some("userId=42,x=y")
+        );
+        assert_eq!(without_pins(" meshfed.a.b=west").as_deref(), Some(""));
         for bad in ["", "West!", "west/", "/v2", "west/v2/x", "west%zz", "we st"] {
             assert_eq!(
                 pin_of(&[&format!("meshfed.greeter.demo={bad}")]),

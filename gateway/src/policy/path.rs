@@ -22,6 +22,9 @@ pub enum PathError {
     /// A `%` not followed by two hex digits.
     #[error("a '%' not followed by two hex digits")]
     BadEscape,
+    /// A raw `\`, which some servers read as `/`: refused rather than guessed at.
+    #[error("a '\\' in the path")]
+    Backslash,
     /// The canonical form does not make a valid request target (never seen; kept for safety).
     #[error("the canonical path is not a valid request target")]
     NotATarget,
@@ -50,6 +53,9 @@ pub fn canonical_uri(uri: &http::Uri) -> Result<Option<http::Uri>, PathError> {
 /// common case, which costs one scan and no allocation).
 pub fn normalize(path: &str) -> Result<Cow<'_, str>, PathError> {
     let rest = path.strip_prefix('/').ok_or(PathError::NotAbsolute)?;
+    if rest.contains('\\') {
+        return Err(PathError::Backslash);
+    }
     if is_canonical(rest) {
         return Ok(Cow::Borrowed(path));
     }
@@ -100,13 +106,14 @@ fn is_canonical(rest: &str) -> bool {
 }
 
 /// Decodes the escapes of unreserved characters in one segment and upper-cases the rest.
+/// Bytes are copied as they are, so a segment in UTF-8 stays intact.
 fn decode_unreserved(segment: &str) -> Result<String, PathError> {
     let bytes = segment.as_bytes();
-    let mut out = String::with_capacity(segment.len());
+    let mut out: Vec<u8> = Vec::with_capacity(segment.len());
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] != b'%' {
-            out.push(char::from(bytes[i]));
+            out.push(bytes[i]);
             i += 1;
             continue;
         }
@@ -116,13 +123,14 @@ fn decode_unreserved(segment: &str) -> Result<String, PathError> {
             .and_then(|h| u8::from_str_radix(h, 16).ok())
             .ok_or(PathError::BadEscape)?;
         if value.is_ascii_alphanumeric() || b"-._~".contains(&value) {
-            out.push(char::from(value));
+            out.push(value);
         } else {
-            out.push_str(&format!("%{value:02X}"));
+            out.extend_from_slice(format!("%{value:02X}").as_bytes());
         }
         i += 3;
     }
-    Ok(out)
+    // Only ASCII was decoded into a copy of valid UTF-8: it is still valid.
+    String::from_utf8(out).map_err(|_| PathError::BadEscape)
 }
 
 #[cfg(test)]
@@ -132,6 +140,8 @@ mod tests {
     #[test]
     fn canonical_forms() {
         let cases = [
+            ("//caf\u{e9}/./x", "/caf\u{e9}/x"),
+            ("/%2e/\u{65e5}\u{672c}", "/\u{65e5}\u{672c}"),
             ("/", "/"),
             ("//", "/"),
             ("/admin", "/admin"),
@@ -167,5 +177,6 @@ mod tests {
         assert_eq!(normalize("/a%2"), Err(PathError::BadEscape));
         assert_eq!(normalize("/a%zz"), Err(PathError::BadEscape));
         assert_eq!(normalize("/a%"), Err(PathError::BadEscape));
+        assert_eq!(normalize("/public\\..\\admin"), Err(PathError::Backslash));
     }
 }

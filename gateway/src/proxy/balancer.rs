@@ -5,13 +5,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use meshfed_discovery::{Label, ServiceKey};
 
-use crate::policy::balance::{self, Candidate, Load, PeakEwma};
+use crate::policy::balance::{self, Algorithm, Candidate, Load, PeakEwma};
 use crate::policy::outlier::{self, Health, OutlierDetection, Recorded};
 use crate::policy::retry::{BudgetConfig, RetryBudget};
 use crate::policy::{CircuitBreaker, Dice, ServicePolicy};
@@ -26,8 +26,8 @@ pub(crate) struct Balancer {
     budgets: Mutex<HashMap<ServiceKey, RetryBudget>>,
     /// Each destination's circuit breaker, by its limits too: a changed policy starts afresh.
     gates: Mutex<HashMap<(ServiceKey, Label, CircuitBreaker), Arc<Gate>>>,
-    /// Counts requests, for round robin.
-    turn: AtomicU64,
+    /// Counts each service port's requests, for round robin.
+    turns: Mutex<HashMap<(ServiceKey, u16), u64>>,
 }
 
 #[derive(Debug)]
@@ -42,12 +42,31 @@ struct Tracked {
 pub(crate) struct InFlight {
     balancer: Arc<Balancer>,
     endpoint: SocketAddr,
+    sent: Instant,
+    /// Whether its answer was recorded; one dropped before (a timeout, a client that hung
+    /// up) counts the time it waited as its latency, so that a hanging endpoint is shunned.
+    answered: bool,
+}
+
+impl InFlight {
+    /// Records the try's outcome: answered (not 5xx) after the time since it was sent, or
+    /// failed.
+    pub(crate) fn answered(&mut self, ok: bool, outlier: Option<&OutlierDetection>) {
+        self.answered = true;
+        let latency = ok.then(|| self.sent.elapsed());
+        self.balancer.record(self.endpoint, latency, outlier);
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
+        let waited = self.sent.elapsed();
+        let now = Instant::now();
         if let Some(tracked) = self.balancer.endpoints().get_mut(&self.endpoint) {
             tracked.load.pending = tracked.load.pending.saturating_sub(1);
+            if !self.answered {
+                tracked.load.latency.observe(waited, now);
+            }
         }
     }
 }
@@ -57,6 +76,26 @@ impl Drop for InFlight {
 struct Gate {
     in_flight: Arc<Semaphore>,
     waiting: AtomicU32,
+}
+
+/// A request counted among those waiting at a gate, until dropped.
+struct Waiting<'g> {
+    gate: &'g Gate,
+    /// How many were waiting before it.
+    ahead: u32,
+}
+
+impl<'g> Waiting<'g> {
+    fn enter(gate: &'g Gate) -> Self {
+        let ahead = gate.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting { gate, ahead }
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.gate.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A request's place among its destination's requests in flight, held until it is done.
@@ -88,14 +127,33 @@ impl Balancer {
         if let Ok(permit) = gate.in_flight.clone().try_acquire_owned() {
             return Ok(Admitted(permit));
         }
-        if gate.waiting.fetch_add(1, Ordering::AcqRel) >= limits.max_pending {
-            gate.waiting.fetch_sub(1, Ordering::AcqRel);
+        // Counted while waiting, and uncounted however the wait ends (a timeout or a client
+        // that hangs up drops it midway).
+        let waiting = Waiting::enter(&gate);
+        if waiting.ahead >= limits.max_pending {
             tracing::debug!(svc = %service, peer.cluster = %cluster, "circuit breaker: overloaded");
             return Err(Reason::Overloaded);
         }
         let permit = gate.in_flight.clone().acquire_owned().await;
-        gate.waiting.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         permit.map(Admitted).map_err(|_| Reason::Overloaded)
+    }
+
+    /// Forgets endpoints for which `keep` is false (gone from the exports), so that churn in
+    /// endpoint addresses does not grow the table for ever.
+    pub(crate) fn retain_endpoints(&self, keep: impl Fn(&SocketAddr) -> bool) {
+        self.endpoints().retain(|endpoint, _| keep(endpoint));
+    }
+
+    /// Forgets circuit breakers whose limits are no longer `current`'s for their service and
+    /// that hold no request (a policy change makes new ones).
+    pub(crate) fn retain_gates(&self, current: impl Fn(&ServiceKey) -> CircuitBreaker) {
+        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        gates.retain(|(service, _, limits), gate| {
+            *limits == current(service)
+                || gate.waiting.load(Ordering::Acquire) > 0
+                || gate.in_flight.available_permits() < limits.max_requests as usize
+        });
     }
 
     /// Counts a first try of a request to `service` in its retry budget.
@@ -127,6 +185,7 @@ impl Balancer {
     /// is left out; if all are, the request is refused.
     pub(crate) fn order(
         &self,
+        (service, port): (&ServiceKey, u16),
         endpoints: &[SocketAddr],
         policy: &ServicePolicy,
         one_per_request: bool,
@@ -134,7 +193,15 @@ impl Balancer {
         dice: &mut impl Dice,
     ) -> Result<Vec<SocketAddr>, Reason> {
         let now = Instant::now();
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let turn = match policy.load_balancer {
+            Algorithm::RoundRobin => {
+                let mut turns = self.turns.lock().unwrap_or_else(|e| e.into_inner());
+                let turn = turns.entry((service.clone(), port)).or_default();
+                *turn += 1;
+                *turn - 1
+            }
+            _ => 0,
+        };
         let mut table = self.endpoints();
         let limit = policy.circuit_breaker.max_connections;
         let endpoints: Vec<SocketAddr> = endpoints
@@ -206,11 +273,13 @@ impl Balancer {
         InFlight {
             balancer: self.clone(),
             endpoint,
+            sent: now,
+            answered: false,
         }
     }
 
     /// Records how a request to `endpoint` went: answered (not 5xx) after `latency`, or failed.
-    pub(crate) fn record(
+    fn record(
         &self,
         endpoint: SocketAddr,
         answered: Option<Duration>,
@@ -267,4 +336,63 @@ fn tracked(
         load: Load::new(now),
         health: Health::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_wait_given_up_leaves_its_place_to_the_next() {
+        let balancer = Balancer::default();
+        let limits = CircuitBreaker {
+            max_requests: 1,
+            max_pending: 1,
+            max_connections: 1,
+        };
+        let service: ServiceKey = "greeter.demo".parse().expect("service");
+        let cluster: Label = "east".parse().expect("cluster");
+        let admit = || balancer.admit(&service, &cluster, &limits);
+        let held = admit().await.expect("room");
+        // One waits, and gives up (a timeout); then another may wait in its place, where a
+        // leaked place would have it refused at once.
+        let short = Duration::from_millis(20);
+        assert!(
+            tokio::time::timeout(short, admit()).await.is_err(),
+            "waited"
+        );
+        assert!(
+            tokio::time::timeout(short, admit()).await.is_err(),
+            "waited again"
+        );
+        // Two at once: one waits, the other is refused.
+        let (first, second) = tokio::join!(
+            tokio::time::timeout(short, admit()),
+            tokio::time::timeout(short, admit())
+        );
+        let refused = [first, second]
+            .into_iter()
+            .filter(|r| matches!(r, Ok(Err(Reason::Overloaded))))
+            .count();
+        assert_eq!(refused, 1);
+        drop(held);
+        assert!(admit().await.is_ok());
+    }
+
+    #[test]
+    fn a_try_dropped_unanswered_counts_its_wait_as_latency() {
+        let balancer = Arc::new(Balancer::default());
+        let endpoint: SocketAddr = "127.0.0.1:8080".parse().expect("addr");
+        let in_flight = balancer.start(endpoint);
+        std::thread::sleep(Duration::from_millis(50));
+        drop(in_flight);
+        let table = balancer.endpoints();
+        let tracked = table.get(&endpoint).expect("tracked");
+        assert_eq!(tracked.load.pending, 0);
+        assert!(
+            tracked.load.latency.estimate() >= 40e6,
+            "{}",
+            tracked.load.latency.estimate()
+        );
+    }
 }

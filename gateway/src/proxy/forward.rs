@@ -95,7 +95,16 @@ async fn try_once(
         None => Ok(forward(state, hop, request).await),
     };
     match tried {
-        Err(_) => (Err(Reason::Timeout), Tried::TimedOut),
+        Err(_) => {
+            // A peer cluster that does not answer in time has failed the try (a local
+            // endpoint's wait is counted in its latency by the balancer).
+            if let (Destination::Peer { peer, service }, Some(outlier)) =
+                (&hop.destination, &hop.policy.outlier_detection)
+            {
+                state.balancer.record_cluster(service, peer, false, outlier);
+            }
+            (Err(Reason::Timeout), Tried::TimedOut)
+        }
         Ok(Ok(response)) => {
             let status = response.status().as_u16();
             (Ok(response), Tried::Status(status))

@@ -99,6 +99,9 @@ async fn proxy(
     let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
     let trusted = client.is_some_and(|ip| policy.overrides.trusts(ip));
     let header_pin = header_pin(&parts, trusted)?;
+    if !trusted {
+        strip_baggage_pins(&mut parts.headers);
+    }
     let origin = client.and_then(|ip| policy.origin_of(ip));
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_untrusted(&mut parts.headers);
@@ -231,6 +234,32 @@ fn header_pin(parts: &http::request::Parts, trusted: bool) -> Result<Option<Pin>
         cluster,
         subset: None,
     }))
+}
+
+/// Takes the pins out of an untrusted client's `baggage` (the rest of it is the
+/// applications' and travels on): a pin must not reach a later gateway, whose client is a
+/// trusted application that only propagated it.
+fn strip_baggage_pins(headers: &mut http::HeaderMap) {
+    let values: Vec<HeaderValue> = headers.get_all(BAGGAGE_HEADER).iter().cloned().collect();
+    let changed = values.iter().any(|v| {
+        v.to_str()
+            .map_or(true, |v| baggage::without_pins(v).is_some())
+    });
+    if !changed {
+        return;
+    }
+    tracing::debug!("pins in baggage from a client not trusted with overrides; removed");
+    headers.remove(BAGGAGE_HEADER);
+    for value in values {
+        let Ok(text) = value.to_str() else { continue };
+        let kept = baggage::without_pins(text).unwrap_or_else(|| text.to_owned());
+        if kept.trim().is_empty() {
+            continue;
+        }
+        if let Ok(kept) = HeaderValue::from_str(&kept) {
+            headers.append(BAGGAGE_HEADER, kept);
+        }
+    }
 }
 
 /// Where a trusted client's `baggage` pins `service` ([`baggage`]), if it does. The header

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use http::uri::{PathAndQuery, Scheme};
@@ -92,14 +92,10 @@ impl Upstream {
                 .path_and_query(path.clone())
                 .build()
                 .map_err(|_| Reason::UpstreamFailed)?;
-            let in_flight = balancer.start(endpoint);
-            let sent = Instant::now();
+            let mut in_flight = balancer.start(endpoint);
             let answer = client.request(request).await;
-            let answered = match &answer {
-                Ok(response) if !response.status().is_server_error() => Some(sent.elapsed()),
-                _ => None,
-            };
-            balancer.record(endpoint, answered, outlier);
+            let ok = matches!(&answer, Ok(response) if !response.status().is_server_error());
+            in_flight.answered(ok, outlier);
             match answer {
                 Ok(response) => {
                     return Ok(response.map(|b| body::guarded(body::incoming(b), in_flight)));
