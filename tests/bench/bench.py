@@ -476,8 +476,7 @@ trust_domain: east.bench
 listeners: {{ http: "127.0.1.1:15080", federation: "127.0.1.1:15443", dns: "127.0.1.1:15053", admin: "127.0.1.1:15000" }}
 identity: {{ ca_dir: east/ca }}
 peers:
-  - {{ name: west, address: "{west}", trust_domain: west.bench, bundle: west/ca/ca.pem,
-      services: [web.bench, iperf.bench, sink.bench] }}
+  - {{ name: west, address: "{west}", trust_domain: west.bench, bundle: west/ca/ca.pem }}
 tcp_services:
   - {{ service: iperf.bench, port: 5201, listen: "127.0.1.1:15201" }}
   - {{ service: sink.bench, port: 9000, listen: "127.0.1.1:19000" }}

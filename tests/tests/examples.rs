@@ -80,3 +80,29 @@ fn docs_examples_parse() {
     }
     assert!(seen >= 1, "docs should show at least one complete config");
 }
+
+/// The benchmark's gateway configs (`tests/bench/bench.py`, Python format strings) are valid
+/// configs: a benchmark that cannot start measures nothing.
+#[test]
+fn benchmark_configs_parse() {
+    let bench = std::fs::read_to_string(repo().join("tests/bench/bench.py")).expect("readable");
+    for name in ["WEST_YAML", "EAST_YAML"] {
+        let start = bench
+            .find(&format!("{name} = \"\"\""))
+            .unwrap_or_else(|| panic!("no {name} in bench.py"));
+        let body = &bench[start..];
+        let open = body.find("\"\"\"").expect("opening quotes") + 3;
+        let close = body[open..].find("\"\"\"").expect("closing quotes");
+        let mut text = body[open..open + close].to_owned();
+        if name == "EAST_YAML" {
+            // A Python format string: braces doubled, and the peer's address filled in.
+            text = text
+                .replace("{{", "{")
+                .replace("}}", "}")
+                .replace("{west}", "127.0.2.1:15443");
+        }
+        if let Err(errors) = Config::parse(&text, Path::new("/tmp/bench")) {
+            panic!("bench.py {name}: {errors}");
+        }
+    }
+}
