@@ -242,7 +242,7 @@ impl RouteTable {
 
     /// The clusters that export `service` (but lost peers), each with its ready and total
     /// endpoints, for the locality choice.
-    pub fn health(&self, service: &ServiceKey) -> Result<Vec<ClusterHealth>, Reason> {
+    pub fn health(&self, service: &ServiceKey) -> Result<Vec<ClusterHealth<'_>>, Reason> {
         let backends = self.services.get(service).ok_or(Reason::UnknownService)?;
         Ok(backends
             .counts
@@ -250,8 +250,8 @@ impl RouteTable {
             .filter(|(backend, _)| !backends.lost.contains(backend))
             .map(|(backend, (ready, total))| ClusterHealth {
                 cluster: match backend {
-                    Backend::Local => self.cluster.clone(),
-                    Backend::Peer(peer) => peer.clone(),
+                    Backend::Local => &self.cluster,
+                    Backend::Peer(peer) => peer,
                 },
                 ready: *ready,
                 total: *total,

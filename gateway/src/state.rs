@@ -61,6 +61,8 @@ pub(crate) struct State {
     /// whole when endpoints are found or change health.
     exports: std::sync::RwLock<Arc<BTreeMap<ServiceKey, Export>>>,
     peers_by_trust_domain: BTreeMap<TrustDomain, Label>,
+    /// Each peer's gateway ID, the source of its requests unless it asserts an origin.
+    peer_gateways: BTreeMap<Label, SpiffeId>,
     upstream: Upstream,
     /// The load and health of local endpoints and peer clusters.
     pub(crate) balancer: Arc<Balancer>,
@@ -113,6 +115,11 @@ impl State {
             peers,
             stats,
             exports: std::sync::RwLock::new(exports),
+            peer_gateways: config
+                .peers
+                .iter()
+                .map(|p| (p.name.clone(), gateway_id_of(&p.trust_domain, &p.name)))
+                .collect(),
             peers_by_trust_domain: config
                 .peers
                 .iter()
@@ -165,9 +172,7 @@ impl State {
 
     /// Decides by `policy` from now on; requests under way keep the one they started with.
     pub(crate) fn set_policy(&self, policy: Arc<Policy>) {
-        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy.clone();
-        self.balancer
-            .retain_gates(|service| policy.service(service).circuit_breaker);
+        *self.policy.write().unwrap_or_else(|e| e.into_inner()) = policy;
     }
 
     /// Dice for one request's decisions, independent of every other request's.
@@ -423,15 +428,15 @@ impl State {
         headers: &http::HeaderMap,
         access: &PeerRequest<'_>,
     ) -> Result<SpiffeId, Reason> {
-        let Some(domain) = self.trust_domain_of(peer) else {
+        let Some(gateway) = self.peer_gateways.get(peer) else {
             return Err(Reason::UnknownService);
         };
         let source = match headers.get(wire::ORIGIN) {
-            None => gateway_id_of(&domain, peer),
+            None => gateway.clone(),
             Some(value) => {
                 let asserted = value.to_str().ok().and_then(|v| v.parse::<SpiffeId>().ok());
                 match asserted {
-                    Some(id) if *id.trust_domain() == domain => id,
+                    Some(id) if id.trust_domain() == gateway.trust_domain() => id,
                     _ => {
                         self.stats
                             .authorized(Outcome::Denied, Some(FOREIGN_ORIGIN_RULE));
@@ -487,7 +492,7 @@ impl State {
         let mut clusters = routes.health(service)?;
         if policy.outlier_detection.is_some() {
             for cluster in &mut clusters {
-                cluster.ejected = self.balancer.cluster_ejected(service, &cluster.cluster);
+                cluster.ejected = self.balancer.cluster_ejected(service, cluster.cluster);
             }
         }
         let shares = locality::shares(&self.cluster, policy.locality.as_ref(), &clusters);
@@ -501,7 +506,7 @@ impl State {
             None => policy::weighted(shares.iter().map(|(_, w)| *w), dice),
         };
         match chosen {
-            Some(i) => routes.to_cluster(service, &shares[i].0, &Labels::new()),
+            Some(i) => routes.to_cluster(service, shares[i].0, &Labels::new()),
             None => Err(routes.unavailable(service)),
         }
     }

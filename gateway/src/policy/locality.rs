@@ -22,10 +22,10 @@ pub struct Locality {
 }
 
 /// One cluster that serves a service, as the choice sees it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ClusterHealth {
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClusterHealth<'a> {
     /// The cluster.
-    pub cluster: Label,
+    pub cluster: &'a Label,
     /// Its endpoints that are ready.
     pub ready: u32,
     /// Its endpoints.
@@ -36,24 +36,24 @@ pub struct ClusterHealth {
 
 /// Each cluster's share of the traffic, in parts of 1,000,000 (0 for a cluster that takes
 /// none); empty if no cluster can take any. `local` is this gateway's cluster.
-pub fn shares(
+pub fn shares<'a>(
     local: &Label,
     locality: Option<&Locality>,
-    clusters: &[ClusterHealth],
-) -> Vec<(Label, u32)> {
+    clusters: &[ClusterHealth<'a>],
+) -> Vec<(&'a Label, u32)> {
     // Ejections are ignored when they would leave nothing (a panic, as in Envoy).
     let all_ejected = clusters.iter().filter(|c| c.ready > 0).all(|c| c.ejected);
     let usable = |c: &ClusterHealth| c.ready > 0 && (all_ejected || !c.ejected);
     let Some(locality) = locality else {
-        let up: Vec<&ClusterHealth> = clusters.iter().filter(|c| usable(c)).collect();
+        let up: Vec<&ClusterHealth<'a>> = clusters.iter().filter(|c| usable(c)).collect();
         let each = match up.len() {
             0 => return Vec::new(),
             n => WHOLE / n as u32,
         };
-        return up.iter().map(|c| (c.cluster.clone(), each)).collect();
+        return up.iter().map(|c| (c.cluster, each)).collect();
     };
     let mut ordered: Vec<&ClusterHealth> = Vec::with_capacity(clusters.len());
-    let rank = |c: &ClusterHealth| match &c.cluster {
+    let rank = |c: &ClusterHealth| match c.cluster {
         cluster if cluster == local => 0,
         cluster => locality
             .failover
@@ -62,7 +62,7 @@ pub fn shares(
             .map_or(usize::MAX, |i| i + 1),
     };
     ordered.extend(clusters.iter());
-    ordered.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cluster.cmp(&b.cluster)));
+    ordered.sort_by(|a, b| rank(a).cmp(&rank(b)).then(a.cluster.cmp(b.cluster)));
     let threshold = f64::from(locality.min_healthy_percent.clamp(1, 100)) / 100.0;
     let mut left = 1.0f64;
     let mut out = Vec::new();
@@ -73,7 +73,7 @@ pub fn shares(
         let healthy = f64::from(cluster.ready) / f64::from(cluster.total.max(cluster.ready));
         let share = left * (healthy / threshold).min(1.0);
         left -= share;
-        out.push((cluster.cluster.clone(), share));
+        out.push((cluster.cluster, share));
     }
     let taken: f64 = out.iter().map(|(_, s)| s).sum();
     if taken <= 0.0 {
@@ -96,16 +96,16 @@ mod tests {
         s.parse().expect("label")
     }
 
-    fn health(cluster: &str, ready: u32, total: u32) -> ClusterHealth {
+    fn health(cluster: &str, ready: u32, total: u32) -> ClusterHealth<'static> {
         ClusterHealth {
-            cluster: label(cluster),
+            cluster: Box::leak(Box::new(label(cluster))),
             ready,
             total,
             ejected: false,
         }
     }
 
-    fn percent(shares: &[(Label, u32)]) -> Vec<(String, u32)> {
+    fn percent(shares: &[(&Label, u32)]) -> Vec<(String, u32)> {
         shares
             .iter()
             .map(|(c, s)| (c.to_string(), (s + 5_000) / 10_000))
@@ -160,7 +160,7 @@ mod tests {
         };
         let mut local = health("east", 4, 4);
         local.ejected = true;
-        let clusters = [local.clone(), health("west", 2, 2)];
+        let clusters = [local, health("west", 2, 2)];
         assert_eq!(
             percent(&shares(&east, Some(&locality), &clusters)),
             [("west".into(), 100)]

@@ -5,7 +5,6 @@
 //! a route says so), without a body (a body streams through and is not kept). No I/O: outcomes
 //! and `now` come in as arguments.
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use http::Method;
@@ -135,57 +134,66 @@ impl Default for BudgetConfig {
     }
 }
 
-/// The length of the window a budget counts over.
+/// The length of the window a budget counts over, in whole seconds.
 pub const BUDGET_WINDOW: Duration = Duration::from_secs(10);
 
-/// A service's retry budget: the requests and retries of the last [`BUDGET_WINDOW`].
+/// A service's retry budget: the requests and retries of the last [`BUDGET_WINDOW`], counted
+/// per second (so that it takes constant memory and time whatever the traffic).
 #[derive(Clone, Debug, Default)]
 pub struct RetryBudget {
-    /// When each request of the window was made.
-    requests: VecDeque<Instant>,
-    /// When each retry of the window was made.
-    retries: VecDeque<Instant>,
+    /// When second 0 began.
+    start: Option<Instant>,
+    /// Per second of the window, by second number modulo the window: (second, requests,
+    /// retries).
+    seconds: [(u64, u64, u64); WINDOW_SECONDS],
 }
+
+const WINDOW_SECONDS: usize = BUDGET_WINDOW.as_secs() as usize;
 
 impl RetryBudget {
     /// Counts a request (a first try) at `now`.
     pub fn deposit(&mut self, now: Instant) {
-        self.forget(now);
-        self.requests.push_back(now);
-        // Beyond what any budget could use, old requests add nothing: keep memory bounded.
-        if self.requests.len() > MAX_TRACKED {
-            self.requests.pop_front();
-        }
+        self.slot(now).1 += 1;
     }
 
     /// Takes one retry out of the budget at `now`, if there is one left.
     pub fn withdraw(&mut self, now: Instant, config: &BudgetConfig) -> bool {
-        self.forget(now);
-        let window = BUDGET_WINDOW.as_secs();
-        let allowed = u64::from(config.min_per_second) * window
-            + self.requests.len() as u64 * u64::from(config.percent) / 100;
-        if self.retries.len() as u64 >= allowed {
+        let (requests, retries) = self.window(now);
+        let allowed = u64::from(config.min_per_second) * WINDOW_SECONDS as u64
+            + requests * u64::from(config.percent) / 100;
+        if retries >= allowed {
             return false;
         }
-        self.retries.push_back(now);
+        self.slot(now).2 += 1;
         true
     }
 
-    fn forget(&mut self, now: Instant) {
-        let Some(start) = now.checked_sub(BUDGET_WINDOW) else {
-            return;
-        };
-        while self.requests.front().is_some_and(|t| *t < start) {
-            self.requests.pop_front();
+    /// The requests and retries of the window that ends at `now`.
+    pub fn window(&mut self, now: Instant) -> (u64, u64) {
+        let second = self.second(now);
+        self.seconds
+            .iter()
+            .filter(|(s, _, _)| *s + WINDOW_SECONDS as u64 > second && *s <= second)
+            .fold((0, 0), |(q, r), (_, requests, retries)| {
+                (q + requests, r + retries)
+            })
+    }
+
+    /// The counts of the second `now` is in, emptied first if they were of an older second.
+    fn slot(&mut self, now: Instant) -> &mut (u64, u64, u64) {
+        let second = self.second(now);
+        let slot = &mut self.seconds[(second % WINDOW_SECONDS as u64) as usize];
+        if slot.0 != second {
+            *slot = (second, 0, 0);
         }
-        while self.retries.front().is_some_and(|t| *t < start) {
-            self.retries.pop_front();
-        }
+        slot
+    }
+
+    fn second(&mut self, now: Instant) -> u64 {
+        let start = *self.start.get_or_insert(now);
+        now.saturating_duration_since(start).as_secs()
     }
 }
-
-/// The most requests a budget keeps track of.
-const MAX_TRACKED: usize = 1 << 20;
 
 #[cfg(test)]
 mod tests {
@@ -234,37 +242,41 @@ mod tests {
     }
 
     proptest! {
-        /// However requests and retries come, whenever a retry is granted the retries of the
-        /// window up to it are within the budget: `percent` of the window's requests plus
-        /// `min_per_second` for each second; and while that holds, a retry is granted.
+        /// However requests and retries come, a retry is granted exactly when the retries of
+        /// the last ten seconds (counted per second) are fewer than `min_per_second` for each
+        /// second plus `percent` of those seconds' requests.
         #[test]
         fn retries_stay_within_the_budget(
-            steps in prop::collection::vec((0u64..400, 0u32..30, 0u32..30), 1..60),
+            steps in prop::collection::vec((0u64..1500, 0u32..30, 0u32..30), 1..60),
             percent in 0u32..100,
             min_per_second in 0u32..5,
         ) {
             let config = BudgetConfig { percent, min_per_second };
-            let start = Instant::now();
             let mut budget = RetryBudget::default();
-            let mut now = start;
-            let mut log: Vec<(Instant, bool)> = Vec::new();
+            let mut now = Instant::now();
+            // (second, is a retry) of everything counted.
+            let mut log: Vec<(u64, bool)> = Vec::new();
+            // The budget counts seconds from when it is first used.
+            let mut origin = None;
             for (advance_ms, requests, retries) in steps {
                 now += Duration::from_millis(advance_ms);
+                if requests + retries == 0 {
+                    continue;
+                }
+                let second = now.duration_since(*origin.get_or_insert(now)).as_secs();
                 for _ in 0..requests {
                     budget.deposit(now);
-                    log.push((now, false));
+                    log.push((second, false));
                 }
-                let from = now.checked_sub(BUDGET_WINDOW).unwrap_or(start);
                 for _ in 0..retries {
                     let in_window = |retry: bool| {
-                        log.iter().filter(|(t, r)| *t >= from && *r == retry).count() as u64
+                        log.iter().filter(|(s, r)| *s + 10 > second && *r == retry).count() as u64
                     };
-                    let allowed = u64::from(min_per_second) * BUDGET_WINDOW.as_secs()
-                        + in_window(false) * u64::from(percent) / 100;
+                    let allowed = u64::from(min_per_second) * 10 + in_window(false) * u64::from(percent) / 100;
                     let granted = budget.withdraw(now, &config);
                     prop_assert_eq!(granted, in_window(true) < allowed, "{} retries, {} allowed", in_window(true), allowed);
                     if granted {
-                        log.push((now, true));
+                        log.push((second, true));
                     }
                 }
             }

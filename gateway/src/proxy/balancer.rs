@@ -22,10 +22,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Default)]
 pub(crate) struct Balancer {
     endpoints: Mutex<HashMap<SocketAddr, Tracked>>,
-    clusters: Mutex<HashMap<(ServiceKey, Label), Health>>,
+    /// By service, then cluster: looked up without cloning either.
+    clusters: Mutex<ByDestination<Health>>,
     budgets: Mutex<HashMap<ServiceKey, RetryBudget>>,
-    /// Each destination's circuit breaker, by its limits too: a changed policy starts afresh.
-    gates: Mutex<HashMap<(ServiceKey, Label, CircuitBreaker), Arc<Gate>>>,
+    /// Each destination's circuit breaker; a changed policy's new limits start a new one.
+    gates: Mutex<ByDestination<Option<Arc<Gate>>>>,
     /// Counts each service port's requests, for round robin.
     turns: Mutex<HashMap<(ServiceKey, u16), u64>>,
 }
@@ -71,9 +72,13 @@ impl Drop for InFlight {
     }
 }
 
+/// State per destination: by service, then cluster, so that a lookup clones neither.
+type ByDestination<V> = HashMap<ServiceKey, HashMap<Label, V>>;
+
 /// A destination's requests in flight and waiting.
 #[derive(Debug)]
 struct Gate {
+    limits: CircuitBreaker,
     in_flight: Arc<Semaphore>,
     waiting: AtomicU32,
 }
@@ -112,18 +117,20 @@ impl Balancer {
         cluster: &Label,
         limits: &CircuitBreaker,
     ) -> Result<Admitted, Reason> {
-        let gate = self
-            .gates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry((service.clone(), cluster.clone(), *limits))
-            .or_insert_with(|| {
-                Arc::new(Gate {
+        let gate = {
+            let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+            let gate = entry(&mut gates, service, cluster);
+            if gate.as_ref().is_none_or(|g| g.limits != *limits) {
+                // New, or the policy changed the limits: requests under the old ones keep
+                // their places in the old gate, which goes when they are done.
+                *gate = Some(Arc::new(Gate {
+                    limits: *limits,
                     in_flight: Arc::new(Semaphore::new(limits.max_requests as usize)),
                     waiting: AtomicU32::new(0),
-                })
-            })
-            .clone();
+                }));
+            }
+            gate.clone().expect("just set")
+        };
         if let Ok(permit) = gate.in_flight.clone().try_acquire_owned() {
             return Ok(Admitted(permit));
         }
@@ -145,33 +152,22 @@ impl Balancer {
         self.endpoints().retain(|endpoint, _| keep(endpoint));
     }
 
-    /// Forgets circuit breakers whose limits are no longer `current`'s for their service and
-    /// that hold no request (a policy change makes new ones).
-    pub(crate) fn retain_gates(&self, current: impl Fn(&ServiceKey) -> CircuitBreaker) {
-        let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        gates.retain(|(service, _, limits), gate| {
-            *limits == current(service)
-                || gate.waiting.load(Ordering::Acquire) > 0
-                || gate.in_flight.available_permits() < limits.max_requests as usize
-        });
-    }
-
     /// Counts a first try of a request to `service` in its retry budget.
     pub(crate) fn deposit(&self, service: &ServiceKey) {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
-        budgets
-            .entry(service.clone())
-            .or_default()
-            .deposit(Instant::now());
+        let now = Instant::now();
+        match budgets.get_mut(service) {
+            Some(budget) => budget.deposit(now),
+            None => budgets.entry(service.clone()).or_default().deposit(now),
+        }
     }
 
     /// Takes a retry of a request to `service` out of its budget, if one is left.
     pub(crate) fn withdraw(&self, service: &ServiceKey, config: &BudgetConfig) -> bool {
         let mut budgets = self.budgets.lock().unwrap_or_else(|e| e.into_inner());
         let granted = budgets
-            .entry(service.clone())
-            .or_default()
-            .withdraw(Instant::now(), config);
+            .get_mut(service)
+            .is_some_and(|budget| budget.withdraw(Instant::now(), config));
         if !granted {
             tracing::debug!(svc = %service, "retry budget spent; not retrying");
         }
@@ -248,7 +244,7 @@ impl Balancer {
             .map(|endpoint| {
                 let load = tracked(&mut table, *endpoint, now).load;
                 Candidate {
-                    id: balance::hash_bytes(endpoint.to_string().as_bytes()),
+                    id: endpoint_id(endpoint),
                     load: Load {
                         pending: load.pending,
                         latency: load.latency.at(now),
@@ -301,7 +297,8 @@ impl Balancer {
     pub(crate) fn cluster_ejected(&self, service: &ServiceKey, cluster: &Label) -> bool {
         let clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
         clusters
-            .get(&(service.clone(), cluster.clone()))
+            .get(service)
+            .and_then(|by_cluster| by_cluster.get(cluster))
             .is_some_and(|h| h.is_ejected(Instant::now()))
     }
 
@@ -314,9 +311,7 @@ impl Balancer {
         outlier: &OutlierDetection,
     ) {
         let mut clusters = self.clusters.lock().unwrap_or_else(|e| e.into_inner());
-        let health = clusters
-            .entry((service.clone(), cluster.clone()))
-            .or_default();
+        let health = entry(&mut clusters, service, cluster);
         if let Recorded::Ejected(length) = health.record(ok, Instant::now(), outlier) {
             tracing::info!(svc = %service, peer.cluster = %cluster, ejected_for = ?length, "peer cluster ejected after failures in a row");
         }
@@ -325,6 +320,34 @@ impl Balancer {
     fn endpoints(&self) -> MutexGuard<'_, HashMap<SocketAddr, Tracked>> {
         self.endpoints.lock().unwrap_or_else(|e| e.into_inner())
     }
+}
+
+/// A stable identity of an endpoint for hashing: its address and port, hashed.
+fn endpoint_id(endpoint: &SocketAddr) -> u64 {
+    let mut bytes = [0u8; 18];
+    match endpoint.ip() {
+        std::net::IpAddr::V4(ip) => bytes[..4].copy_from_slice(&ip.octets()),
+        std::net::IpAddr::V6(ip) => bytes[..16].copy_from_slice(&ip.octets()),
+    }
+    bytes[16..].copy_from_slice(&endpoint.port().to_be_bytes());
+    balance::hash_bytes(&bytes)
+}
+
+/// The slot for `service` in `cluster`, cloning the keys only to insert a new one (this runs
+/// for every request).
+fn entry<'m, V: Default>(
+    map: &'m mut ByDestination<V>,
+    service: &ServiceKey,
+    cluster: &Label,
+) -> &'m mut V {
+    if !map.contains_key(service) {
+        map.insert(service.clone(), HashMap::new());
+    }
+    let by_cluster = map.get_mut(service).expect("inserted above");
+    if !by_cluster.contains_key(cluster) {
+        by_cluster.insert(cluster.clone(), V::default());
+    }
+    by_cluster.get_mut(cluster).expect("inserted above")
 }
 
 fn tracked(
