@@ -41,8 +41,8 @@ pub struct Rule {
     pub ports: Vec<u16>,
     /// Methods it matches; every method when empty.
     pub methods: Vec<Method>,
-    /// Paths it matches; every path when empty. A TCP tunnel has no path (see
-    /// [`Rule::matches`]).
+    /// Paths it matches; every path when empty. A TCP tunnel has no path: an `allow` rule
+    /// with paths never matches one, a `deny` rule's paths are ignored for one.
     pub paths: Vec<PathMatch>,
 }
 
