@@ -13,6 +13,7 @@ pub mod config;
 pub mod credentials;
 pub(crate) mod endpoints;
 pub mod federation;
+pub mod metrics;
 pub mod policy;
 pub(crate) mod policy_file;
 pub mod proxy;

@@ -364,6 +364,33 @@ impl State {
         if let Err(reason) = self.exported_to(&service, peer) {
             return reason.response();
         }
+        let started = std::time::Instant::now();
+        let protocol = crate::metrics::protocol_of(request.headers());
+        let response = self
+            .serve_exported(request, body, peer, &service, port)
+            .await;
+        let labels = crate::metrics::RequestLabels {
+            direction: crate::metrics::Direction::Inbound.label(),
+            source_cluster: peer.to_string(),
+            destination_service: service.to_string(),
+            destination_cluster: self.cluster.to_string(),
+            response_code: response.status().as_u16(),
+            protocol,
+        };
+        self.stats.metrics.request(labels, started.elapsed());
+        response
+    }
+
+    /// Serves a peer's request for a service exported to it.
+    async fn serve_exported(
+        &self,
+        request: Request<()>,
+        body: h3::server::RequestStream<h3_quinn::RecvStream, bytes::Bytes>,
+        peer: &Label,
+        service: &ServiceKey,
+        port: Option<u16>,
+    ) -> Response<Body> {
+        let service = service.clone();
         let (mut parts, ()) = request.into_parts();
         // Set by the peer gateway (its clients' x-meshfed-* headers never cross); an ill-formed
         // one selects nothing rather than everything.

@@ -34,6 +34,8 @@ pub struct Stats {
     pub authorization_denied: AtomicU64,
     /// Authorization decisions made by a rule, by rule and outcome.
     pub authorization_by_rule: Mutex<BTreeMap<(String, Outcome), u64>>,
+    /// The Prometheus metrics (`/metrics`).
+    pub metrics: crate::metrics::Metrics,
     /// Peer certificates refused, by reason.
     pub peer_certificates_refused: Arc<Rejections>,
 }
@@ -65,6 +67,15 @@ impl Stats {
             Outcome::Denied => &self.authorization_denied,
         };
         total.fetch_add(1, Ordering::Relaxed);
+        let decision = match outcome {
+            Outcome::Allowed => "allow",
+            Outcome::Denied => "deny",
+        };
+        let labels = crate::metrics::DecisionLabels {
+            decision,
+            rule: rule.unwrap_or_default().to_owned(),
+        };
+        self.metrics.authorization.get_or_create(&labels).inc();
         if let Some(rule) = rule {
             let mut by_rule = self
                 .authorization_by_rule

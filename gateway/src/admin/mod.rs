@@ -92,6 +92,14 @@ fn http(
             Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
         },
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
+        "/metrics" => {
+            let mut response = text(StatusCode::OK, stats.metrics.encode());
+            response.headers_mut().insert(
+                header::CONTENT_TYPE,
+                header::HeaderValue::from_static(crate::metrics::CONTENT_TYPE),
+            );
+            response
+        }
         "/readyz" if draining.is_cancelled() => {
             text(StatusCode::SERVICE_UNAVAILABLE, "draining\n".into())
         }

@@ -25,11 +25,13 @@ use super::body::{self, Body};
 use super::forward::{self, Hop};
 use super::headers;
 use crate::federation::wire;
+use crate::metrics;
 use crate::policy::retry::Retries;
 use crate::policy::{
     AbortStatus, Decision, Labels, Pin, RequestView, Target, baggage, path as canonical,
 };
 use crate::reason::Reason;
+use crate::route::Destination;
 use crate::state::State;
 
 /// The request header with which a trusted client pins the next hop to one cluster.
@@ -71,7 +73,10 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
     );
     async move {
         let client_version = request.version();
-        let mut response = match proxy(&state, &authority, request).await {
+        let started = std::time::Instant::now();
+        let protocol = metrics::protocol_of(request.headers());
+        let mut observed = Observed::default();
+        let mut response = match proxy(&state, &authority, request, &mut observed).await {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), "forwarded");
                 response
@@ -83,16 +88,35 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         };
         // The response may have arrived over HTTP/3; it leaves in the client's HTTP version.
         *response.version_mut() = client_version;
+        if let Some(service) = observed.service {
+            let labels = metrics::RequestLabels {
+                direction: metrics::Direction::Outbound.label(),
+                source_cluster: state.cluster().to_string(),
+                destination_service: service.to_string(),
+                destination_cluster: observed.cluster.map(|c| c.to_string()).unwrap_or_default(),
+                response_code: response.status().as_u16(),
+                protocol,
+            };
+            state.stats.metrics.request(labels, started.elapsed());
+        }
         response
     }
     .instrument(span)
     .await
 }
 
+/// What a request turned out to be for, as far as it got: for its metrics.
+#[derive(Debug, Default)]
+struct Observed {
+    service: Option<ServiceKey>,
+    cluster: Option<meshfed_discovery::Label>,
+}
+
 async fn proxy(
     state: &State,
     authority: &str,
     request: Request<Incoming>,
+    observed: &mut Observed,
 ) -> Result<Response<Body>, Reason> {
     let (mut parts, incoming) = request.into_parts();
     let policy = state.policy();
@@ -118,6 +142,7 @@ async fn proxy(
     let named = routes.resolve(authority)?;
     let service = named.service.clone();
     tracing::Span::current().record("svc", tracing::field::display(&service));
+    observed.service = Some(service.clone());
     let pin = match header_pin {
         Some(pin) => Some(pin),
         None if trusted => baggage_pin(&parts.headers, &service)?,
@@ -171,6 +196,10 @@ async fn proxy(
             decision.injected,
         ),
     };
+    observed.cluster = Some(match &destination {
+        Destination::Local(_) => state.cluster().clone(),
+        Destination::Peer { peer, .. } => peer.clone(),
+    });
     if let Some(delay) = injected.delay {
         tracing::debug!(?delay, "fault: delaying");
         tokio::time::sleep(delay).await;

@@ -1,0 +1,169 @@
+//! Prometheus metrics, served as OpenMetrics text on the admin listener at `/metrics`.
+//!
+//! Names and labels follow Istio's standard metrics where they fit (`source_cluster`,
+//! `destination_service`, `destination_cluster`, `response_code`), so that existing
+//! dashboards adapt easily; units are Prometheus' base units (seconds). `docs/observability.md`
+//! lists them.
+
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// The content type of [`Metrics::encode`]'s text.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Which way a request went through this gateway.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum Direction {
+    /// From a local client, to a local endpoint or a peer.
+    Outbound,
+    /// From a peer gateway, to a local endpoint.
+    Inbound,
+}
+
+/// The labels of a request's metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// `outbound` (from a local client) or `inbound` (from a peer gateway).
+    pub direction: &'static str,
+    /// The cluster the request came from.
+    pub source_cluster: String,
+    /// The service, `<name>.<namespace>`.
+    pub destination_service: String,
+    /// The cluster that served it (empty when no cluster was chosen).
+    pub destination_cluster: String,
+    /// The response's status code.
+    pub response_code: u16,
+    /// `http`, `grpc`.
+    pub protocol: &'static str,
+}
+
+/// The labels of an authorization decision.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// `allow` or `deny`.
+    pub decision: &'static str,
+    /// The rule that decided, or empty when the export did.
+    pub rule: String,
+}
+
+/// Every metric the gateway keeps.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Requests, by where they went and how they ended.
+    pub requests: Family<RequestLabels, Counter>,
+    /// Time to the response head, with the same labels as `requests`.
+    pub request_duration: Family<RequestLabels, Histogram>,
+    /// Authorization decisions on peers' requests.
+    pub authorization: Family<DecisionLabels, Counter>,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let requests = Family::<RequestLabels, Counter>::default();
+        // 0.5 ms to about 16 s, doubling.
+        let request_duration =
+            Family::<RequestLabels, Histogram>::new_with_constructor(new_duration_histogram);
+        let authorization = Family::<DecisionLabels, Counter>::default();
+        let mut registry = Registry::with_prefix("meshfed");
+        registry.register(
+            "requests",
+            "Requests through the gateway, by direction, source and destination, and response code",
+            requests.clone(),
+        );
+        registry.register(
+            "request_duration_seconds",
+            "Time from a request's arrival to its response head",
+            request_duration.clone(),
+        );
+        registry.register(
+            "authorization_decisions",
+            "Authorization decisions on peers' requests and tunnels, by decision and rule",
+            authorization.clone(),
+        );
+        Metrics {
+            registry,
+            requests,
+            request_duration,
+            authorization,
+        }
+    }
+}
+
+fn new_duration_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.0005, 2.0, 16))
+}
+
+impl Metrics {
+    /// Counts one request that took `elapsed` to its response head.
+    pub fn request(&self, labels: RequestLabels, elapsed: Duration) {
+        self.request_duration
+            .get_or_create(&labels)
+            .observe(elapsed.as_secs_f64());
+        self.requests.get_or_create(&labels).inc();
+    }
+
+    /// The metrics in the OpenMetrics text format.
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut text, &self.registry);
+        text
+    }
+}
+
+impl Direction {
+    /// Its label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Direction::Outbound => "outbound",
+            Direction::Inbound => "inbound",
+        }
+    }
+}
+
+/// The `protocol` label of a request with these headers.
+pub fn protocol_of(headers: &http::HeaderMap) -> &'static str {
+    let grpc = headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|t| t.as_bytes().starts_with(b"application/grpc"));
+    match grpc {
+        true => "grpc",
+        false => "http",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_are_counted_with_their_labels() {
+        let metrics = Metrics::default();
+        let labels = RequestLabels {
+            direction: Direction::Outbound.label(),
+            source_cluster: "east".into(),
+            destination_service: "greeter.demo".into(),
+            destination_cluster: "west".into(),
+            response_code: 200,
+            protocol: "http",
+        };
+        metrics.request(labels.clone(), Duration::from_millis(3));
+        metrics.request(labels, Duration::from_millis(3));
+        let text = metrics.encode();
+        let line = "meshfed_requests_total{direction=\"outbound\",source_cluster=\"east\",\
+                    destination_service=\"greeter.demo\",destination_cluster=\"west\",\
+                    response_code=\"200\",protocol=\"http\"} 2";
+        assert!(text.lines().any(|l| l == line), "{text}");
+        assert!(
+            text.contains("meshfed_request_duration_seconds_bucket{"),
+            "{text}"
+        );
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+}

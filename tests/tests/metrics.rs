@@ -1,0 +1,121 @@
+//! Prometheus metrics, scraped by Prometheus itself (the Debian package): it scrapes both
+//! gateways' `/metrics`, and PromQL counts exactly the requests sent, on the sending gateway
+//! (outbound) and on the serving one (inbound).
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use meshfed_tests::client;
+use meshfed_tests::echo::Echo;
+use meshfed_tests::{Cluster, Federation};
+
+const GREETER: &str = "greeter.demo.svc.clusterset.local";
+
+/// Stops Prometheus even when an assertion fails.
+struct Prometheus {
+    child: Child,
+    address: String,
+}
+
+impl Drop for Prometheus {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Prometheus {
+    /// Starts Prometheus scraping `targets` every second, its data in `dir`.
+    fn start(dir: &Path, targets: &[String]) -> anyhow::Result<Prometheus> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let address = format!("127.0.0.1:{port}");
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let config = format!(
+            "global: {{ scrape_interval: 1s, evaluation_interval: 1s }}\n\
+             scrape_configs:\n  - job_name: meshfed\n    static_configs:\n      - targets: [{}]\n",
+            targets.join(", ")
+        );
+        let config_path = dir.join("prometheus.yml");
+        std::fs::write(&config_path, config)?;
+        let child = Command::new("prometheus")
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={address}"))
+            .arg("--log.level=warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Prometheus { child, address })
+    }
+
+    /// The value of an instant PromQL `query` that returns one sample, if it does.
+    fn query(&self, query: &str) -> anyhow::Result<Option<f64>> {
+        let output = Command::new("curl")
+            .args(["-sf", "--max-time", "2"])
+            .arg(format!("http://{}/api/v1/query", self.address))
+            .args(["--data-urlencode", &format!("query={query}")])
+            .output()?;
+        if !output.status.success() {
+            return Ok(None);
+        }
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+        let value = answer["data"]["result"][0]["value"][1]
+            .as_str()
+            .and_then(|v| v.parse().ok());
+        Ok(value)
+    }
+
+    /// Waits (up to 30 s) until `query` gives `expected`; the last value seen otherwise.
+    async fn until(&self, query: &str, expected: f64) -> anyhow::Result<()> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let mut last = None;
+        while Instant::now() < deadline {
+            last = tokio::task::block_in_place(|| self.query(query))?;
+            if last == Some(expected) {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        anyhow::bail!("{query} gave {last:?}, not {expected}")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::Result<()> {
+    let greeter = Echo::start("greeter in west").await?;
+    let west = Cluster::new("west")?.export("greeter.demo", greeter.addr(), &["east"]);
+    let federation = Federation::start(vec![Cluster::new("east")?, west]).await?;
+    federation.catalogs_exchanged().await?;
+    let east = federation.gateway("east").addrs();
+    let west = federation.gateway("west").addrs();
+    let sent = 25;
+    for _ in 0..sent {
+        let reply = client::get(east.http, GREETER, "/").await?;
+        assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+    }
+    let dir = tempfile::tempdir()?;
+    let prometheus = Prometheus::start(
+        dir.path(),
+        &[east.admin.to_string(), west.admin.to_string()],
+    )?;
+    prometheus.until("sum(up{job=\"meshfed\"})", 2.0).await?;
+    let outbound = "sum(meshfed_requests_total{direction=\"outbound\",source_cluster=\"east\",\
+                    destination_service=\"greeter.demo\",destination_cluster=\"west\",\
+                    response_code=\"200\"})";
+    prometheus.until(outbound, f64::from(sent)).await?;
+    let inbound = "sum(meshfed_requests_total{direction=\"inbound\",source_cluster=\"east\",\
+                   destination_cluster=\"west\",destination_service=\"greeter.demo\"})";
+    prometheus.until(inbound, f64::from(sent)).await?;
+    // Every request is in the latency histogram too.
+    let observed = "sum(meshfed_request_duration_seconds_count{direction=\"outbound\"})";
+    prometheus.until(observed, f64::from(sent)).await?;
+    federation.shutdown().await;
+    Ok(())
+}
