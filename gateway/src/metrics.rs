@@ -5,11 +5,13 @@
 //! dashboards adapt easily; units are Prometheus' base units (seconds). `docs/observability.md`
 //! lists them.
 
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -51,6 +53,24 @@ pub struct DecisionLabels {
     pub rule: String,
 }
 
+/// The labels of a peer's connection metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabels {
+    /// The peer cluster.
+    pub peer: String,
+}
+
+/// What the metrics read of a peer's QUIC connection when scraped.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PeerConnection {
+    /// The smoothed round-trip time.
+    pub rtt: Duration,
+    /// The congestion window, in bytes.
+    pub congestion_window: u64,
+    /// Packets this connection has lost.
+    pub lost_packets: u64,
+}
+
 /// Every metric the gateway keeps.
 #[derive(Debug)]
 pub struct Metrics {
@@ -61,6 +81,10 @@ pub struct Metrics {
     pub request_duration: Family<RequestLabels, Histogram>,
     /// Authorization decisions on peers' requests.
     pub authorization: Family<DecisionLabels, Counter>,
+    peer_connected: Family<PeerLabels, Gauge>,
+    peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    peer_congestion_window: Family<PeerLabels, Gauge>,
+    peer_lost_packets: Family<PeerLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -86,11 +110,39 @@ impl Default for Metrics {
             "Authorization decisions on peers' requests and tunnels, by decision and rule",
             authorization.clone(),
         );
+        let peer_connected = Family::<PeerLabels, Gauge>::default();
+        let peer_rtt = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        let peer_congestion_window = Family::<PeerLabels, Gauge>::default();
+        let peer_lost_packets = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "peer_connected",
+            "Whether the QUIC connection to the peer gateway is up (1) or not (0)",
+            peer_connected.clone(),
+        );
+        registry.register(
+            "peer_rtt_seconds",
+            "Smoothed round-trip time of the QUIC connection to the peer gateway",
+            peer_rtt.clone(),
+        );
+        registry.register(
+            "peer_congestion_window_bytes",
+            "Congestion window of the QUIC connection to the peer gateway",
+            peer_congestion_window.clone(),
+        );
+        registry.register(
+            "peer_connection_lost_packets",
+            "Packets lost by the current QUIC connection to the peer gateway",
+            peer_lost_packets.clone(),
+        );
         Metrics {
             registry,
             requests,
             request_duration,
             authorization,
+            peer_connected,
+            peer_rtt,
+            peer_congestion_window,
+            peer_lost_packets,
         }
     }
 }
@@ -106,6 +158,32 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Sets the peer gauges from what the connections say now (`None`: not connected).
+    pub fn peers<'p>(&self, peers: impl IntoIterator<Item = (&'p str, Option<PeerConnection>)>) {
+        for (peer, connection) in peers {
+            let labels = PeerLabels {
+                peer: peer.to_owned(),
+            };
+            let connection = connection.as_ref();
+            self.peer_connected
+                .get_or_create(&labels)
+                .set(i64::from(connection.is_some()));
+            let Some(connection) = connection else {
+                continue;
+            };
+            let saturating = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.peer_rtt
+                .get_or_create(&labels)
+                .set(connection.rtt.as_secs_f64());
+            self.peer_congestion_window
+                .get_or_create(&labels)
+                .set(saturating(connection.congestion_window));
+            self.peer_lost_packets
+                .get_or_create(&labels)
+                .set(saturating(connection.lost_packets));
+        }
     }
 
     /// The metrics in the OpenMetrics text format.

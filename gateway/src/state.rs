@@ -210,6 +210,23 @@ impl State {
         self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Each peer's QUIC connection as the metrics read it (`None` when not connected).
+    pub(crate) fn peer_connections(
+        &self,
+    ) -> impl Iterator<Item = (&str, Option<crate::metrics::PeerConnection>)> {
+        self.peers.iter().map(|(name, client)| {
+            let connection = client.live().map(|c| {
+                let stats = c.stats();
+                crate::metrics::PeerConnection {
+                    rtt: c.rtt(),
+                    congestion_window: stats.path.cwnd,
+                    lost_packets: stats.path.lost_packets,
+                }
+            });
+            (name.as_str(), connection)
+        })
+    }
+
     /// The peer cluster whose gateway `id` is: the trust domain must be a peer's, and the path
     /// that peer's gateway path. Any other workload of a peer trust domain is not the peer.
     pub(crate) fn trust_domain_of(&self, peer: &Label) -> Option<TrustDomain> {

@@ -1,6 +1,6 @@
 //! Prometheus metrics, scraped by Prometheus itself (the Debian package): it scrapes both
 //! gateways' `/metrics`, and PromQL counts exactly the requests sent, on the sending gateway
-//! (outbound) and on the serving one (inbound).
+//! (outbound) and on the serving one (inbound), and finds each peer connection up and measured.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -116,6 +116,11 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     // Every request is in the latency histogram too.
     let observed = "sum(meshfed_request_duration_seconds_count{direction=\"outbound\"})";
     prometheus.until(observed, f64::from(sent)).await?;
+    // Each gateway reports its QUIC connection to the other: up, with a round-trip time.
+    prometheus.until("sum(meshfed_peer_connected)", 2.0).await?;
+    let rtt_measured =
+        "count(meshfed_peer_rtt_seconds > 0 and meshfed_peer_congestion_window_bytes > 0)";
+    prometheus.until(rtt_measured, 2.0).await?;
     federation.shutdown().await;
     Ok(())
 }

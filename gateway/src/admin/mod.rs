@@ -38,6 +38,7 @@ pub(crate) struct Admin {
     pub(crate) draining: CancellationToken,
     pub(crate) stats: Arc<Stats>,
     pub(crate) catalogs: Arc<Catalogs>,
+    state: Arc<State>,
     grpc: proto::admin_server::AdminServer<grpc::AdminService>,
 }
 
@@ -52,6 +53,7 @@ impl Admin {
             draining,
             stats: state.stats.clone(),
             catalogs,
+            state: state.clone(),
             grpc: proto::admin_server::AdminServer::new(grpc::AdminService { state, policy_file }),
         }
     }
@@ -68,6 +70,10 @@ impl Admin {
                 Ok(response) => response.map(body::unsync),
                 Err(never) => match never {},
             };
+        }
+        if request.uri().path() == "/metrics" {
+            // Gauges read at scrape time.
+            self.stats.metrics.peers(self.state.peer_connections());
         }
         http(request, &self.draining, &self.stats, &self.catalogs)
     }
