@@ -44,6 +44,19 @@ pub struct RequestLabels {
     pub protocol: &'static str,
 }
 
+/// The labels of a TCP connection's metrics.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TcpLabels {
+    /// `outbound` (from a local client) or `inbound` (a tunnel from a peer gateway).
+    pub direction: &'static str,
+    /// The cluster the connection came from.
+    pub source_cluster: String,
+    /// The service, `<name>.<namespace>`.
+    pub destination_service: String,
+    /// The cluster that served it.
+    pub destination_cluster: String,
+}
+
 /// The labels of an authorization decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -81,6 +94,9 @@ pub struct Metrics {
     pub request_duration: Family<RequestLabels, Histogram>,
     /// Authorization decisions on peers' requests.
     pub authorization: Family<DecisionLabels, Counter>,
+    tcp_closed: Family<TcpLabels, Counter>,
+    tcp_sent: Family<TcpLabels, Counter>,
+    tcp_received: Family<TcpLabels, Counter>,
     peer_connected: Family<PeerLabels, Gauge>,
     peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     peer_congestion_window: Family<PeerLabels, Gauge>,
@@ -109,6 +125,24 @@ impl Default for Metrics {
             "authorization_decisions",
             "Authorization decisions on peers' requests and tunnels, by decision and rule",
             authorization.clone(),
+        );
+        let tcp_closed = Family::<TcpLabels, Counter>::default();
+        let tcp_sent = Family::<TcpLabels, Counter>::default();
+        let tcp_received = Family::<TcpLabels, Counter>::default();
+        registry.register(
+            "tcp_connections_closed",
+            "TCP connections (and tunnels) that carried their bytes to the end",
+            tcp_closed.clone(),
+        );
+        registry.register(
+            "tcp_sent_bytes",
+            "Bytes from the client to the service over TCP, counted when a connection ends",
+            tcp_sent.clone(),
+        );
+        registry.register(
+            "tcp_received_bytes",
+            "Bytes from the service to the client over TCP, counted when a connection ends",
+            tcp_received.clone(),
         );
         let peer_connected = Family::<PeerLabels, Gauge>::default();
         let peer_rtt = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
@@ -139,6 +173,9 @@ impl Default for Metrics {
             requests,
             request_duration,
             authorization,
+            tcp_closed,
+            tcp_sent,
+            tcp_received,
             peer_connected,
             peer_rtt,
             peer_congestion_window,
@@ -158,6 +195,14 @@ impl Metrics {
             .get_or_create(&labels)
             .observe(elapsed.as_secs_f64());
         self.requests.get_or_create(&labels).inc();
+    }
+
+    /// Counts a TCP connection that ended after carrying `sent` bytes from the client and
+    /// `received` to it.
+    pub fn tcp_closed(&self, labels: TcpLabels, sent: u64, received: u64) {
+        self.tcp_sent.get_or_create(&labels).inc_by(sent);
+        self.tcp_received.get_or_create(&labels).inc_by(received);
+        self.tcp_closed.get_or_create(&labels).inc();
     }
 
     /// Sets the peer gauges from what the connections say now (`None`: not connected).

@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use http::StatusCode;
 use meshfed_tests::client;
 use meshfed_tests::echo::Echo;
+use meshfed_tests::tcp_echo::TcpEcho;
 use meshfed_tests::{Cluster, Federation};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 const GREETER: &str = "greeter.demo.svc.clusterset.local";
 
@@ -90,9 +92,24 @@ impl Prometheus {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::Result<()> {
     let greeter = Echo::start("greeter in west").await?;
-    let west = Cluster::new("west")?.export("greeter.demo", greeter.addr(), &["east"]);
-    let federation = Federation::start(vec![Cluster::new("east")?, west]).await?;
+    let db = TcpEcho::start().await?;
+    let west = Cluster::new("west")?
+        .export("greeter.demo", greeter.addr(), &["east"])
+        .export_port("db.shop", "tcp", 5432, &[db.addr()], &["east"]);
+    let federation = Federation::builder(vec![Cluster::new("east")?, west])
+        .tcp_service("east", "db.shop", 5432)
+        .start()
+        .await?;
     federation.catalogs_exchanged().await?;
+    // One TCP connection through the tunnel: 12 bytes there and back, then closed.
+    let listen = federation.gateway("east").tcp_services()[0].listen;
+    let mut stream = tokio::net::TcpStream::connect(listen).await?;
+    stream.write_all(b"hello tunnel").await?;
+    stream.shutdown().await?;
+    let mut echoed = Vec::new();
+    stream.read_to_end(&mut echoed).await?;
+    assert_eq!(echoed, b"hello tunnel");
+    drop(stream);
     let east = federation.gateway("east").addrs();
     let west = federation.gateway("west").addrs();
     let sent = 25;
@@ -121,6 +138,17 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     let rtt_measured =
         "count(meshfed_peer_rtt_seconds > 0 and meshfed_peer_congestion_window_bytes > 0)";
     prometheus.until(rtt_measured, 2.0).await?;
+    for direction in ["outbound", "inbound"] {
+        for counter in ["tcp_sent_bytes_total", "tcp_received_bytes_total"] {
+            let query = format!(
+                "sum(meshfed_{counter}{{direction=\"{direction}\",destination_service=\"db.shop\",destination_cluster=\"west\"}})"
+            );
+            prometheus.until(&query, 12.0).await?;
+        }
+        let closed =
+            format!("sum(meshfed_tcp_connections_closed_total{{direction=\"{direction}\"}})");
+        prometheus.until(&closed, 1.0).await?;
+    }
     federation.shutdown().await;
     Ok(())
 }

@@ -14,6 +14,7 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::wire;
+use crate::metrics::{Direction, TcpLabels};
 use crate::proxy::{body, tunnel};
 use crate::reason::Reason;
 use crate::state::{Inbound, PeerRequest, State};
@@ -204,17 +205,17 @@ async fn tunnel(
         .uri()
         .authority()
         .and_then(|a| wire::service_of(a.as_str()));
-    let connected = match target {
-        Some((service, Some(port))) => match state.exported_to(&service, peer).and_then(|()| {
+    let connected = match &target {
+        Some((service, Some(port))) => match state.exported_to(service, peer).and_then(|()| {
             let access = PeerRequest {
-                service: &service,
-                port,
+                service,
+                port: *port,
                 method: request.method(),
                 path: None,
             };
             state.authorize(peer, request.headers(), &access)
         }) {
-            Ok(_) => match state.tcp_endpoints(&service, port) {
+            Ok(_) => match state.tcp_endpoints(service, *port) {
                 Ok(endpoints) => tunnel::connect(&endpoints).await,
                 Err(reason) => Err(reason),
             },
@@ -244,11 +245,24 @@ async fn tunnel(
         return;
     }
     match tunnel::splice(upstream, send, recv).await {
-        Ok(carried) => tracing::debug!(
-            sent = carried.sent,
-            received = carried.received,
-            "tunnel done"
-        ),
+        Ok(carried) => {
+            tracing::debug!(
+                sent = carried.sent,
+                received = carried.received,
+                "tunnel done"
+            );
+            if let Some((service, _)) = target {
+                let labels = TcpLabels {
+                    direction: Direction::Inbound.label(),
+                    source_cluster: peer.to_string(),
+                    destination_service: service.to_string(),
+                    destination_cluster: state.cluster().to_string(),
+                };
+                // Seen from the client: what it sent came in on the stream.
+                let metrics = &state.stats.metrics;
+                metrics.tcp_closed(labels, carried.received, carried.sent);
+            }
+        }
         Err(error) => tracing::debug!(%error, "tunnel failed"),
     }
 }

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::tunnel;
 use crate::config::TcpService;
+use crate::metrics::{Direction, TcpLabels};
 use crate::reason::Reason;
 use crate::route::Destination;
 use crate::state::State;
@@ -57,6 +58,11 @@ async fn connection(
         None,
         &mut state.dice(),
     );
+    let cluster = match &chosen {
+        Ok(Destination::Local(_)) => state.cluster().to_string(),
+        Ok(Destination::Peer { peer, .. }) => peer.to_string(),
+        Err(_) => String::new(),
+    };
     let outcome = match chosen {
         Ok(Destination::Local(key)) => local(client, &state, &key, service.port).await,
         Ok(Destination::Peer { peer, service: key }) => {
@@ -74,11 +80,23 @@ async fn connection(
         Err(reason) => Err((reason, String::new())),
     };
     match outcome {
-        Ok(carried) => tracing::debug!(
-            sent = carried.sent,
-            received = carried.received,
-            "tcp connection done"
-        ),
+        Ok(carried) => {
+            tracing::debug!(
+                sent = carried.sent,
+                received = carried.received,
+                "tcp connection done"
+            );
+            let labels = TcpLabels {
+                direction: Direction::Outbound.label(),
+                source_cluster: state.cluster().to_string(),
+                destination_service: service.service.to_string(),
+                destination_cluster: cluster,
+            };
+            state
+                .stats
+                .metrics
+                .tcp_closed(labels, carried.sent, carried.received);
+        }
         Err((reason, detail)) => tracing::debug!(%reason, detail, "tcp connection failed"),
     }
 }
