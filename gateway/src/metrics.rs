@@ -5,8 +5,8 @@
 //! dashboards adapt easily; units are Prometheus' base units (seconds). `docs/observability.md`
 //! lists them.
 
-use std::sync::atomic::AtomicU64;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -97,6 +97,9 @@ pub struct Metrics {
     tcp_closed: Family<TcpLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
+    svid_expiry: Gauge<f64, AtomicU64>,
+    /// When the SVID in use expires, in seconds since the Unix epoch.
+    svid_not_after: AtomicU64,
     peer_connected: Family<PeerLabels, Gauge>,
     peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     peer_congestion_window: Family<PeerLabels, Gauge>,
@@ -144,6 +147,12 @@ impl Default for Metrics {
             "Bytes from the service to the client over TCP, counted when a connection ends",
             tcp_received.clone(),
         );
+        let svid_expiry = Gauge::<f64, AtomicU64>::default();
+        registry.register(
+            "svid_expiry_seconds",
+            "Seconds until the gateway's SVID in use expires (negative once it has)",
+            svid_expiry.clone(),
+        );
         let peer_connected = Family::<PeerLabels, Gauge>::default();
         let peer_rtt = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
         let peer_congestion_window = Family::<PeerLabels, Gauge>::default();
@@ -176,6 +185,8 @@ impl Default for Metrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            svid_expiry,
+            svid_not_after: AtomicU64::new(0),
             peer_connected,
             peer_rtt,
             peer_congestion_window,
@@ -203,6 +214,25 @@ impl Metrics {
         self.tcp_sent.get_or_create(&labels).inc_by(sent);
         self.tcp_received.get_or_create(&labels).inc_by(received);
         self.tcp_closed.get_or_create(&labels).inc();
+    }
+
+    /// Notes that the SVID in use now expires at `not_after`.
+    pub fn svid_in_use(&self, not_after: SystemTime) {
+        let seconds = not_after
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.svid_not_after.store(seconds, Ordering::Relaxed);
+    }
+
+    /// Sets the gauges that are read at scrape time, for `now`.
+    pub fn at(&self, now: SystemTime) {
+        let not_after =
+            UNIX_EPOCH + Duration::from_secs(self.svid_not_after.load(Ordering::Relaxed));
+        let left = match not_after.duration_since(now) {
+            Ok(left) => left.as_secs_f64(),
+            Err(past) => -past.duration().as_secs_f64(),
+        };
+        self.svid_expiry.set(left);
     }
 
     /// Sets the peer gauges from what the connections say now (`None`: not connected).

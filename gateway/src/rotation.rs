@@ -150,6 +150,7 @@ impl Rotation {
     /// Builds TLS configurations from the current SVID and trust and swaps them in, and
     /// refreshes our bundle endpoint. Either all of them are built or none is used.
     fn publish(&self) -> Result<(), String> {
+        self.state.stats.metrics.svid_in_use(self.svid.not_after());
         let trust = Arc::new(trust(&self.file_trust, &self.fetched).map_err(|e| e.to_string())?);
         let refused = &self.state.stats.peer_certificates_refused;
         let server = tls::server(&self.svid, &trust, refused)

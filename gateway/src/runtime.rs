@@ -118,6 +118,7 @@ pub fn start(
         trust: file_trust,
         issuer,
     } = credentials;
+    stats.metrics.svid_in_use(svid.not_after());
     let stamps = rotation::Stamps::read(credentials::files(&config));
     // Peer bundles kept from an earlier run win over the configured ones: they are newer.
     let fetched = kept_bundles(&config);

@@ -138,6 +138,10 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     let rtt_measured =
         "count(meshfed_peer_rtt_seconds > 0 and meshfed_peer_congestion_window_bytes > 0)";
     prometheus.until(rtt_measured, 2.0).await?;
+    // Both SVIDs are valid for a while yet (the test CA issues them for an hour or more).
+    prometheus
+        .until("count(meshfed_svid_expiry_seconds > 600)", 2.0)
+        .await?;
     for direction in ["outbound", "inbound"] {
         for counter in ["tcp_sent_bytes_total", "tcp_received_bytes_total"] {
             let query = format!(

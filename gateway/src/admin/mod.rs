@@ -74,6 +74,7 @@ impl Admin {
         if request.uri().path() == "/metrics" {
             // Gauges read at scrape time.
             self.stats.metrics.peers(self.state.peer_connections());
+            self.stats.metrics.at(std::time::SystemTime::now());
         }
         http(request, &self.draining, &self.stats, &self.catalogs)
     }
