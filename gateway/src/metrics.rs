@@ -57,6 +57,13 @@ pub struct TcpLabels {
     pub destination_cluster: String,
 }
 
+/// The labels of DNS answers.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RcodeLabels {
+    /// The response code, `NOERROR`, `NXDOMAIN`, ...
+    pub rcode: &'static str,
+}
+
 /// The labels of an authorization decision.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
@@ -97,6 +104,9 @@ pub struct Metrics {
     tcp_closed: Family<TcpLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
+    dns_queries: Family<RcodeLabels, Counter>,
+    /// The DNS counts already added to `dns_queries`, by response code.
+    dns_seen: std::sync::Mutex<std::collections::BTreeMap<&'static str, u64>>,
     svid_expiry: Gauge<f64, AtomicU64>,
     /// When the SVID in use expires, in seconds since the Unix epoch.
     svid_not_after: AtomicU64,
@@ -147,6 +157,12 @@ impl Default for Metrics {
             "Bytes from the service to the client over TCP, counted when a connection ends",
             tcp_received.clone(),
         );
+        let dns_queries = Family::<RcodeLabels, Counter>::default();
+        registry.register(
+            "dns_queries",
+            "DNS queries answered by the gateway's DNS server, by response code",
+            dns_queries.clone(),
+        );
         let svid_expiry = Gauge::<f64, AtomicU64>::default();
         registry.register(
             "svid_expiry_seconds",
@@ -185,6 +201,8 @@ impl Default for Metrics {
             tcp_closed,
             tcp_sent,
             tcp_received,
+            dns_queries,
+            dns_seen: std::sync::Mutex::default(),
             svid_expiry,
             svid_not_after: AtomicU64::new(0),
             peer_connected,
@@ -214,6 +232,19 @@ impl Metrics {
         self.tcp_sent.get_or_create(&labels).inc_by(sent);
         self.tcp_received.get_or_create(&labels).inc_by(received);
         self.tcp_closed.get_or_create(&labels).inc();
+    }
+
+    /// Brings the DNS counters up to `answered` (each response code's total so far).
+    pub fn dns(&self, answered: impl IntoIterator<Item = (&'static str, u64)>) {
+        let mut seen = self.dns_seen.lock().unwrap_or_else(|e| e.into_inner());
+        for (rcode, total) in answered {
+            let before = seen.entry(rcode).or_default();
+            let labels = RcodeLabels { rcode };
+            self.dns_queries
+                .get_or_create(&labels)
+                .inc_by(total.saturating_sub(*before));
+            *before = total.max(*before);
+        }
     }
 
     /// Notes that the SVID in use now expires at `not_after`.

@@ -241,6 +241,7 @@ pub fn start(
             .collect::<Result<_, _>>()?,
         tokio::net::TcpListener::from_std(bound.dns_tcp)?,
         zones_rx,
+        stats.dns.clone(),
     );
 
     let admin_shutdown = CancellationToken::new();

@@ -34,6 +34,8 @@ pub struct Stats {
     pub authorization_denied: AtomicU64,
     /// Authorization decisions made by a rule, by rule and outcome.
     pub authorization_by_rule: Mutex<BTreeMap<(String, Outcome), u64>>,
+    /// DNS answers by response code, counted by the DNS server.
+    pub dns: Arc<meshfed_discovery::dns::DnsStats>,
     /// The Prometheus metrics (`/metrics`).
     pub metrics: crate::metrics::Metrics,
     /// Peer certificates refused, by reason.

@@ -110,6 +110,27 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     stream.read_to_end(&mut echoed).await?;
     assert_eq!(echoed, b"hello tunnel");
     drop(stream);
+    // DNS: three names east serves, two it does not, asked with dig.
+    let east_dns = federation.gateway("east").addrs().dns;
+    for (name, times) in [
+        ("greeter.demo.svc.clusterset.local", 3),
+        ("nothing.demo.svc.clusterset.local", 2),
+    ] {
+        for _ in 0..times {
+            let output = Command::new("dig")
+                .arg(format!("@{}", east_dns.ip()))
+                .args([
+                    "-p",
+                    &east_dns.port().to_string(),
+                    "+tries=1",
+                    "+time=2",
+                    name,
+                    "A",
+                ])
+                .output()?;
+            assert!(output.status.success(), "{output:?}");
+        }
+    }
     let east = federation.gateway("east").addrs();
     let west = federation.gateway("west").addrs();
     let sent = 25;
@@ -138,6 +159,12 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     let rtt_measured =
         "count(meshfed_peer_rtt_seconds > 0 and meshfed_peer_congestion_window_bytes > 0)";
     prometheus.until(rtt_measured, 2.0).await?;
+    prometheus
+        .until("sum(meshfed_dns_queries_total{rcode=\"NOERROR\"})", 3.0)
+        .await?;
+    prometheus
+        .until("sum(meshfed_dns_queries_total{rcode=\"NXDOMAIN\"})", 2.0)
+        .await?;
     // Both SVIDs are valid for a while yet (the test CA issues them for an hour or more).
     prometheus
         .until("count(meshfed_svid_expiry_seconds > 600)", 2.0)

@@ -15,7 +15,7 @@ mod server;
 mod zone;
 
 pub use mcs::{Clusterset, ClustersetZones};
-pub use server::DnsServer;
+pub use server::{DnsServer, DnsStats};
 pub use zone::{LiveZones, ZoneError, ZoneSet};
 
 #[cfg(test)]

@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -9,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream, UdpSocket};
 use tokio::sync::{Semaphore, watch};
 use tokio::task::{JoinHandle, JoinSet};
 
-use super::message::{self, Transport};
+use super::message::{self, Rcode, Transport};
 use super::zone::ZoneSet;
 
 /// How long a TCP client may stay idle, between or within queries, before it is dropped.
@@ -19,6 +20,40 @@ const TCP_CONNECTIONS: usize = 256;
 /// Room for any UDP query: EDNS clients may send up to 65,535 bytes, but a query with one
 /// question and one OPT record cannot usefully be longer than this.
 const UDP_QUERY_BUFFER: usize = 4096;
+
+/// Queries answered, by response code, for the gateway's metrics.
+#[derive(Debug, Default)]
+pub struct DnsStats {
+    /// Per response code, in the order of [`DnsStats::RCODES`].
+    answered: [AtomicU64; 6],
+}
+
+impl DnsStats {
+    /// The response codes the server gives, by their names in RFC 6895.
+    pub const RCODES: [&'static str; 6] = [
+        "NOERROR", "FORMERR", "NXDOMAIN", "NOTIMP", "REFUSED", "BADVERS",
+    ];
+
+    /// Each response code's name and how many answers had it.
+    pub fn answered(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        Self::RCODES
+            .iter()
+            .zip(&self.answered)
+            .map(|(name, count)| (*name, count.load(Ordering::Relaxed)))
+    }
+
+    fn count(&self, rcode: Rcode) {
+        let index = match rcode {
+            Rcode::NoError => 0,
+            Rcode::FormErr => 1,
+            Rcode::NxDomain => 2,
+            Rcode::NotImp => 3,
+            Rcode::Refused => 4,
+            Rcode::BadVers => 5,
+        };
+        self.answered[index].fetch_add(1, Ordering::Relaxed);
+    }
+}
 
 /// A running DNS server.
 #[derive(Debug)]
@@ -30,16 +65,18 @@ impl DnsServer {
     /// Serves the snapshot published on `zones` (and each one published after it) on every
     /// UDP socket given, which should all be bound to the same address with `SO_REUSEPORT` so
     /// that the kernel spreads queries over them, and on `tcp`.
+    /// Each answer is counted in `stats`.
     pub fn serve(
         udp: Vec<UdpSocket>,
         tcp: TcpListener,
         zones: watch::Receiver<Arc<ZoneSet>>,
+        stats: Arc<DnsStats>,
     ) -> Self {
         let mut tasks: Vec<JoinHandle<()>> = udp
             .into_iter()
-            .map(|socket| tokio::spawn(serve_udp(socket, zones.clone())))
+            .map(|socket| tokio::spawn(serve_udp(socket, zones.clone(), stats.clone())))
             .collect();
-        tasks.push(tokio::spawn(serve_tcp(tcp, zones)));
+        tasks.push(tokio::spawn(serve_tcp(tcp, zones, stats)));
         DnsServer { tasks }
     }
 
@@ -54,7 +91,11 @@ impl DnsServer {
     }
 }
 
-async fn serve_udp(socket: UdpSocket, mut zones: watch::Receiver<Arc<ZoneSet>>) {
+async fn serve_udp(
+    socket: UdpSocket,
+    mut zones: watch::Receiver<Arc<ZoneSet>>,
+    stats: Arc<DnsStats>,
+) {
     let mut query = vec![0u8; UDP_QUERY_BUFFER];
     let mut response = Vec::with_capacity(usize::from(message::MAX_UDP_PAYLOAD));
     let mut current = zones.borrow_and_update().clone();
@@ -76,13 +117,18 @@ async fn serve_udp(socket: UdpSocket, mut zones: watch::Receiver<Arc<ZoneSet>>) 
             continue;
         };
         tracing::trace!(%from, ?rcode, "dns query");
+        stats.count(rcode);
         if let Err(error) = socket.send_to(&response, from).await {
             tracing::debug!(%error, %from, "dns: send failed");
         }
     }
 }
 
-async fn serve_tcp(listener: TcpListener, zones: watch::Receiver<Arc<ZoneSet>>) {
+async fn serve_tcp(
+    listener: TcpListener,
+    zones: watch::Receiver<Arc<ZoneSet>>,
+    stats: Arc<DnsStats>,
+) {
     let limit = Arc::new(Semaphore::new(TCP_CONNECTIONS));
     // Owned here, so that aborting this task aborts every connection too.
     let mut connections = JoinSet::new();
@@ -103,8 +149,9 @@ async fn serve_tcp(listener: TcpListener, zones: watch::Receiver<Arc<ZoneSet>>) 
             continue;
         };
         let zones = zones.clone();
+        let stats = stats.clone();
         connections.spawn(async move {
-            if let Err(error) = serve_connection(stream, from, zones).await {
+            if let Err(error) = serve_connection(stream, from, zones, &stats).await {
                 tracing::debug!(%error, %from, "dns: TCP connection ended");
             }
             drop(permit);
@@ -118,6 +165,7 @@ async fn serve_connection(
     mut stream: TcpStream,
     from: SocketAddr,
     zones: watch::Receiver<Arc<ZoneSet>>,
+    stats: &DnsStats,
 ) -> std::io::Result<()> {
     let mut query = Vec::new();
     let mut response = Vec::new();
@@ -137,6 +185,7 @@ async fn serve_connection(
             return Ok(());
         };
         tracing::trace!(%from, ?rcode, "dns query over tcp");
+        stats.count(rcode);
         // Responses are bounded to 65,535 bytes by `respond`.
         let length = u16::try_from(response.len()).unwrap_or(u16::MAX);
         let mut framed = Vec::with_capacity(2 + response.len());

@@ -75,6 +75,7 @@ impl Admin {
             // Gauges read at scrape time.
             self.stats.metrics.peers(self.state.peer_connections());
             self.stats.metrics.at(std::time::SystemTime::now());
+            self.stats.metrics.dns(self.stats.dns.answered());
         }
         http(request, &self.draining, &self.stats, &self.catalogs)
     }

@@ -97,7 +97,7 @@ fn serve(listen: SocketAddr, services: usize, rate: f64) -> anyhow::Result<()> {
             )?);
         }
         let tcp = tokio::net::TcpListener::bind(listen).await?;
-        let _server = DnsServer::serve(udp, tcp, rx);
+        let _server = DnsServer::serve(udp, tcp, rx, Default::default());
         println!("ready");
         if rate <= 0.0 {
             std::future::pending::<()>().await;
