@@ -5,8 +5,9 @@
 //! - `<svc>.<ns>.svc.<zone>` (the MCS clusterset name): any cluster that serves the service;
 //! - `<svc>.<ns>.<cluster>.<pinned_zone>`: that cluster only.
 //!
-//! A [`RouteTable`] is an immutable snapshot. The caller supplies the spread counter, so the
-//! choice among clusters is deterministic under test.
+//! A [`RouteTable`] is an immutable snapshot. It says which clusters serve a service and how
+//! many of their endpoints are ready; choosing among them is the policy's (`State::spread`,
+//! by locality and outlier detection, or a route's weighted backends).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -271,19 +272,16 @@ impl RouteTable {
         }
     }
 
-    /// Routes a request for `service` to any cluster that serves it; `spread` picks among
-    /// clusters when several do.
-    pub fn route_service(&self, service: &ServiceKey, spread: u64) -> Result<Destination, Reason> {
+    /// Routes a request for `service` to the `spread`-th cluster with a ready endpoint (for
+    /// the tests of the table, which check which clusters it offers).
+    #[cfg(test)]
+    fn route_service(&self, service: &ServiceKey, spread: u64) -> Result<Destination, Reason> {
         let known = self.services.get(service).ok_or(Reason::UnknownService)?;
-        let backends = &known.ready;
-        if backends.is_empty() {
-            return Err(match known.lost.is_empty() {
-                true => Reason::NoReadyEndpoints,
-                false => Reason::PeerUnavailable,
-            });
+        if known.ready.is_empty() {
+            return Err(self.unavailable(service));
         }
-        let index = (spread % backends.len() as u64) as usize;
-        Ok(self.destination(&backends[index], service.clone()))
+        let index = (spread % known.ready.len() as u64) as usize;
+        Ok(self.destination(&known.ready[index], service.clone()))
     }
 
     fn destination(&self, backend: &Backend, service: ServiceKey) -> Destination {

@@ -382,14 +382,9 @@ async fn the_baggage_override_pins_a_service_wherever_it_is_called() -> anyhow::
 
     // East stops trusting its clients: it takes the pin out of the baggage before passing it
     // on, so that west, which trusts the frontend that propagates it, never sees it.
-    let east_stats = federation.gateway("east").stats().clone();
     let untrusting = POLICY.replace("overrides:\n  trusted_clients: [127.0.0.0/8]\n", "");
     assert_ne!(untrusting, POLICY);
-    std::fs::write(federation.policy_file("east"), &untrusting)?;
-    wait::until(Duration::from_secs(5), "east's new policy", || {
-        east_stats.policy_reloads.load(Ordering::Relaxed) == 1
-    })
-    .await?;
+    apply_policy(&federation, "east", &untrusting).await?;
     let laundered = chain("userId=7,meshfed.greeter.demo=east", 30).await?;
     assert_eq!(
         laundered.len(),
@@ -402,22 +397,10 @@ async fn the_baggage_override_pins_a_service_wherever_it_is_called() -> anyhow::
         text.contains("baggage: userId=7\n"),
         "the rest of the baggage travels on: {text}"
     );
-    std::fs::write(federation.policy_file("east"), POLICY)?;
-    wait::until(Duration::from_secs(5), "east's policy back", || {
-        east_stats.policy_reloads.load(Ordering::Relaxed) == 2
-    })
-    .await?;
+    apply_policy(&federation, "east", POLICY).await?;
 
     // West stops trusting its clients: the baggage is ignored there, and greeter spreads again.
-    let west_stats = federation.gateway("west").stats().clone();
-    std::fs::write(
-        federation.policy_file("west"),
-        "overrides: { trusted_clients: [] }\n",
-    )?;
-    wait::until(Duration::from_secs(5), "west's new policy", || {
-        west_stats.policy_reloads.load(Ordering::Relaxed) == 1
-    })
-    .await?;
+    apply_policy(&federation, "west", "overrides: { trusted_clients: [] }\n").await?;
     let untrusted = chain("meshfed.greeter.demo=east", 30).await?;
     assert_eq!(
         untrusted.len(),
@@ -457,6 +440,17 @@ services:
     assert_eq!(stats.policy_reloads.load(Ordering::Relaxed), 1);
     federation.shutdown().await;
     Ok(())
+}
+
+/// Writes `text` as `cluster`'s policy file and waits until the gateway has put it in force.
+async fn apply_policy(federation: &Federation, cluster: &str, text: &str) -> anyhow::Result<()> {
+    let stats = federation.gateway(cluster).stats().clone();
+    let before = stats.policy_reloads.load(Ordering::Relaxed);
+    std::fs::write(federation.policy_file(cluster), text)?;
+    wait::until(Duration::from_secs(5), "the new policy in force", || {
+        stats.policy_reloads.load(Ordering::Relaxed) > before
+    })
+    .await
 }
 
 /// `GET host/` through the gateway `east`, with a `baggage` header unless it is empty.
