@@ -5,6 +5,7 @@
 //! the DNS zones it serves and admin. The `meshfed` command line is the binary's (`main.rs`, `cmd/`). Identity and trust live in
 //! `meshfed-trust`; service naming and the DNS server in `meshfed-discovery`.
 
+pub(crate) mod access_log;
 pub mod admin;
 pub mod bind;
 pub(crate) mod bundles;
@@ -14,6 +15,7 @@ pub mod credentials;
 pub(crate) mod endpoints;
 pub mod federation;
 pub mod metrics;
+pub(crate) mod observe;
 pub mod policy;
 pub(crate) mod policy_file;
 pub mod proxy;
@@ -26,6 +28,7 @@ pub mod services;
 pub(crate) mod state;
 pub mod stats;
 pub mod telemetry;
+pub(crate) mod trace;
 
 pub use bind::Bound;
 pub use config::Config;

@@ -57,6 +57,13 @@ pub struct TcpLabels {
     pub destination_cluster: String,
 }
 
+/// The labels of span counts.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SpanLabels {
+    /// `exported`, `failed` or `dropped`.
+    pub outcome: &'static str,
+}
+
 /// The labels of DNS answers.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RcodeLabels {
@@ -83,6 +90,8 @@ pub struct PeerLabels {
 /// What the metrics read of a peer's QUIC connection when scraped.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PeerConnection {
+    /// Streams open to the peer (requests in flight, tunnels).
+    pub open_streams: u64,
     /// The smoothed round-trip time.
     pub rtt: Duration,
     /// The congestion window, in bytes.
@@ -101,6 +110,11 @@ pub struct Metrics {
     pub request_duration: Family<RequestLabels, Histogram>,
     /// Authorization decisions on peers' requests.
     pub authorization: Family<DecisionLabels, Counter>,
+    tcp_opened: Family<TcpLabels, Counter>,
+    spans: Family<SpanLabels, Counter>,
+    access_log_dropped: Counter,
+    /// The telemetry totals already added to `spans` and `access_log_dropped`.
+    telemetry_seen: std::sync::Mutex<[u64; 4]>,
     tcp_closed: Family<TcpLabels, Counter>,
     tcp_sent: Family<TcpLabels, Counter>,
     tcp_received: Family<TcpLabels, Counter>,
@@ -114,6 +128,10 @@ pub struct Metrics {
     peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     peer_congestion_window: Family<PeerLabels, Gauge>,
     peer_lost_packets: Family<PeerLabels, Gauge>,
+    peer_open_streams: Family<PeerLabels, Gauge>,
+    peer_bundle_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
+    /// When each peer's bundle was last fetched (or the gateway started, before the first).
+    bundle_fetched: std::sync::Mutex<std::collections::BTreeMap<String, SystemTime>>,
 }
 
 impl Default for Metrics {
@@ -139,12 +157,30 @@ impl Default for Metrics {
             "Authorization decisions on peers' requests and tunnels, by decision and rule",
             authorization.clone(),
         );
+        let spans = Family::<SpanLabels, Counter>::default();
+        registry.register(
+            "trace_spans",
+            "Spans recorded: exported, failed (the collector refused or was unreachable), or dropped (the export queue was full)",
+            spans.clone(),
+        );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "access_log_lines_dropped",
+            "Access log lines dropped because the writer fell behind",
+            access_log_dropped.clone(),
+        );
+        let tcp_opened = Family::<TcpLabels, Counter>::default();
+        registry.register(
+            "tcp_connections_opened",
+            "TCP connections (and tunnels) opened; with the closed count, the connections open now",
+            tcp_opened.clone(),
+        );
         let tcp_closed = Family::<TcpLabels, Counter>::default();
         let tcp_sent = Family::<TcpLabels, Counter>::default();
         let tcp_received = Family::<TcpLabels, Counter>::default();
         registry.register(
             "tcp_connections_closed",
-            "TCP connections (and tunnels) that carried their bytes to the end",
+            "TCP connections (and tunnels) that ended, carried to the end or failed",
             tcp_closed.clone(),
         );
         registry.register(
@@ -193,11 +229,27 @@ impl Default for Metrics {
             "Packets lost by the current QUIC connection to the peer gateway",
             peer_lost_packets.clone(),
         );
+        let peer_open_streams = Family::<PeerLabels, Gauge>::default();
+        registry.register(
+            "peer_open_streams",
+            "Streams open to the peer gateway: requests until their response ends, tunnels until they close",
+            peer_open_streams.clone(),
+        );
+        let peer_bundle_age = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "peer_bundle_age_seconds",
+            "Seconds since the peer's trust bundle was last fetched from its bundle endpoint (since start, before the first fetch)",
+            peer_bundle_age.clone(),
+        );
         Metrics {
             registry,
             requests,
             request_duration,
             authorization,
+            tcp_opened,
+            spans,
+            access_log_dropped,
+            telemetry_seen: std::sync::Mutex::default(),
             tcp_closed,
             tcp_sent,
             tcp_received,
@@ -209,6 +261,9 @@ impl Default for Metrics {
             peer_rtt,
             peer_congestion_window,
             peer_lost_packets,
+            peer_open_streams,
+            peer_bundle_age,
+            bundle_fetched: std::sync::Mutex::default(),
         }
     }
 }
@@ -226,8 +281,13 @@ impl Metrics {
         self.requests.get_or_create(&labels).inc();
     }
 
-    /// Counts a TCP connection that ended after carrying `sent` bytes from the client and
-    /// `received` to it.
+    /// Counts a TCP connection opened.
+    pub fn tcp_opened(&self, labels: TcpLabels) {
+        self.tcp_opened.get_or_create(&labels).inc();
+    }
+
+    /// Counts a TCP connection that ended (carried to the end or failed) after carrying `sent`
+    /// bytes from the client and `received` to it.
     pub fn tcp_closed(&self, labels: TcpLabels, sent: u64, received: u64) {
         self.tcp_sent.get_or_create(&labels).inc_by(sent);
         self.tcp_received.get_or_create(&labels).inc_by(received);
@@ -244,6 +304,27 @@ impl Metrics {
                 .get_or_create(&labels)
                 .inc_by(total.saturating_sub(*before));
             *before = total.max(*before);
+        }
+    }
+
+    /// Brings the telemetry counters up to these totals: spans exported, failed and dropped,
+    /// and access log lines dropped.
+    pub fn telemetry(&self, totals: [u64; 4]) {
+        let mut seen = self
+            .telemetry_seen
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let outcomes = ["exported", "failed", "dropped"];
+        for (i, outcome) in outcomes.into_iter().enumerate() {
+            let labels = SpanLabels { outcome };
+            self.spans
+                .get_or_create(&labels)
+                .inc_by(totals[i].saturating_sub(seen[i]));
+        }
+        self.access_log_dropped
+            .inc_by(totals[3].saturating_sub(seen[3]));
+        for (seen, total) in seen.iter_mut().zip(totals) {
+            *seen = total.max(*seen);
         }
     }
 
@@ -264,6 +345,25 @@ impl Metrics {
             Err(past) => -past.duration().as_secs_f64(),
         };
         self.svid_expiry.set(left);
+        let fetched = self
+            .bundle_fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        for (peer, at) in fetched.iter() {
+            let age = now.duration_since(*at).unwrap_or_default().as_secs_f64();
+            let labels = PeerLabels { peer: peer.clone() };
+            self.peer_bundle_age.get_or_create(&labels).set(age);
+        }
+    }
+
+    /// Notes that `peer`'s bundle was fetched from its bundle endpoint at `at` (or, at start,
+    /// that the one kept or configured is in use).
+    pub fn bundle_fetched(&self, peer: &str, at: SystemTime) {
+        let mut fetched = self
+            .bundle_fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        fetched.insert(peer.to_owned(), at);
     }
 
     /// Sets the peer gauges from what the connections say now (`None`: not connected).
@@ -289,6 +389,9 @@ impl Metrics {
             self.peer_lost_packets
                 .get_or_create(&labels)
                 .set(saturating(connection.lost_packets));
+            self.peer_open_streams
+                .get_or_create(&labels)
+                .set(saturating(connection.open_streams));
         }
     }
 

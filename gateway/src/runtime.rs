@@ -24,6 +24,7 @@ use meshfed_trust::{Bundle, TrustDomain};
 use rustls::pki_types::pem::PemObject;
 use tokio::sync::mpsc;
 
+use crate::access_log::AccessLog;
 use crate::admin::{self, Admin};
 use crate::bind::{BindError, Bound};
 use crate::bundles::endpoint::Published;
@@ -43,8 +44,9 @@ use crate::proxy::local;
 use crate::proxy::serve::{Versions, serve_http};
 use crate::proxy::tcp;
 use crate::rotation::Rotation;
-use crate::state::State;
+use crate::state::{State, Telemetry};
 use crate::stats::Stats;
+use crate::trace::{self, Tracer};
 use crate::{bundles, credentials, rotation};
 
 /// How long the QUIC endpoint may take to tell peers it is closing. CONNECTION_CLOSE goes out
@@ -86,6 +88,14 @@ pub enum StartError {
     /// The system's random source failed.
     #[error("cannot seed the traffic policy's random choices")]
     Random,
+    /// The access log could not be opened.
+    #[error("cannot open the access log {path}: {error}")]
+    AccessLog {
+        /// The file.
+        path: String,
+        /// Why.
+        error: std::io::Error,
+    },
 }
 
 /// A running gateway.
@@ -174,12 +184,13 @@ pub fn start(
         }
         None => (None, Policy::default()),
     };
+    let telemetry = telemetry(&config, stats.clone())?;
     let state = Arc::new(State::new(
         &config,
         Arc::new(registry.exports()),
         built.routes,
         peers,
-        stats.clone(),
+        telemetry,
         Arc::new(policy),
         random_seed()?,
     ));
@@ -311,7 +322,10 @@ pub fn start(
             current,
             state_dir: config.state_dir.clone(),
             updates: bundle_tx.clone(),
+            stats: stats.clone(),
         };
+        let started = std::time::SystemTime::now();
+        stats.metrics.bundle_fetched(peer.name.as_str(), started);
         tokio::spawn(poller.run(shutdown.clone()));
     }
     let published = match &config.bundle_endpoint {
@@ -455,6 +469,43 @@ impl Running {
         self.admin_shutdown.cancel();
         tracing::info!("stopped");
     }
+}
+
+/// The tracer (its exporter started) and the access log, as configured.
+fn telemetry(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, StartError> {
+    let tracer = match &config.tracing {
+        None => None,
+        Some(tracing) => {
+            let (tracer, finished) = Tracer::new(tracing.sampling_ratio, random_seed()?);
+            let origin = trace::export::Origin {
+                service: format!("meshfed-{}", config.cluster),
+                cluster: config.cluster.to_string(),
+            };
+            tokio::spawn(trace::export::run(
+                finished,
+                tracing.otlp_endpoint.clone(),
+                tracing.otlp_protocol,
+                origin,
+                tracer.counts.clone(),
+            ));
+            Some(tracer)
+        }
+    };
+    let access_log = match &config.access_log {
+        None => None,
+        Some(to) => Some(AccessLog::open(to).map_err(|error| StartError::AccessLog {
+            path: match to {
+                crate::config::AccessLog::Stdout => "-".into(),
+                crate::config::AccessLog::File(path) => path.display().to_string(),
+            },
+            error,
+        })?),
+    };
+    Ok(Telemetry {
+        stats,
+        tracer,
+        access_log,
+    })
 }
 
 /// A seed for the policy's dice, from the system's random source.

@@ -16,6 +16,7 @@ use crate::config::{Config, Export};
 use crate::credentials::gateway_id_of;
 use crate::federation::client::PeerClient;
 use crate::federation::wire;
+use crate::observe::{self, Exchange};
 use crate::policy::authz::Access;
 use crate::policy::runtime_faults::RuntimeFaults;
 use crate::policy::{
@@ -57,6 +58,10 @@ pub(crate) struct State {
     routes: std::sync::RwLock<Arc<RouteTable>>,
     pub(crate) peers: BTreeMap<Label, PeerClient>,
     pub(crate) stats: Arc<Stats>,
+    /// Records spans, when traces are configured.
+    pub(crate) tracer: Option<crate::trace::Tracer>,
+    /// Takes a line per request and per TCP connection, when configured.
+    pub(crate) access_log: Option<crate::access_log::AccessLog>,
     /// This cluster's exports, each port listing the endpoints that take traffic now; swapped
     /// whole when endpoints are found or change health.
     exports: std::sync::RwLock<Arc<BTreeMap<ServiceKey, Export>>>,
@@ -74,6 +79,14 @@ pub(crate) struct State {
     dice: AtomicU64,
     /// Faults set through the admin API; swapped whole on each change.
     runtime_faults: std::sync::RwLock<Arc<RuntimeFaults>>,
+}
+
+/// Where the gateway records what it does: counters and metrics, spans, access log lines.
+#[derive(Debug)]
+pub(crate) struct Telemetry {
+    pub(crate) stats: Arc<Stats>,
+    pub(crate) tracer: Option<crate::trace::Tracer>,
+    pub(crate) access_log: Option<crate::access_log::AccessLog>,
 }
 
 /// A peer's connection to us, as the registry holds it.
@@ -104,7 +117,7 @@ impl State {
         exports: Arc<BTreeMap<ServiceKey, Export>>,
         routes: Arc<RouteTable>,
         peers: BTreeMap<Label, PeerClient>,
-        stats: Arc<Stats>,
+        telemetry: Telemetry,
         policy: Arc<Policy>,
         seed: u64,
     ) -> Self {
@@ -113,7 +126,9 @@ impl State {
             pseudonym: format!("meshfed-{}", config.cluster),
             routes: std::sync::RwLock::new(routes),
             peers,
-            stats,
+            stats: telemetry.stats,
+            tracer: telemetry.tracer,
+            access_log: telemetry.access_log,
             exports: std::sync::RwLock::new(exports),
             peer_gateways: config
                 .peers
@@ -210,6 +225,18 @@ impl State {
         self.inbound.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Spans exported, failed and dropped, and access log lines dropped, so far.
+    pub(crate) fn telemetry_totals(&self) -> [u64; 4] {
+        let load = |n: &AtomicU64| n.load(Ordering::Relaxed);
+        let spans = self.tracer.as_ref().map(|t| &t.counts);
+        [
+            spans.map_or(0, |c| load(&c.exported)),
+            spans.map_or(0, |c| load(&c.failed)),
+            spans.map_or(0, |c| load(&c.dropped)),
+            self.access_log.as_ref().map_or(0, |l| load(&l.dropped)),
+        ]
+    }
+
     /// Each peer's QUIC connection as the metrics read it (`None` when not connected).
     pub(crate) fn peer_connections(
         &self,
@@ -218,6 +245,7 @@ impl State {
             let connection = client.live().map(|c| {
                 let stats = c.stats();
                 crate::metrics::PeerConnection {
+                    open_streams: client.open_streams(),
                     rtt: c.rtt(),
                     congestion_window: stats.path.cwnd,
                     lost_packets: stats.path.lost_packets,
@@ -375,39 +403,39 @@ impl State {
             .authority()
             .map(|a| a.as_str().to_owned())
             .unwrap_or_default();
-        let Some((service, port)) = wire::service_of(&authority) else {
-            return Reason::UnknownService.response();
+        let mut exchange = Exchange::begin(
+            self,
+            crate::metrics::Direction::Inbound,
+            peer.clone(),
+            &request,
+            &authority,
+        );
+        let response = match wire::service_of(&authority) {
+            None => Reason::UnknownService.response(),
+            Some((service, port)) => {
+                self.serve_exported(request, body, peer, (service, port), &mut exchange)
+                    .await
+            }
         };
-        if let Err(reason) = self.exported_to(&service, peer) {
-            return reason.response();
-        }
-        let started = std::time::Instant::now();
-        let protocol = crate::metrics::protocol_of(request.headers());
-        let response = self
-            .serve_exported(request, body, peer, &service, port)
-            .await;
-        let labels = crate::metrics::RequestLabels {
-            direction: crate::metrics::Direction::Inbound.label(),
-            source_cluster: peer.to_string(),
-            destination_service: service.to_string(),
-            destination_cluster: self.cluster.to_string(),
-            response_code: response.status().as_u16(),
-            protocol,
-        };
-        self.stats.metrics.request(labels, started.elapsed());
+        exchange.finish(self, &response);
         response
     }
 
-    /// Serves a peer's request for a service exported to it.
+    /// Serves a peer's request for a service, if it is exported to the peer.
     async fn serve_exported(
         &self,
         request: Request<()>,
         body: h3::server::RequestStream<h3_quinn::RecvStream, bytes::Bytes>,
         peer: &Label,
-        service: &ServiceKey,
-        port: Option<u16>,
+        (service, port): (ServiceKey, Option<u16>),
+        exchange: &mut Exchange,
     ) -> Response<Body> {
-        let service = service.clone();
+        if let Err(reason) = self.exported_to(&service, peer) {
+            return reason.response();
+        }
+        // Only now, for a service exported to the peer: a peer cannot mint metric labels.
+        exchange.service = Some(service.clone());
+        exchange.destination_cluster = Some(self.cluster.clone());
         let (mut parts, ()) = request.into_parts();
         // Set by the peer gateway (its clients' x-meshfed-* headers never cross); an ill-formed
         // one selects nothing rather than everything.
@@ -441,6 +469,7 @@ impl State {
             Ok(source) => source,
             Err(reason) => return reason.response(),
         };
+        exchange.source = Some(source.clone());
         let key = self.policy().service(&service).key(&RequestView {
             method: &parts.method,
             path: parts.uri.path(),
@@ -452,11 +481,19 @@ impl State {
         headers::strip_untrusted(&mut parts.headers);
         headers::set_client_identity(&mut parts.headers, &source);
         headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
-        let request = Request::from_parts(parts, body::from_h3(body));
-        match self
+        let mut request = Request::from_parts(parts, body::from_h3(body));
+        let span = observe::try_span(
+            self,
+            exchange.span.as_ref(),
+            &mut request,
+            &service,
+            &self.cluster,
+        );
+        let forwarded = self
             .forward_local(&service, port, &selector, key, request)
-            .await
-        {
+            .await;
+        observe::try_done(self, span, 1, &forwarded);
+        match forwarded {
             Ok(response) => self.forwarded(response),
             Err(reason) => reason.response(),
         }

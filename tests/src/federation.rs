@@ -157,6 +157,8 @@ pub struct Builder {
     tcp_services: Vec<(String, String, u16)>,
     peer_addresses: BTreeMap<(String, String), SocketAddr>,
     policies: BTreeMap<String, String>,
+    /// Top-level config keys to add, per cluster.
+    extra: BTreeMap<String, Vec<String>>,
 }
 
 /// How bundle endpoints authenticate themselves in a test federation.
@@ -191,12 +193,18 @@ impl Federation {
             tcp_services: Vec::new(),
             peer_addresses: BTreeMap::new(),
             policies: BTreeMap::new(),
+            extra: BTreeMap::new(),
         }
     }
 
     /// Where `cluster`'s policy file is (whether or not it has one).
     pub fn policy_file(&self, cluster: &str) -> std::path::PathBuf {
-        self.dir.path().join(cluster).join("policy.yaml")
+        self.home(cluster).join("policy.yaml")
+    }
+
+    /// `cluster`'s own directory: `<cluster>/...` in its config names a file here.
+    pub fn home(&self, cluster: &str) -> std::path::PathBuf {
+        self.dir.path().join(cluster)
     }
 
     /// The gateway of `cluster`.
@@ -325,6 +333,15 @@ impl Builder {
         self
     }
 
+    /// Adds `yaml` (top-level keys, such as `tracing: { ... }`) to `cluster`'s config.
+    pub fn config(mut self, cluster: &str, yaml: &str) -> Self {
+        self.extra
+            .entry(cluster.to_owned())
+            .or_default()
+            .push(yaml.to_owned());
+        self
+    }
+
     /// Sets every gateway's `identity.svid_lifetime` (a duration as config writes it).
     pub fn svid_lifetime(mut self, lifetime: &str) -> Self {
         self.svid_lifetime = Some(lifetime.to_owned());
@@ -423,6 +440,9 @@ impl Builder {
         );
         if self.policies.contains_key(&cluster.name) {
             let _ = writeln!(yaml, "policy: {}/policy.yaml", cluster.name);
+        }
+        for extra in self.extra.get(&cluster.name).into_iter().flatten() {
+            let _ = writeln!(yaml, "{extra}");
         }
         match self.bundle_exchange {
             Some(Profile::Spiffe) => {

@@ -64,9 +64,7 @@ impl GrpcEcho {
                         echo.call(request).await
                     };
                     match response {
-                        Ok(response) => {
-                            response.map(|body| Synced(std::sync::Mutex::new(body)).boxed())
-                        }
+                        Ok(response) => response.map(synced),
                         Err(never) => match never {},
                     }
                 }
@@ -99,6 +97,11 @@ impl Drop for GrpcEcho {
 }
 
 struct Named(&'static str);
+
+/// A tonic response body as the test servers' body type.
+pub(crate) fn synced(body: tonic::body::Body) -> meshfed_gateway::proxy::body::Body {
+    Synced(std::sync::Mutex::new(body)).boxed()
+}
 
 /// A tonic response body made `Sync` for the test server's boxed body type: the mutex is only
 /// reached through `&mut`, so it is never contended.

@@ -13,6 +13,7 @@ pub mod echo;
 pub mod federation;
 pub mod grpc;
 pub mod knot;
+pub mod otlp;
 pub mod pattern;
 pub mod relay;
 pub mod tcp_echo;

@@ -98,15 +98,30 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
         .export_port("db.shop", "tcp", 5432, &[db.addr()], &["east"]);
     let federation = Federation::builder(vec![Cluster::new("east")?, west])
         .tcp_service("east", "db.shop", 5432)
+        .bundle_exchange()
         .start()
         .await?;
     federation.catalogs_exchanged().await?;
-    // One TCP connection through the tunnel: 12 bytes there and back, then closed.
+    let east = federation.gateway("east").addrs();
+    let west = federation.gateway("west").addrs();
+    let dir = tempfile::tempdir()?;
+    let prometheus = Prometheus::start(
+        dir.path(),
+        &[east.admin.to_string(), west.admin.to_string()],
+    )?;
+    prometheus.until("sum(up{job=\"meshfed\"})", 2.0).await?;
+    // One TCP connection through the tunnel: open (one stream to west) while it lasts, then
+    // 12 bytes there and back, then closed.
     let listen = federation.gateway("east").tcp_services()[0].listen;
     let mut stream = tokio::net::TcpStream::connect(listen).await?;
-    stream.write_all(b"hello tunnel").await?;
+    stream.write_all(b"hello").await?;
+    let mut hello = [0u8; 5];
+    stream.read_exact(&mut hello).await?;
+    let open_to_west = "sum(meshfed_peer_open_streams{peer=\"west\"})";
+    prometheus.until(open_to_west, 1.0).await?;
+    stream.write_all(b" tunnel").await?;
     stream.shutdown().await?;
-    let mut echoed = Vec::new();
+    let mut echoed = hello.to_vec();
     stream.read_to_end(&mut echoed).await?;
     assert_eq!(echoed, b"hello tunnel");
     drop(stream);
@@ -131,19 +146,11 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
             assert!(output.status.success(), "{output:?}");
         }
     }
-    let east = federation.gateway("east").addrs();
-    let west = federation.gateway("west").addrs();
     let sent = 25;
     for _ in 0..sent {
         let reply = client::get(east.http, GREETER, "/").await?;
         assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
     }
-    let dir = tempfile::tempdir()?;
-    let prometheus = Prometheus::start(
-        dir.path(),
-        &[east.admin.to_string(), west.admin.to_string()],
-    )?;
-    prometheus.until("sum(up{job=\"meshfed\"})", 2.0).await?;
     let outbound = "sum(meshfed_requests_total{direction=\"outbound\",source_cluster=\"east\",\
                     destination_service=\"greeter.demo\",destination_cluster=\"west\",\
                     response_code=\"200\"})";
@@ -169,6 +176,12 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     prometheus
         .until("count(meshfed_svid_expiry_seconds > 600)", 2.0)
         .await?;
+    // Each fetches the other's bundle every second (the test's refresh hint).
+    prometheus
+        .until("count(meshfed_peer_bundle_age_seconds < 10)", 2.0)
+        .await?;
+    // The tunnel and every request's stream are closed.
+    prometheus.until(open_to_west, 0.0).await?;
     for direction in ["outbound", "inbound"] {
         for counter in ["tcp_sent_bytes_total", "tcp_received_bytes_total"] {
             let query = format!(
@@ -179,6 +192,9 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
         let closed =
             format!("sum(meshfed_tcp_connections_closed_total{{direction=\"{direction}\"}})");
         prometheus.until(&closed, 1.0).await?;
+        let opened =
+            format!("sum(meshfed_tcp_connections_opened_total{{direction=\"{direction}\"}})");
+        prometheus.until(&opened, 1.0).await?;
     }
     federation.shutdown().await;
     Ok(())

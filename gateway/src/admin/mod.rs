@@ -76,6 +76,7 @@ impl Admin {
             self.stats.metrics.peers(self.state.peer_connections());
             self.stats.metrics.at(std::time::SystemTime::now());
             self.stats.metrics.dns(self.stats.dns.answered());
+            self.stats.metrics.telemetry(self.state.telemetry_totals());
         }
         http(request, &self.draining, &self.stats, &self.catalogs)
     }

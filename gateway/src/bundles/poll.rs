@@ -45,6 +45,8 @@ pub(crate) struct Poller {
     pub(crate) current: Bundle,
     pub(crate) state_dir: Option<PathBuf>,
     pub(crate) updates: mpsc::Sender<Bundle>,
+    /// Where each successful fetch is noted, for the bundle's age in `/metrics`.
+    pub(crate) stats: Arc<crate::stats::Stats>,
 }
 
 impl Poller {
@@ -52,7 +54,11 @@ impl Poller {
     pub(crate) async fn run(mut self, shutdown: CancellationToken) {
         loop {
             let wait = match self.poll().await {
-                Ok(()) => self.interval(),
+                Ok(()) => {
+                    let now = std::time::SystemTime::now();
+                    self.stats.metrics.bundle_fetched(self.peer.as_str(), now);
+                    self.interval()
+                }
                 Err(error) => {
                     tracing::warn!(peer.cluster = %self.peer, url = %self.url, %error, "keeping the last good bundle");
                     RETRY.min(self.interval())

@@ -80,6 +80,7 @@ fn poller(peer: &Peer, addr: SocketAddr, held: Bundle) -> (Poller, mpsc::Receive
         current: held,
         state_dir: None,
         updates: tx,
+        stats: Default::default(),
     };
     (poller, rx)
 }

@@ -12,6 +12,7 @@ mod error;
 pub mod policy;
 mod raw;
 mod service;
+mod telemetry;
 mod validate;
 
 pub(crate) use duration::parse as parse_duration;
@@ -61,6 +62,40 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The traffic policy file (routes, splits, faults, overrides), read again when it changes.
     pub policy_file: Option<PathBuf>,
+    /// Where spans go, if traces are recorded.
+    pub tracing: Option<Tracing>,
+    /// Where one JSON line per request and per TCP connection goes, if anywhere.
+    pub access_log: Option<AccessLog>,
+}
+
+/// Recording traces and exporting them to an OpenTelemetry collector.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Tracing {
+    /// The collector: an `http://` URL.
+    pub otlp_endpoint: http::Uri,
+    /// OTLP over gRPC or over HTTP.
+    pub otlp_protocol: OtlpProtocol,
+    /// The share of traces starting at this gateway that are recorded, 0 to 1; a caller's
+    /// decision is always followed.
+    pub sampling_ratio: f64,
+}
+
+/// How spans reach the collector.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// OTLP over gRPC (`TraceService/Export`).
+    Grpc,
+    /// OTLP over HTTP: `POST /v1/traces` with a protobuf body.
+    HttpProtobuf,
+}
+
+/// Where access log lines are written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AccessLog {
+    /// The gateway's standard output.
+    Stdout,
+    /// A file, appended to.
+    File(PathBuf),
 }
 
 /// The gateway's listening sockets.

@@ -25,6 +25,20 @@ pub(crate) struct RawConfig {
     pub(crate) state_dir: Option<Text>,
     pub(crate) shutdown_grace: Option<Text>,
     pub(crate) policy: Option<Text>,
+    pub(crate) tracing: Option<RawTracing>,
+    pub(crate) access_log: Option<RawAccessLog>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawTracing {
+    pub(crate) otlp_endpoint: Option<Text>,
+    pub(crate) otlp_protocol: Option<Text>,
+    pub(crate) sampling_ratio: Option<Text>,
+}
+
+#[derive(Debug, Deserialize)]
+pub(crate) struct RawAccessLog {
+    pub(crate) path: Option<Text>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -774,3 +774,60 @@ services:
     ];
     assert_errors_at(&errors, &expected);
 }
+
+#[test]
+fn tracing_and_access_log_parse_with_their_defaults() {
+    let text = format!(
+        "{GOOD}tracing: {{ otlp_endpoint: \"http://otel-collector:4318\", otlp_protocol: http/protobuf, sampling_ratio: 0.25 }}\naccess_log: {{ path: logs/access.log }}\n"
+    );
+    let config = Config::parse(&text, Path::new("/cfg")).expect("parses");
+    let tracing = config.tracing.expect("tracing");
+    assert_eq!(tracing.otlp_endpoint, "http://otel-collector:4318/");
+    assert_eq!(tracing.otlp_protocol, OtlpProtocol::HttpProtobuf);
+    assert_eq!(tracing.sampling_ratio, 0.25);
+    assert_eq!(
+        config.access_log,
+        Some(AccessLog::File("/cfg/logs/access.log".into()))
+    );
+
+    let text = format!(
+        "{GOOD}tracing: {{ otlp_endpoint: \"http://127.0.0.1:4317\" }}\naccess_log: {{ path: \"-\" }}\n"
+    );
+    let config = Config::parse(&text, Path::new("/cfg")).expect("parses");
+    let tracing = config.tracing.expect("tracing");
+    assert_eq!(tracing.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(tracing.sampling_ratio, 1.0);
+    assert_eq!(config.access_log, Some(AccessLog::Stdout));
+    assert_eq!(
+        Config::parse(GOOD, Path::new("/")).expect("parses").tracing,
+        None
+    );
+}
+
+#[test]
+fn bad_tracing_and_access_log_are_refused_with_every_problem() {
+    let text = format!(
+        "{GOOD}tracing: {{ otlp_endpoint: \"https://collector:4317\", otlp_protocol: thrift, sampling_ratio: 1.5, sampler: always }}\naccess_log: {{}}\n"
+    );
+    let got: Vec<String> = errors(&text).into_iter().map(|e| e.path).collect();
+    for path in [
+        "tracing.otlp_endpoint",
+        "tracing.otlp_protocol",
+        "tracing.sampling_ratio",
+        "tracing.sampler",
+        "access_log.path",
+    ] {
+        assert!(got.iter().any(|p| p == path), "{path} in {got:?}");
+    }
+    for (endpoint, why) in [
+        ("collector:4317", "http://"),
+        ("http://collector", "port"),
+        ("http://collector:4318/v1/traces", "no path"),
+        ("https://collector:4317", "TLS"),
+    ] {
+        let text = format!("{GOOD}tracing: {{ otlp_endpoint: \"{endpoint}\" }}\n");
+        let got = errors(&text);
+        assert_eq!(got.len(), 1, "{endpoint}: {got:#?}");
+        assert!(got[0].reason.contains(why), "{endpoint}: {}", got[0].reason);
+    }
+}

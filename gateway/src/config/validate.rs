@@ -189,6 +189,9 @@ impl Checker {
             .as_ref()
             .map(|p| self.value("policy", p, |s| Ok(base.join(s))));
 
+        let tracing = raw.tracing.as_ref().map(|t| self.tracing(t));
+        let access_log = raw.access_log.as_ref().map(|a| self.access_log(a, base));
+
         let peers: Option<Vec<Peer>> = peers.into_iter().collect();
         let exports: Option<Vec<Export>> = exports.into_iter().collect();
         let config = Config {
@@ -204,6 +207,8 @@ impl Checker {
             state_dir: state_dir.map_or(Some(None), |d| d.map(Some))?,
             shutdown_grace: shutdown_grace?,
             policy_file: policy_file.map_or(Some(None), |p| p.map(Some))?,
+            tracing: tracing.map_or(Some(None), |t| t.map(Some))?,
+            access_log: access_log.map_or(Some(None), |a| a.map(Some))?,
         };
         self.cross_check(raw, &config);
         Some(config)

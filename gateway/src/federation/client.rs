@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,6 +58,26 @@ pub(crate) struct PeerClient {
     /// connect; holds when the last connect failed.
     dialing: Mutex<Option<Instant>>,
     stats: Arc<Stats>,
+    /// Streams open to the peer now: requests until their response body ends, tunnels
+    /// until they close.
+    open_streams: Arc<AtomicU64>,
+}
+
+/// Counts a stream as open until dropped.
+#[derive(Debug)]
+pub(crate) struct OpenStream(Arc<AtomicU64>);
+
+impl OpenStream {
+    fn new(count: &Arc<AtomicU64>) -> OpenStream {
+        count.fetch_add(1, Ordering::Relaxed);
+        OpenStream(count.clone())
+    }
+}
+
+impl Drop for OpenStream {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 struct Live {
@@ -91,7 +111,13 @@ impl PeerClient {
             live: std::sync::RwLock::new(None),
             dialing: Mutex::new(None),
             stats,
+            open_streams: Arc::default(),
         }
+    }
+
+    /// How many streams are open to the peer now.
+    pub(crate) fn open_streams(&self) -> u64 {
+        self.open_streams.load(Ordering::Relaxed)
     }
 
     /// Sends `request` for `service` (on `port`, if the client named one) to this peer and
@@ -117,6 +143,7 @@ impl PeerClient {
         parts.version = Version::HTTP_3;
         parts.headers.remove(header::HOST);
         let stream = self.open_retrying(&parts).await?;
+        let open = OpenStream::new(&self.open_streams);
         let (mut send, mut recv) = stream.split();
         if body.is_end_stream() {
             // No body (most GETs): finish the stream here rather than spawn a pump for nothing.
@@ -146,17 +173,18 @@ impl PeerClient {
                 Reason::PeerStreamFailed
             })?;
         let (parts, ()) = response.into_parts();
-        Ok(Response::from_parts(parts, body::from_h3(recv)))
+        let body = body::guarded(body::from_h3(recv), open);
+        Ok(Response::from_parts(parts, body))
     }
 
     /// Opens a TCP tunnel to `service`'s port `port` at this peer: an HTTP/3 `CONNECT` stream,
-    /// ready for bytes once the peer has answered 200.
+    /// ready for bytes once the peer has answered 200, counted open while the guard lives.
     pub(crate) async fn connect_tcp(
         &self,
         service: &ServiceKey,
         port: u16,
         origin: Option<&meshfed_trust::SpiffeId>,
-    ) -> Result<(SendHalf, RecvHalf), Reason> {
+    ) -> Result<(SendHalf, RecvHalf, OpenStream), Reason> {
         let authority = wire::authority(service, Some(port));
         let uri = Uri::builder()
             .authority(authority)
@@ -173,6 +201,7 @@ impl PeerClient {
             parts.headers.insert(wire::ORIGIN, origin);
         }
         let mut stream = self.open_retrying(&parts).await?;
+        let open = OpenStream::new(&self.open_streams);
         let response = tokio::time::timeout(RESPONSE_TIMEOUT, stream.recv_response())
             .await
             .map_err(|_| Reason::PeerStreamFailed)?
@@ -190,7 +219,8 @@ impl PeerClient {
             tracing::debug!(status = %response.status(), %reason, "peer refused the tunnel");
             return Err(reason);
         }
-        Ok(stream.split())
+        let (send, recv) = stream.split();
+        Ok((send, recv, open))
     }
 
     /// Opens a stream for a request with head `parts`. A request the peer refused before

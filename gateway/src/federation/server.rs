@@ -14,7 +14,8 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::wire;
-use crate::metrics::{Direction, TcpLabels};
+use crate::metrics::Direction;
+use crate::observe::TcpExchange;
 use crate::proxy::{body, tunnel};
 use crate::reason::Reason;
 use crate::state::{Inbound, PeerRequest, State};
@@ -205,6 +206,9 @@ async fn tunnel(
         .uri()
         .authority()
         .and_then(|a| wire::service_of(a.as_str()));
+    let mut exchange = target
+        .as_ref()
+        .map(|(service, _)| TcpExchange::begin(Direction::Inbound, service.clone(), peer.clone()));
     let connected = match &target {
         Some((service, Some(port))) => match state.exported_to(service, peer).and_then(|()| {
             let access = PeerRequest {
@@ -215,10 +219,16 @@ async fn tunnel(
             };
             state.authorize(peer, request.headers(), &access)
         }) {
-            Ok(_) => match state.tcp_endpoints(service, *port) {
-                Ok(endpoints) => tunnel::connect(&endpoints).await,
-                Err(reason) => Err(reason),
-            },
+            Ok(_) => {
+                if let Some(exchange) = &mut exchange {
+                    exchange.destination_cluster = Some(state.cluster().clone());
+                    exchange.opened(state);
+                }
+                match state.tcp_endpoints(service, *port) {
+                    Ok(endpoints) => tunnel::connect(&endpoints).await,
+                    Err(reason) => Err(reason),
+                }
+            }
             Err(reason) => Err(reason),
         },
         // A CONNECT names a port; without one it names no TCP service.
@@ -229,6 +239,9 @@ async fn tunnel(
         Ok(upstream) => upstream,
         Err(reason) => {
             tracing::debug!(%reason, "tunnel refused");
+            if let Some(exchange) = exchange {
+                exchange.finish(state, (0, 0), Some(reason));
+            }
             let (parts, _) = reason.response().into_parts();
             if send
                 .send_response(Response::from_parts(parts, ()))
@@ -240,8 +253,11 @@ async fn tunnel(
             return;
         }
     };
+    // Connected means a service was named.
+    let Some(exchange) = exchange else { return };
     if let Err(error) = send.send_response(Response::new(())).await {
         tracing::debug!(%error, "could not answer the tunnel");
+        exchange.finish(state, (0, 0), Some(Reason::PeerStreamFailed));
         return;
     }
     match tunnel::splice(upstream, send, recv).await {
@@ -251,19 +267,13 @@ async fn tunnel(
                 received = carried.received,
                 "tunnel done"
             );
-            if let Some((service, _)) = target {
-                let labels = TcpLabels {
-                    direction: Direction::Inbound.label(),
-                    source_cluster: peer.to_string(),
-                    destination_service: service.to_string(),
-                    destination_cluster: state.cluster().to_string(),
-                };
-                // Seen from the client: what it sent came in on the stream.
-                let metrics = &state.stats.metrics;
-                metrics.tcp_closed(labels, carried.received, carried.sent);
-            }
+            // Seen from the client: what it sent came in on the stream.
+            exchange.finish(state, (carried.received, carried.sent), None);
         }
-        Err(error) => tracing::debug!(%error, "tunnel failed"),
+        Err(error) => {
+            tracing::debug!(%error, "tunnel failed");
+            exchange.finish(state, (0, 0), Some(Reason::PeerStreamFailed));
+        }
     }
 }
 

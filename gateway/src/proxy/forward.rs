@@ -9,11 +9,13 @@ use meshfed_trust::SpiffeId;
 
 use super::body::{self, Body};
 use crate::federation::wire;
+use crate::observe;
 use crate::policy::retry::{self, Retries, Tried};
 use crate::policy::{Dice as _, Labels, ServicePolicy};
 use crate::reason::{ERROR_HEADER, Reason};
 use crate::route::Destination;
 use crate::state::State;
+use crate::trace::Span;
 
 /// The response header that says how many tries a request took, when it took more than one.
 pub(crate) const ATTEMPTS_HEADER: &str = "x-meshfed-attempts";
@@ -33,6 +35,8 @@ pub(crate) struct Hop<'a> {
     pub(crate) policy: &'a ServicePolicy,
     /// The route's retries.
     pub(crate) retries: &'a Retries,
+    /// The server span of the request, the parent of each try's client span.
+    pub(crate) trace: Option<&'a Span>,
 }
 
 /// Sends `request` as `hop` says, retrying as it allows.
@@ -47,12 +51,12 @@ pub(crate) async fn send(
     let replayable =
         hop.retries.allows(request.method()) && http_body::Body::is_end_stream(request.body());
     if !replayable {
-        return try_once(state, hop, request).await.0;
+        return try_once(state, hop, request, 1).await.0;
     }
     let (head, _) = request.into_parts();
     let mut tries = 1u32;
     loop {
-        let (answer, tried) = try_once(state, hop, copy(&head)).await;
+        let (answer, tried) = try_once(state, hop, copy(&head), tries).await;
         let retry = tries <= hop.retries.attempts
             && hop.retries.retries(tried)
             && state.balancer.withdraw(service, &hop.policy.retry_budget);
@@ -84,8 +88,26 @@ fn copy(head: &http::request::Parts) -> Request<Body> {
     request
 }
 
-/// One try, within the route's per-try timeout, and how it ended.
+/// One try (the `attempt`th), within the route's per-try timeout, and how it ended.
 async fn try_once(
+    state: &State,
+    hop: &Hop<'_>,
+    mut request: Request<Body>,
+    attempt: u32,
+) -> (Result<Response<Body>, Reason>, Tried) {
+    let cluster = match &hop.destination {
+        Destination::Local(_) => state.cluster(),
+        Destination::Peer { peer, .. } => peer,
+    };
+    let service = hop.destination.service();
+    let span = observe::try_span(state, hop.trace, &mut request, service, cluster);
+    let outcome = try_within_limit(state, hop, request).await;
+    observe::try_done(state, span, attempt, &outcome.0);
+    outcome
+}
+
+/// One try, within the route's per-try timeout, and how it ended.
+async fn try_within_limit(
     state: &State,
     hop: &Hop<'_>,
     request: Request<Body>,

@@ -25,7 +25,8 @@ use super::body::{self, Body};
 use super::forward::{self, Hop};
 use super::headers;
 use crate::federation::wire;
-use crate::metrics;
+use crate::metrics::Direction;
+use crate::observe::Exchange;
 use crate::policy::retry::Retries;
 use crate::policy::{
     AbortStatus, Decision, Labels, Pin, RequestView, Target, baggage, path as canonical,
@@ -73,10 +74,11 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
     );
     async move {
         let client_version = request.version();
-        let started = std::time::Instant::now();
-        let protocol = metrics::protocol_of(request.headers());
-        let mut observed = Observed::default();
-        let mut response = match proxy(&state, &authority, request, &mut observed).await {
+        let cluster = state.cluster().clone();
+        let mut exchange =
+            Exchange::begin(&state, Direction::Outbound, cluster, &request, &authority);
+        exchange.client = request.extensions().get::<ClientAddr>().map(|c| c.0);
+        let mut response = match proxy(&state, &authority, request, &mut exchange).await {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), "forwarded");
                 response
@@ -88,35 +90,18 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         };
         // The response may have arrived over HTTP/3; it leaves in the client's HTTP version.
         *response.version_mut() = client_version;
-        if let Some(service) = observed.service {
-            let labels = metrics::RequestLabels {
-                direction: metrics::Direction::Outbound.label(),
-                source_cluster: state.cluster().to_string(),
-                destination_service: service.to_string(),
-                destination_cluster: observed.cluster.map(|c| c.to_string()).unwrap_or_default(),
-                response_code: response.status().as_u16(),
-                protocol,
-            };
-            state.stats.metrics.request(labels, started.elapsed());
-        }
+        exchange.finish(&state, &response);
         response
     }
     .instrument(span)
     .await
 }
 
-/// What a request turned out to be for, as far as it got: for its metrics.
-#[derive(Debug, Default)]
-struct Observed {
-    service: Option<ServiceKey>,
-    cluster: Option<meshfed_discovery::Label>,
-}
-
 async fn proxy(
     state: &State,
     authority: &str,
     request: Request<Incoming>,
-    observed: &mut Observed,
+    exchange: &mut Exchange,
 ) -> Result<Response<Body>, Reason> {
     let (mut parts, incoming) = request.into_parts();
     let policy = state.policy();
@@ -142,7 +127,7 @@ async fn proxy(
     let named = routes.resolve(authority)?;
     let service = named.service.clone();
     tracing::Span::current().record("svc", tracing::field::display(&service));
-    observed.service = Some(service.clone());
+    exchange.service = Some(service.clone());
     let pin = match header_pin {
         Some(pin) => Some(pin),
         None if trusted => baggage_pin(&parts.headers, &service)?,
@@ -169,6 +154,7 @@ async fn proxy(
     };
     if let Some(route) = decision.route {
         tracing::Span::current().record("route", route.name.as_str());
+        exchange.route = Some(route.name.to_string());
     }
     let (destination, selector) = match (&named.pinned, decision.target) {
         (Some(backend), _) => (
@@ -196,7 +182,7 @@ async fn proxy(
             decision.injected,
         ),
     };
-    observed.cluster = Some(match &destination {
+    exchange.destination_cluster = Some(match &destination {
         Destination::Local(_) => state.cluster().clone(),
         Destination::Peer { peer, .. } => peer.clone(),
     });
@@ -224,6 +210,7 @@ async fn proxy(
             .route
             .and_then(|r| r.retries.as_ref())
             .unwrap_or(&default_retries),
+        trace: exchange.span.as_ref(),
     };
     let forwarded = forward::send(state, &hop, request);
     let response = match decision.route.and_then(|r| r.timeout) {

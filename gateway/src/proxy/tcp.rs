@@ -12,7 +12,8 @@ use tracing::Instrument;
 
 use super::tunnel;
 use crate::config::TcpService;
-use crate::metrics::{Direction, TcpLabels};
+use crate::metrics::Direction;
+use crate::observe::TcpExchange;
 use crate::reason::Reason;
 use crate::route::Destination;
 use crate::state::State;
@@ -47,6 +48,12 @@ async fn connection(
     state: Arc<State>,
 ) {
     let _ = client.set_nodelay(true);
+    let mut exchange = TcpExchange::begin(
+        Direction::Outbound,
+        service.service.clone(),
+        state.cluster().clone(),
+    );
+    exchange.client = Some(remote);
     let origin = state.policy().origin_of(remote.ip()).cloned();
     let policy = state.policy();
     let routes = state.routes();
@@ -58,18 +65,19 @@ async fn connection(
         None,
         &mut state.dice(),
     );
-    let cluster = match &chosen {
-        Ok(Destination::Local(_)) => state.cluster().to_string(),
-        Ok(Destination::Peer { peer, .. }) => peer.to_string(),
-        Err(_) => String::new(),
+    exchange.destination_cluster = match &chosen {
+        Ok(Destination::Local(_)) => Some(state.cluster().clone()),
+        Ok(Destination::Peer { peer, .. }) => Some(peer.clone()),
+        Err(_) => None,
     };
+    exchange.opened(&state);
     let outcome = match chosen {
         Ok(Destination::Local(key)) => local(client, &state, &key, service.port).await,
         Ok(Destination::Peer { peer, service: key }) => {
             tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
             match state.peers.get(&peer) {
                 Some(peer) => match peer.connect_tcp(&key, service.port, origin.as_ref()).await {
-                    Ok((send, recv)) => tunnel::splice(client, send, recv)
+                    Ok((send, recv, _open)) => tunnel::splice(client, send, recv)
                         .await
                         .map_err(|error| (Reason::PeerStreamFailed, error.to_string())),
                     Err(reason) => Err((reason, String::new())),
@@ -86,18 +94,12 @@ async fn connection(
                 received = carried.received,
                 "tcp connection done"
             );
-            let labels = TcpLabels {
-                direction: Direction::Outbound.label(),
-                source_cluster: state.cluster().to_string(),
-                destination_service: service.service.to_string(),
-                destination_cluster: cluster,
-            };
-            state
-                .stats
-                .metrics
-                .tcp_closed(labels, carried.sent, carried.received);
+            exchange.finish(&state, (carried.sent, carried.received), None);
         }
-        Err((reason, detail)) => tracing::debug!(%reason, detail, "tcp connection failed"),
+        Err((reason, detail)) => {
+            tracing::debug!(%reason, detail, "tcp connection failed");
+            exchange.finish(&state, (0, 0), Some(reason));
+        }
     }
 }
 
