@@ -338,22 +338,39 @@ impl Metrics {
 
     /// Sets the gauges that are read at scrape time, for `now`.
     pub fn at(&self, now: SystemTime) {
+        self.svid_expiry.set(self.svid_expires_in(now));
+        let peers: Vec<String> = self
+            .bundle_fetched
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .keys()
+            .cloned()
+            .collect();
+        for peer in peers {
+            let age = self.bundle_age(&peer, now).unwrap_or_default();
+            let labels = PeerLabels { peer };
+            self.peer_bundle_age.get_or_create(&labels).set(age);
+        }
+    }
+
+    /// Seconds until the SVID in use expires, at `now` (negative once it has).
+    pub fn svid_expires_in(&self, now: SystemTime) -> f64 {
         let not_after =
             UNIX_EPOCH + Duration::from_secs(self.svid_not_after.load(Ordering::Relaxed));
-        let left = match not_after.duration_since(now) {
+        match not_after.duration_since(now) {
             Ok(left) => left.as_secs_f64(),
             Err(past) => -past.duration().as_secs_f64(),
-        };
-        self.svid_expiry.set(left);
+        }
+    }
+
+    /// Seconds since `peer`'s bundle was last fetched, at `now`, if it has a bundle endpoint.
+    pub fn bundle_age(&self, peer: &str, now: SystemTime) -> Option<f64> {
         let fetched = self
             .bundle_fetched
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        for (peer, at) in fetched.iter() {
-            let age = now.duration_since(*at).unwrap_or_default().as_secs_f64();
-            let labels = PeerLabels { peer: peer.clone() };
-            self.peer_bundle_age.get_or_create(&labels).set(age);
-        }
+        let at = fetched.get(peer)?;
+        Some(now.duration_since(*at).unwrap_or_default().as_secs_f64())
     }
 
     /// Notes that `peer`'s bundle was fetched from its bundle endpoint at `at` (or, at start,

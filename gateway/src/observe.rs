@@ -97,6 +97,11 @@ impl Exchange {
                 protocol: self.protocol,
             };
             state.stats.metrics.request(labels, elapsed);
+            if let (Direction::Outbound, Some(cluster)) =
+                (self.direction, &self.destination_cluster)
+            {
+                state.stats.routed.add(service, cluster);
+            }
         }
         let span = self.span.take();
         if let Some(log) = &state.access_log {

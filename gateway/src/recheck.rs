@@ -49,7 +49,7 @@ pub(crate) async fn recheck(state: &State, trust: &Arc<TrustStore>, rejections: 
         }
     }
     for client in state.peers.values() {
-        let Some(connection) = client.live().filter(|c| c.close_reason().is_none()) else {
+        let Some(connection) = client.live() else {
             continue;
         };
         let Some(trust_domain) = state.trust_domain_of(client.name()) else {

@@ -52,6 +52,8 @@ pub(crate) struct PeerRequest<'a> {
 pub(crate) struct State {
     /// This gateway's cluster.
     cluster: Label,
+    /// This cluster's trust domain.
+    pub(crate) trust_domain: TrustDomain,
     /// How this gateway names itself in `Via`.
     pub(crate) pseudonym: String,
     /// Swapped whole when the catalogs change; a request routes on the table it read.
@@ -123,6 +125,7 @@ impl State {
     ) -> Self {
         State {
             cluster: config.cluster.clone(),
+            trust_domain: config.trust_domain.clone(),
             pseudonym: format!("meshfed-{}", config.cluster),
             routes: std::sync::RwLock::new(routes),
             peers,

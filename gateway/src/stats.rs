@@ -1,10 +1,11 @@
 //! Counters the gateway keeps about itself. Prometheus export comes with the metrics work;
 //! these are what tests and the admin endpoint read today.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use meshfed_discovery::{Label, ServiceKey};
 use meshfed_trust::verify::Rejections;
 
 /// Running totals since start.
@@ -40,6 +41,44 @@ pub struct Stats {
     pub metrics: crate::metrics::Metrics,
     /// Peer certificates refused, by reason.
     pub peer_certificates_refused: Arc<Rejections>,
+    /// Outbound requests answered, by service and the cluster that served them.
+    pub routed: Routed,
+}
+
+/// Outbound requests answered, by service and the cluster that served them: the split as it
+/// is, for the status page. Counting takes a read lock and an atomic add; the write lock only
+/// when a service or cluster is seen for the first time.
+#[derive(Debug, Default)]
+pub struct Routed(std::sync::RwLock<HashMap<ServiceKey, HashMap<Label, AtomicU64>>>);
+
+impl Routed {
+    /// Counts one request for `service` served by `cluster`.
+    pub fn add(&self, service: &ServiceKey, cluster: &Label) {
+        let counts = self.0.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = counts.get(service).and_then(|c| c.get(cluster)) {
+            count.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        drop(counts);
+        let mut counts = self.0.write().unwrap_or_else(|e| e.into_inner());
+        counts
+            .entry(service.clone())
+            .or_default()
+            .entry(cluster.clone())
+            .or_default()
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The requests for `service` so far, by cluster.
+    pub fn of(&self, service: &ServiceKey) -> BTreeMap<String, u64> {
+        let counts = self.0.read().unwrap_or_else(|e| e.into_inner());
+        counts
+            .get(service)
+            .into_iter()
+            .flatten()
+            .map(|(cluster, n)| (cluster.to_string(), n.load(Ordering::Relaxed)))
+            .collect()
+    }
 }
 
 /// An authorization outcome, as counted.

@@ -1,5 +1,8 @@
 //! `meshfed demo` as a newcomer meets it: start it, run the printed `curl` and `dig` commands
-//! exactly as printed with the real tools, and check where the answers came from.
+//! exactly as printed with the real tools, and check where the answers came from; follow a
+//! request through both gateways in a trace (a test OTLP collector stands in for Jaeger); and
+//! open the status page in headless Chromium, which must show both clusters and the services
+//! (the screenshot is kept in the target directory, `tmp/status-page.png`).
 //!
 //! The demo listens on fixed addresses (127.0.1.1 and 127.0.2.1, ports 15000/15053/15080/15443)
 //! by design: its printed commands must work as written. This is the only test that uses them.
@@ -8,6 +11,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 
 use meshfed_tests::binary;
+use meshfed_tests::otlp::{Collector, hex};
 
 /// Stops the demo even when an assertion fails.
 struct Demo(Child);
@@ -31,9 +35,12 @@ fn sh(command: &str) -> anyhow::Result<String> {
 
 #[test]
 fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
+    // The collector's server runs on this runtime's threads while the test blocks on commands.
+    let runtime = tokio::runtime::Runtime::new()?;
+    let collector = runtime.block_on(Collector::start())?;
     let mut demo = Demo(
         Command::new(binary::meshfed()?)
-            .arg("demo")
+            .args(["demo", "--otlp-endpoint", &collector.endpoint()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()?,
@@ -70,6 +77,37 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         answer.to_lowercase().contains("via: 3 meshfed-east"),
         "{answer}"
     );
+    // Its trace: spans from both gateways under one trace ID.
+    let crossed = runtime.block_on(async {
+        meshfed_tests::wait::until(
+            std::time::Duration::from_secs(20),
+            "spans from both gateways in one trace",
+            || {
+                let spans = collector.spans();
+                spans.iter().any(|a| {
+                    a.service == "meshfed-east"
+                        && spans.iter().any(|b| {
+                            b.service == "meshfed-west" && b.span.trace_id == a.span.trace_id
+                        })
+                })
+            },
+        )
+        .await
+    });
+    crossed.map_err(|e| anyhow::anyhow!("{e}: {:#?}", collector.spans()))?;
+    let trace = collector
+        .spans()
+        .iter()
+        .find(|s| s.service == "meshfed-west")
+        .map(|s| hex(&s.span.trace_id))
+        .unwrap_or_default();
+    assert!(
+        guide
+            .iter()
+            .any(|l| l.contains("Both gateways send their spans")),
+        "{guide:#?}"
+    );
+    assert_eq!(trace.len(), 32);
     // 2. Checkout, only in east, through west's gateway.
     let answer = sh(commands[1])?;
     assert!(answer.contains("checkout v1 in cluster east"), "{answer}");
@@ -147,6 +185,35 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         .count();
     assert!((6..=34).contains(&aborted), "{aborted} of 40 aborted");
 
+    // The status page, as printed, in headless Chromium: both clusters and every service.
+    let page = guide
+        .iter()
+        .find_map(|l| {
+            l.split_whitespace()
+                .find(|w| w.starts_with("http://127.0.1.1:15000/"))
+        })
+        .ok_or_else(|| anyhow::anyhow!("no status page in {guide:#?}"))?
+        .to_owned();
+    let dom = chromium(&page, "--dump-dom")?;
+    for shown in [
+        "east",
+        "west",
+        "greeter.demo",
+        "checkout.shop",
+        "connected",
+        "route split",
+    ] {
+        assert!(dom.contains(shown), "{shown} not on the page: {dom}");
+    }
+    let screenshot = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("status-page.png");
+    chromium(&page, &format!("--screenshot={}", screenshot.display()))?;
+    let png = std::fs::read(&screenshot)?;
+    assert!(
+        png.starts_with(b"\x89PNG") && png.len() > 10_000,
+        "{} bytes",
+        png.len()
+    );
+
     // Ctrl-C stops it cleanly.
     let status = Command::new("kill")
         .args(["-INT", &demo.0.id().to_string()])
@@ -155,4 +222,27 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
     let exit = demo.0.wait()?;
     assert!(exit.success(), "demo exited with {exit}");
     Ok(())
+}
+
+/// Runs headless Chromium on `url` with `action` (`--dump-dom`, `--screenshot=...`), giving the
+/// page's scripts time to fetch and draw; returns what it printed.
+fn chromium(url: &str, action: &str) -> anyhow::Result<String> {
+    let output = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--hide-scrollbars",
+            "--window-size=1400,900",
+            "--virtual-time-budget=5000",
+            action,
+            url,
+        ])
+        .output()?;
+    anyhow::ensure!(
+        output.status.success(),
+        "chromium {action} failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(String::from_utf8(output.stdout)?)
 }

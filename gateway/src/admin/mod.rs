@@ -1,10 +1,12 @@
-//! The admin listener: health and readiness for orchestrators, counters, and the services the
+//! The admin listener: the status page (`/`, drawn from `/status.json`), health and readiness
+//! for orchestrators, Prometheus metrics (`/metrics`), counters (`/stats`), and the services the
 //! gateway knows (`/services`, what `meshfed services` prints) over plain HTTP; and the admin
 //! API (`meshfed.admin.v1.Admin`: policy reload, run-time faults) over gRPC on the same port.
 //! Loopback by default: whoever reaches it can change how traffic flows.
 
 mod faults;
 mod grpc;
+mod status;
 
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -71,6 +73,18 @@ impl Admin {
                 Err(never) => match never {},
             };
         }
+        match request.uri().path() {
+            "/" => {
+                let page = body::full(Bytes::from_static(status::PAGE.as_bytes()));
+                return typed(Response::new(page), "text/html; charset=utf-8");
+            }
+            "/status.json" => {
+                let now = std::time::SystemTime::now();
+                let status = status::status(&self.state, &self.catalogs, now);
+                return json(&status);
+            }
+            _ => {}
+        }
         if request.uri().path() == "/metrics" {
             // Gauges read at scrape time.
             self.stats.metrics.peers(self.state.peer_connections());
@@ -89,17 +103,7 @@ fn http(
     catalogs: &Catalogs,
 ) -> Response<Body> {
     match request.uri().path() {
-        "/services" => match serde_json::to_string_pretty(&catalogs.report()) {
-            Ok(json) => {
-                let mut response = text(StatusCode::OK, json + "\n");
-                response.headers_mut().insert(
-                    header::CONTENT_TYPE,
-                    header::HeaderValue::from_static("application/json"),
-                );
-                response
-            }
-            Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
-        },
+        "/services" => json(&catalogs.report()),
         "/healthz" => text(StatusCode::OK, "ok\n".into()),
         "/metrics" => {
             let mut response = text(StatusCode::OK, stats.metrics.encode());
@@ -156,6 +160,21 @@ fn http(
         }
         _ => text(StatusCode::NOT_FOUND, "not found\n".into()),
     }
+}
+
+fn json(value: &impl serde::Serialize) -> Response<Body> {
+    match serde_json::to_string_pretty(value) {
+        Ok(json) => typed(text(StatusCode::OK, json + "\n"), "application/json"),
+        Err(error) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{error}\n")),
+    }
+}
+
+fn typed(mut response: Response<Body>, content_type: &'static str) -> Response<Body> {
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    response
 }
 
 fn text(status: StatusCode, body: String) -> Response<Body> {

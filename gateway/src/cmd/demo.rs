@@ -61,7 +61,8 @@ services:
           - { cluster: west, subset: v2, weight: 20 }
 "#;
 
-pub(crate) fn run() -> ExitCode {
+/// Runs the demo until Ctrl-C, its gateways sending spans to `otlp_endpoint` if given.
+pub(crate) fn run(otlp_endpoint: Option<&str>) -> ExitCode {
     let runtime = match super::runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -70,7 +71,7 @@ pub(crate) fn run() -> ExitCode {
         }
     };
     let dir = std::env::temp_dir().join(format!("meshfed-demo-{}", std::process::id()));
-    let result = runtime.block_on(demo(&dir));
+    let result = runtime.block_on(demo(&dir, otlp_endpoint));
     let _ = std::fs::remove_dir_all(&dir);
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -81,7 +82,7 @@ pub(crate) fn run() -> ExitCode {
     }
 }
 
-async fn demo(dir: &Path) -> anyhow::Result<()> {
+async fn demo(dir: &Path, otlp_endpoint: Option<&str>) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let now = SystemTime::now();
     let cas = CLUSTERS
@@ -117,7 +118,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
             std::fs::write(dir.join("east-policy.yaml"), EAST_POLICY)?;
         }
         let path = dir.join(format!("{}.yaml", cluster.name));
-        std::fs::write(&path, config_yaml(cluster, peer, &endpoints))?;
+        std::fs::write(&path, config_yaml(cluster, peer, &endpoints, otlp_endpoint))?;
         configs.push(path);
     }
 
@@ -126,7 +127,7 @@ async fn demo(dir: &Path) -> anyhow::Result<()> {
         gateways.push(start(path).await?);
     }
     exchanged(&gateways).await?;
-    print!("{}", guide(dir));
+    print!("{}", guide(dir, otlp_endpoint));
 
     super::stop_signal().await;
     let stopping: Vec<_> = gateways.into_iter().map(Running::shutdown).collect();
@@ -183,7 +184,12 @@ async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
     }
 }
 
-fn config_yaml(cluster: &Cluster, peer: &Cluster, endpoints: &[SocketAddr]) -> String {
+fn config_yaml(
+    cluster: &Cluster,
+    peer: &Cluster,
+    endpoints: &[SocketAddr],
+    otlp_endpoint: Option<&str>,
+) -> String {
     let ip = cluster.ip;
     let mut yaml = format!(
         "# meshfed demo: the gateway of cluster {name}.\n\
@@ -211,10 +217,22 @@ fn config_yaml(cluster: &Cluster, peer: &Cluster, endpoints: &[SocketAddr]) -> S
             peer.name
         );
     }
+    if let Some(endpoint) = otlp_endpoint {
+        let _ = write!(yaml, "tracing:\n  otlp_endpoint: \"{endpoint}\"\n");
+    }
     yaml
 }
 
-fn guide(dir: &Path) -> String {
+fn guide(dir: &Path, otlp_endpoint: Option<&str>) -> String {
+    let traces = match otlp_endpoint {
+        Some(endpoint) => format!(
+            "Both gateways send their spans to {endpoint}: each request above is one trace\n\
+             through east and west (service names meshfed-east and meshfed-west)."
+        ),
+        None => "Traces: start the demo with --otlp-endpoint http://127.0.0.1:4317 to send both\n\
+                 gateways' spans to an OpenTelemetry collector or Jaeger."
+            .to_owned(),
+    };
     format!(
         r#"
 meshfed demo is running: two clusters, each with its own CA and trust domain.
@@ -254,6 +272,12 @@ What each gateway knows, from which clusters, with endpoint health:
 An experiment that ends by itself: for one minute, east answers half of greeter's requests
 with 503 (the response says `x-meshfed-fault: abort`); `meshfed fault list` shows it:
   meshfed fault set greeter.demo --abort 503 --abort-percent 50 --for 1m --admin 127.0.1.1:15000
+
+The federation at a glance, refreshing itself: open in a browser
+  http://127.0.1.1:15000/   (east's view; west's is http://127.0.2.1:15000/)
+
+Prometheus metrics: scrape 127.0.1.1:15000 and 127.0.2.1:15000 (path /metrics).
+{traces}
 
 Configs and CAs: {dir} (removed on exit). Ctrl-C stops.
 "#,

@@ -46,7 +46,12 @@ enum Command {
         config: PathBuf,
     },
     /// Start a two-cluster federation on this machine and print commands to try.
-    Demo,
+    Demo {
+        /// Send both gateways' spans to this OpenTelemetry collector over OTLP/gRPC, such as
+        /// `http://127.0.0.1:4317` (Jaeger all-in-one, or an OpenTelemetry Collector).
+        #[arg(long)]
+        otlp_endpoint: Option<String>,
+    },
     /// List the services a running gateway exports and imports, from which clusters, with
     /// endpoint health.
     Services {
@@ -155,7 +160,7 @@ pub(crate) fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => run::check(&config),
         Command::Run { config } => run::run(&config),
-        Command::Demo => demo::run(),
+        Command::Demo { otlp_endpoint } => demo::run(otlp_endpoint.as_deref()),
         Command::Services { admin, json } => services::run(admin, json),
         Command::Fault { command } => admin::fault(command),
         Command::Policy {

@@ -115,6 +115,11 @@ impl PeerClient {
         }
     }
 
+    /// The peer gateway's federation address.
+    pub(crate) fn address(&self) -> SocketAddr {
+        self.address
+    }
+
     /// How many streams are open to the peer now.
     pub(crate) fn open_streams(&self) -> u64 {
         self.open_streams.load(Ordering::Relaxed)
@@ -351,10 +356,10 @@ impl PeerClient {
         &self.name
     }
 
-    /// The live connection to the peer, if there is one.
+    /// The live connection to the peer, if there is one and it is open (a closed one stays
+    /// in place until the keeper dials anew).
     pub(crate) fn live(&self) -> Option<quinn::Connection> {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        live.as_ref().map(|live| live.connection.clone())
+        self.current().map(|(_, connection)| connection)
     }
 
     /// Gives up the endpoint: no connection is made from now on.
