@@ -15,6 +15,7 @@ pub mod credentials;
 pub(crate) mod endpoints;
 pub mod federation;
 pub mod metrics;
+pub mod moves;
 pub(crate) mod observe;
 pub mod policy;
 pub(crate) mod policy_file;
