@@ -1,6 +1,7 @@
 //! Access logs: one JSON object per line for each request and each TCP connection, written to a
 //! file or standard output by a task of its own, so that a slow disk never holds up a request.
-//! Lines that find the queue full are dropped and counted (`meshfed_access_log_dropped_total`).
+//! Lines that find the queue full are dropped and counted
+//! (`meshfed_access_log_lines_dropped_total`).
 //!
 //! The fields are documented in `docs/observability.md`; a field that does not apply is left
 //! out rather than written empty.
@@ -66,6 +67,10 @@ pub(crate) struct Request<'a> {
     pub(crate) trace_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) span_id: Option<String>,
+    /// Whether the request's spans are exported (false: the IDs are carried on, for
+    /// correlation, but no trace holds them).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) sampled: Option<bool>,
 }
 
 /// One TCP connection (or tunnel), as logged when it ends.

@@ -6,6 +6,7 @@
 //! not include the time the body takes to stream.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use http::{HeaderMap, Request, Response};
@@ -20,9 +21,23 @@ use crate::reason::{ERROR_HEADER, Reason};
 use crate::state::State;
 use crate::trace::Span;
 
-/// One request, as far as the gateway got with it.
+/// The status recorded for a request whose client went away before it was answered (nginx's
+/// "client closed request").
+pub(crate) const CLIENT_CLOSED: u16 = 499;
+/// The reason recorded with it.
+const CLIENT_CLOSED_REASON: &str = "client_closed";
+/// Request strings kept in spans and log lines are cut to this many bytes: a client must not
+/// make the gateway hold its 64 KiB path thousands of times over in the export queues.
+const MAX_RECORDED: usize = 1024;
+
+/// One request, as far as the gateway got with it. Recorded once: when answered
+/// ([`Exchange::finish`]), or when dropped unanswered (its client went away) as
+/// [`CLIENT_CLOSED`].
 #[derive(Debug)]
 pub(crate) struct Exchange {
+    state: Arc<State>,
+    /// Whether it has been recorded.
+    done: bool,
     direction: Direction,
     start: SystemTime,
     started: Instant,
@@ -43,10 +58,18 @@ pub(crate) struct Exchange {
     pub(crate) span: Option<Span>,
 }
 
+/// What the response said, as recorded.
+struct Answer<'a> {
+    status: u16,
+    reason: Option<&'a str>,
+    attempts: Option<&'a str>,
+    fault: Option<&'a str>,
+}
+
 impl Exchange {
     /// Begins recording a request from `source_cluster` with this head.
     pub(crate) fn begin(
-        state: &State,
+        state: &Arc<State>,
         direction: Direction,
         source_cluster: Label,
         head: &Request<impl Sized>,
@@ -58,12 +81,14 @@ impl Exchange {
             .as_ref()
             .map(|t| t.server(head.headers(), method.to_string()));
         Exchange {
+            state: state.clone(),
+            done: false,
             direction,
             start: SystemTime::now(),
             started: Instant::now(),
             method,
-            authority: authority.to_owned(),
-            path: head.uri().path().to_owned(),
+            authority: clip(authority),
+            path: clip(head.uri().path()),
             protocol: crate::metrics::protocol_of(head.headers()),
             client: None,
             source_cluster,
@@ -76,13 +101,21 @@ impl Exchange {
     }
 
     /// Records the request as answered with `response`'s head.
-    pub(crate) fn finish<B>(mut self, state: &State, response: &Response<B>) {
-        let elapsed = self.started.elapsed();
-        let status = response.status().as_u16();
+    pub(crate) fn finish<B>(mut self, response: &Response<B>) {
         let headers = response.headers();
-        let reason = header(headers, ERROR_HEADER);
-        let attempts = header(headers, ATTEMPTS_HEADER);
-        let fault = header(headers, FAULT_HEADER);
+        self.record(&Answer {
+            status: response.status().as_u16(),
+            reason: header(headers, ERROR_HEADER),
+            attempts: header(headers, ATTEMPTS_HEADER),
+            fault: header(headers, FAULT_HEADER),
+        });
+    }
+
+    fn record(&mut self, answer: &Answer<'_>) {
+        self.done = true;
+        let state = self.state.clone();
+        let elapsed = self.started.elapsed();
+        let status = answer.status;
         if let Some(service) = &self.service {
             let labels = RequestLabels {
                 direction: self.direction.label(),
@@ -113,18 +146,19 @@ impl Exchange {
                 authority: &self.authority,
                 path: &self.path,
                 status,
-                reason,
+                reason: answer.reason,
                 service: self.service.as_ref().map(ToString::to_string),
                 source_cluster: self.source_cluster.as_str(),
                 destination_cluster: self.destination_cluster.as_ref().map(|c| c.as_str()),
                 route: self.route.as_deref(),
                 client: self.client.map(|c| c.to_string()),
                 source: self.source.as_ref().map(ToString::to_string),
-                attempts,
-                fault,
+                attempts: answer.attempts,
+                fault: answer.fault,
                 duration_ms: access_log::millis(elapsed),
                 trace_id: span.as_ref().map(|s| s.trace_id.to_string()),
                 span_id: span.as_ref().map(|s| s.span_id.to_string()),
+                sampled: span.as_ref().map(|s| s.sampled),
             });
         }
         let (Some(mut span), Some(tracer)) = (span, &state.tracer) else {
@@ -152,75 +186,130 @@ impl Exchange {
         if let Some(cluster) = &self.destination_cluster {
             span.set("meshfed.destination_cluster", cluster.to_string());
         }
-        if let Some(route) = self.route {
+        if let Some(route) = self.route.take() {
             span.set("meshfed.route", route);
         }
-        if let Some(attempts) = attempts {
+        if let Some(attempts) = answer.attempts {
             span.set("meshfed.attempts", attempts.to_owned());
         }
-        if let Some(fault) = fault {
+        if let Some(fault) = answer.fault {
             span.set("meshfed.fault", fault.to_owned());
         }
-        if let Some(reason) = reason {
+        if let Some(reason) = answer.reason {
             span.set("meshfed.reason", reason.to_owned());
         }
         if status >= 500 {
-            span.fail(reason.map_or_else(|| format!("status {status}"), str::to_owned));
+            span.fail(
+                answer
+                    .reason
+                    .map_or_else(|| format!("status {status}"), str::to_owned),
+            );
         }
         tracer.finish(span);
     }
 }
 
-/// A client span for one try of a request sent on under `parent`, its context written on the
-/// request; `None` when traces are not recorded.
-pub(crate) fn try_span<B>(
-    state: &State,
-    parent: Option<&Span>,
-    request: &mut Request<B>,
-    service: &ServiceKey,
-    cluster: &Label,
-) -> Option<Span> {
-    let (tracer, parent) = (state.tracer.as_ref()?, parent?);
-    let mut span = tracer.client(parent, format!("{} {service}", request.method()));
-    span.inject(request.headers_mut());
-    span.set("http.request.method", request.method().to_string());
-    span.set("meshfed.service", service.to_string());
-    span.set("meshfed.destination_cluster", cluster.to_string());
-    if cluster != state.cluster() {
-        span.set("meshfed.peer", cluster.to_string());
+impl Drop for Exchange {
+    fn drop(&mut self) {
+        if self.done {
+            return;
+        }
+        self.record(&Answer {
+            status: CLIENT_CLOSED,
+            reason: Some(CLIENT_CLOSED_REASON),
+            attempts: None,
+            fault: None,
+        });
     }
-    Some(span)
 }
 
-/// Ends a try's client span with how the try went.
-pub(crate) fn try_done<B>(
-    state: &State,
+/// `s`, cut to at most [`MAX_RECORDED`] bytes on a character boundary.
+fn clip(s: &str) -> String {
+    let mut end = s.len().min(MAX_RECORDED);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}
+
+/// A try's client span, ended with how the try went ([`TrySpan::done`]), or as cancelled if
+/// the try is dropped unfinished (the route's timeout, or the client, gave up on it).
+pub(crate) struct TrySpan<'a> {
+    state: &'a State,
     span: Option<Span>,
     attempt: u32,
-    outcome: &Result<Response<B>, Reason>,
-) {
-    let (Some(mut span), Some(tracer)) = (span, &state.tracer) else {
-        return;
-    };
-    span.set("meshfed.attempt", attempt);
-    match outcome {
-        Ok(response) => {
-            let status = response.status().as_u16();
-            span.set("http.response.status_code", status);
-            let reason = header(response.headers(), ERROR_HEADER);
-            if let Some(reason) = reason {
-                span.set("meshfed.reason", reason.to_owned());
+}
+
+/// The client span for the `attempt`th try of a request sent on under `parent`, its context
+/// written on the request; it records nothing when traces are not recorded.
+pub(crate) fn try_span<'a, B>(
+    state: &'a State,
+    parent: Option<&Span>,
+    request: &mut Request<B>,
+    (service, cluster): (&ServiceKey, &Label),
+    attempt: u32,
+) -> TrySpan<'a> {
+    let span = state.tracer.as_ref().zip(parent).map(|(tracer, parent)| {
+        let mut span = tracer.client(parent, format!("{} {service}", request.method()));
+        span.inject(request.headers_mut());
+        span.set("http.request.method", request.method().to_string());
+        span.set("meshfed.service", service.to_string());
+        span.set("meshfed.destination_cluster", cluster.to_string());
+        span.set("meshfed.attempt", attempt);
+        if cluster != state.cluster() {
+            span.set("meshfed.peer", cluster.to_string());
+        }
+        span
+    });
+    TrySpan {
+        state,
+        span,
+        attempt,
+    }
+}
+
+impl TrySpan<'_> {
+    /// Ends the span with how the try went.
+    pub(crate) fn done<B>(mut self, outcome: &Result<Response<B>, Reason>) {
+        let Some(mut span) = self.span.take() else {
+            return;
+        };
+        match outcome {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                span.set("http.response.status_code", status);
+                let reason = header(response.headers(), ERROR_HEADER);
+                if let Some(reason) = reason {
+                    span.set("meshfed.reason", reason.to_owned());
+                }
+                if status >= 400 {
+                    span.fail(reason.map_or_else(|| format!("status {status}"), str::to_owned));
+                }
             }
-            if status >= 400 {
-                span.fail(reason.map_or_else(|| format!("status {status}"), str::to_owned));
+            Err(reason) => {
+                span.set("meshfed.reason", reason.code());
+                span.fail(reason.code());
             }
         }
-        Err(reason) => {
-            span.set("meshfed.reason", reason.code());
-            span.fail(reason.code());
+        self.finish(span);
+    }
+
+    fn finish(&self, span: Span) {
+        if let Some(tracer) = &self.state.tracer {
+            tracer.finish(span);
         }
     }
-    tracer.finish(span);
+}
+
+impl Drop for TrySpan<'_> {
+    fn drop(&mut self) {
+        let Some(mut span) = self.span.take() else {
+            return;
+        };
+        span.set("meshfed.reason", "cancelled");
+        span.fail(format!("try {} cancelled", self.attempt));
+        self.finish(span);
+    }
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -113,7 +113,12 @@ pub struct Running {
     catalogs: Arc<Catalogs>,
     endpoint: quinn::Endpoint,
     dns: DnsServer,
+    /// The span exporter, told to send its last batch once requests have drained.
+    exporter: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
 }
+
+/// How long the span exporter may take to send its last batch at shutdown.
+const EXPORTER_FLUSH: Duration = Duration::from_secs(5);
 
 /// Starts a gateway. Must be called within a tokio runtime.
 pub fn start(
@@ -184,7 +189,7 @@ pub fn start(
         }
         None => (None, Policy::default()),
     };
-    let telemetry = telemetry(&config, stats.clone())?;
+    let (telemetry, exporter) = telemetry(&config, stats.clone())?;
     let state = Arc::new(State::new(
         &config,
         Arc::new(registry.exports()),
@@ -386,6 +391,7 @@ pub fn start(
         catalogs,
         endpoint,
         dns,
+        exporter,
     })
 }
 
@@ -459,6 +465,12 @@ impl Running {
         {
             tracing::warn!("requests still in flight at the shutdown deadline were cut");
         }
+        if let Some((stop, task)) = self.exporter {
+            stop.cancel();
+            if tokio::time::timeout(EXPORTER_FLUSH, task).await.is_err() {
+                tracing::warn!("the last spans could not be exported in time");
+            }
+        }
         self.endpoint
             .close(server::CLOSE_NO_ERROR.into(), b"shutting down");
         // Tasks cut at the deadline may still hold the peer clients; the socket must close anyway.
@@ -471,8 +483,19 @@ impl Running {
     }
 }
 
-/// The tracer (its exporter started) and the access log, as configured.
-fn telemetry(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, StartError> {
+/// The tracer and the access log, as configured, and the tracer's exporter, started.
+#[allow(clippy::type_complexity)]
+fn telemetry(
+    config: &Config,
+    stats: Arc<Stats>,
+) -> Result<
+    (
+        Telemetry,
+        Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    ),
+    StartError,
+> {
+    let mut exporter = None;
     let tracer = match &config.tracing {
         None => None,
         Some(tracing) => {
@@ -481,13 +504,16 @@ fn telemetry(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, StartError
                 service: format!("meshfed-{}", config.cluster),
                 cluster: config.cluster.to_string(),
             };
-            tokio::spawn(trace::export::run(
+            let stop = CancellationToken::new();
+            let task = tokio::spawn(trace::export::run(
                 finished,
                 tracing.otlp_endpoint.clone(),
                 tracing.otlp_protocol,
                 origin,
                 tracer.counts.clone(),
+                stop.clone(),
             ));
+            exporter = Some((stop, task));
             Some(tracer)
         }
     };
@@ -501,11 +527,12 @@ fn telemetry(config: &Config, stats: Arc<Stats>) -> Result<Telemetry, StartError
             error,
         })?),
     };
-    Ok(Telemetry {
+    let telemetry = Telemetry {
         stats,
         tracer,
         access_log,
-    })
+    };
+    Ok((telemetry, exporter))
 }
 
 /// A seed for the policy's dice, from the system's random source.

@@ -395,7 +395,7 @@ impl State {
 
     /// Serves one request from `peer`: only services exported to that peer are reachable.
     pub(crate) async fn serve_peer(
-        &self,
+        self: &Arc<Self>,
         request: Request<()>,
         body: h3::server::RequestStream<h3_quinn::RecvStream, bytes::Bytes>,
         peer: &Label,
@@ -420,7 +420,7 @@ impl State {
                     .await
             }
         };
-        exchange.finish(self, &response);
+        exchange.finish(&response);
         response
     }
 
@@ -489,13 +489,13 @@ impl State {
             self,
             exchange.span.as_ref(),
             &mut request,
-            &service,
-            &self.cluster,
+            (&service, &self.cluster),
+            1,
         );
         let forwarded = self
             .forward_local(&service, port, &selector, key, request)
             .await;
-        observe::try_done(self, span, 1, &forwarded);
+        span.done(&forwarded);
         match forwarded {
             Ok(response) => self.forwarded(response),
             Err(reason) => reason.response(),

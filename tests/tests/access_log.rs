@@ -71,8 +71,14 @@ async fn requests_and_connections_are_logged_with_trace_and_reason() -> anyhow::
     let mut echoed = Vec::new();
     stream.read_to_end(&mut echoed).await?;
     assert_eq!(echoed, b"hello tunnel");
+    // A client that gives up before its (slow) answer comes: logged as 499 client_closed.
+    let mut quitter = tokio::net::TcpStream::connect(east.http).await?;
+    let head = format!("GET /slow HTTP/1.1\r\nhost: {GREETER}\r\n\r\n");
+    quitter.write_all(head.as_bytes()).await?;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    drop(quitter);
 
-    let east_log = logged(&federation.home("east").join("access.log"), 3).await?;
+    let east_log = logged(&federation.home("east").join("access.log"), 4).await?;
     let west_log = logged(&federation.home("west").join("access.log"), 2).await?;
     let find = |log: &[Value], protocol: &str, status: Option<u64>| -> Value {
         log.iter()
@@ -113,6 +119,12 @@ async fn requests_and_connections_are_logged_with_trace_and_reason() -> anyhow::
 
     let refused = find(&east_log, "http", Some(404));
     assert_eq!(refused["reason"], "unknown_service");
+    let quit = find(&east_log, "http", Some(499));
+    assert_eq!(
+        (quit["reason"].as_str(), quit["path"].as_str()),
+        (Some("client_closed"), Some("/slow"))
+    );
+    assert_eq!(ok["sampled"], true);
 
     let tcp = find(&east_log, "tcp", None);
     assert_eq!(tcp["direction"], "outbound");

@@ -107,7 +107,21 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
             .any(|l| l.contains("Both gateways send their spans")),
         "{guide:#?}"
     );
-    assert_eq!(trace.len(), 32);
+    // The whole crossing: a server and a client span at each gateway.
+    let spans = runtime.block_on(collector.trace(&trace, 4))?;
+    for (service, kind) in [
+        ("meshfed-east", 2),
+        ("meshfed-east", 3),
+        ("meshfed-west", 2),
+        ("meshfed-west", 3),
+    ] {
+        assert!(
+            spans
+                .iter()
+                .any(|s| s.service == service && s.span.kind == kind),
+            "no {service} span of kind {kind}: {spans:#?}"
+        );
+    }
     // 2. Checkout, only in east, through west's gateway.
     let answer = sh(commands[1])?;
     assert!(answer.contains("checkout v1 in cluster east"), "{answer}");
@@ -195,13 +209,19 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("no status page in {guide:#?}"))?
         .to_owned();
     let dom = chromium(&page, "--dump-dom")?;
+    // Text only the page's script writes (none of it is in the page's source as such): the
+    // clusters and services, each cluster's ready endpoints, the split, the live peer.
     for shown in [
-        "east",
-        "west",
-        "greeter.demo",
-        "checkout.shop",
-        "connected",
+        "cluster east · east.demo",
+        ">west</text>",
+        ">greeter.demo</strong>",
+        ">checkout.shop</strong>",
+        "east 1/1",
+        "west 1/1",
         "route split",
+        "east/v1 80%",
+        ">connected</span>",
+        "<p class=\"muted\">No moves in progress.</p>",
     ] {
         assert!(dom.contains(shown), "{shown} not on the page: {dom}");
     }

@@ -145,6 +145,92 @@ async fn a_request_across_two_gateways_is_one_trace_with_linked_spans() -> anyho
         );
         assert!(o.end_time_unix_nano >= i.end_time_unix_nano, "{o:?} {i:?}");
     }
+    // Nothing more arrives for the trace once the exporters have flushed again.
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    let count = collector
+        .spans()
+        .iter()
+        .filter(|r| hex(&r.span.trace_id) == trace_id)
+        .count();
+    assert_eq!(count, 4);
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_retry_is_a_client_span_of_its_own() -> anyhow::Result<()> {
+    let collector = Collector::start().await?;
+    let greeter = Echo::start("greeter in west").await?;
+    greeter.fail_with(Some(StatusCode::SERVICE_UNAVAILABLE));
+    let federation = traced(&collector, &greeter).await?;
+    let east = federation.gateway("east").addrs().http;
+    let reply = client::get(east, GREETER, "/").await?;
+    // The default retries: a 503 is a gateway error, tried twice more.
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE, "{reply:?}");
+    assert_eq!(reply.headers["x-meshfed-attempts"], "3");
+    let is_root = |r: &Received| r.service == "meshfed-east" && r.span.kind == SERVER;
+    meshfed_tests::wait::until(
+        std::time::Duration::from_secs(20),
+        "east's server span",
+        || collector.spans().iter().any(is_root),
+    )
+    .await?;
+    let trace_id = collector
+        .spans()
+        .iter()
+        .find(|r| is_root(r))
+        .map(|r| hex(&r.span.trace_id))
+        .unwrap_or_default();
+    let spans = collector.trace(&trace_id, 10).await?;
+    let root = one(&spans, "meshfed-east", SERVER);
+    assert_eq!(
+        attribute(&root.span, "meshfed.attempts").as_deref(),
+        Some("3")
+    );
+    let mut tries: Vec<&Received> = spans
+        .iter()
+        .filter(|r| r.service == "meshfed-east" && r.span.kind == CLIENT)
+        .collect();
+    tries.sort_by_key(|r| attribute(&r.span, "meshfed.attempt"));
+    let attempts: Vec<String> = tries
+        .iter()
+        .filter_map(|r| attribute(&r.span, "meshfed.attempt"))
+        .collect();
+    assert_eq!(attempts, ["1", "2", "3"]);
+    for tried in &tries {
+        assert_eq!(tried.span.parent_span_id, root.span.span_id);
+        assert_eq!(
+            attribute(&tried.span, "http.response.status_code").as_deref(),
+            Some("503")
+        );
+        // Each try is served under its own span at west.
+        let served = spans
+            .iter()
+            .filter(|r| r.service == "meshfed-west" && r.span.parent_span_id == tried.span.span_id)
+            .count();
+        assert_eq!(served, 1);
+    }
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_tracing_trace_headers_pass_through_untouched() -> anyhow::Result<()> {
+    let greeter = Echo::start("greeter in west").await?;
+    let west = Cluster::new("west")?.export("greeter.demo", greeter.addr(), &["east"]);
+    let federation = Federation::start(vec![Cluster::new("east")?, west]).await?;
+    let sent = [
+        (
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        ),
+        ("tracestate", "vendor=opaque"),
+        ("b3", "80f198ee56343ba864fe8b2a57d3eff7-e457b5a2e4d86bd1-1"),
+    ];
+    let reply = call(&federation, &sent).await?;
+    for (name, value) in sent {
+        assert_eq!(seen(&reply, name).as_deref(), Some(value), "{name}");
+    }
     federation.shutdown().await;
     Ok(())
 }

@@ -100,9 +100,9 @@ async fn try_once(
         Destination::Peer { peer, .. } => peer,
     };
     let service = hop.destination.service();
-    let span = observe::try_span(state, hop.trace, &mut request, service, cluster);
+    let span = observe::try_span(state, hop.trace, &mut request, (service, cluster), attempt);
     let outcome = try_within_limit(state, hop, request).await;
-    observe::try_done(state, span, attempt, &outcome.0);
+    span.done(&outcome.0);
     outcome
 }
 

@@ -90,7 +90,7 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         };
         // The response may have arrived over HTTP/3; it leaves in the client's HTTP version.
         *response.version_mut() = client_version;
-        exchange.finish(&state, &response);
+        exchange.finish(&response);
         response
     }
     .instrument(span)

@@ -22,8 +22,11 @@ const B3_PARENT_SPAN_ID: &str = "x-b3-parentspanid";
 const B3_SAMPLED: &str = "x-b3-sampled";
 const B3_FLAGS: &str = "x-b3-flags";
 
-/// The longest `tracestate` carried on (the W3C limit a vendor must propagate is 512).
+/// The longest `tracestate` carried on (the W3C limit a vendor must propagate is 512); past
+/// it, members are dropped as W3C says: those over [`MAX_TRACESTATE_MEMBER`] first, then from
+/// the end.
 const MAX_TRACESTATE: usize = 512;
+const MAX_TRACESTATE_MEMBER: usize = 128;
 
 /// A trace's 16-byte ID; never all zeros.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -47,6 +50,8 @@ pub(crate) struct Incoming {
     pub(crate) parent: Option<(TraceId, SpanId)>,
     /// The caller's sampling decision, if it made one (B3 may defer it).
     pub(crate) sampled: Option<bool>,
+    /// B3 debug: sampled, and to be written back as debug.
+    pub(crate) debug: bool,
     /// The W3C `tracestate`, carried on unchanged.
     pub(crate) tracestate: Option<HeaderValue>,
     /// The B3 form the request used, if any.
@@ -62,6 +67,7 @@ pub(crate) struct Outgoing<'a> {
     /// That span's parent, for B3's `ParentSpanId`.
     pub(crate) parent_span_id: Option<SpanId>,
     pub(crate) sampled: bool,
+    pub(crate) debug: bool,
     pub(crate) tracestate: Option<&'a HeaderValue>,
     pub(crate) b3: Option<B3Style>,
 }
@@ -71,32 +77,37 @@ pub(crate) struct Outgoing<'a> {
 pub(crate) fn extract(headers: &HeaderMap) -> Incoming {
     let b3 = if headers.contains_key(B3) {
         Some(B3Style::Single)
-    } else if headers.contains_key(B3_TRACE_ID) || headers.contains_key(B3_SAMPLED) {
+    } else if [B3_TRACE_ID, B3_SAMPLED, B3_FLAGS]
+        .iter()
+        .any(|name| headers.contains_key(*name))
+    {
         Some(B3Style::Multi)
     } else {
         None
     };
-    let tracestate = headers
-        .get(TRACESTATE)
-        .filter(|v| v.len() <= MAX_TRACESTATE && !v.is_empty())
-        .cloned();
     if let Some((trace_id, span_id, sampled)) = one(headers, TRACEPARENT).and_then(traceparent) {
         return Incoming {
             parent: Some((trace_id, span_id)),
             sampled: Some(sampled),
-            tracestate,
+            debug: false,
+            tracestate: tracestate(headers),
             b3,
         };
     }
     // Without a valid traceparent, tracestate means nothing (W3C section 3.3).
-    let (parent, sampled) = match b3 {
+    let Parsed {
+        ids,
+        sampled,
+        debug,
+    } = match b3 {
         Some(B3Style::Single) => one(headers, B3).map(b3_single).unwrap_or_default(),
         Some(B3Style::Multi) => b3_multi(headers),
-        None => (None, None),
+        None => Parsed::default(),
     };
     Incoming {
-        parent,
+        parent: ids,
         sampled,
+        debug,
         tracestate: None,
         b3,
     }
@@ -122,7 +133,11 @@ pub(crate) fn inject(headers: &mut HeaderMap, context: &Outgoing<'_>) {
     if let Some(state) = context.tracestate {
         headers.insert(TRACESTATE, state.clone());
     }
-    let sampled = if context.sampled { "1" } else { "0" };
+    let sampled = match (context.debug, context.sampled) {
+        (true, _) => "d",
+        (false, true) => "1",
+        (false, false) => "0",
+    };
     match context.b3 {
         None => {}
         Some(B3Style::Single) => {
@@ -138,7 +153,11 @@ pub(crate) fn inject(headers: &mut HeaderMap, context: &Outgoing<'_>) {
             if let Some(parent) = context.parent_span_id {
                 insert(headers, B3_PARENT_SPAN_ID, parent.to_string());
             }
-            insert(headers, B3_SAMPLED, sampled.to_owned());
+            match context.debug {
+                // Debug implies sampled; X-B3-Sampled is not sent with it.
+                true => insert(headers, B3_FLAGS, "1".to_owned()),
+                false => insert(headers, B3_SAMPLED, sampled.to_owned()),
+            }
         }
     }
 }
@@ -218,18 +237,35 @@ fn traceparent(value: &str) -> Option<(TraceId, SpanId, bool)> {
     ))
 }
 
-type Parsed = (Option<(TraceId, SpanId)>, Option<bool>);
+/// What B3 headers say.
+#[derive(Debug, Default)]
+struct Parsed {
+    ids: Option<(TraceId, SpanId)>,
+    sampled: Option<bool>,
+    debug: bool,
+}
 
 fn b3_single(value: &str) -> Parsed {
     let fields: Vec<&str> = value.split('-').collect();
-    match fields.as_slice() {
-        [sampling] => (None, b3_sampling(sampling)),
-        [trace_id, span_id, rest @ ..] if rest.len() <= 2 => {
-            let ids = TraceId::parse(trace_id, true).zip(SpanId::parse(span_id));
-            let sampled = rest.first().and_then(|s| b3_sampling(s));
-            (ids, sampled)
-        }
-        _ => (None, None),
+    let (ids, sampling) = match fields.as_slice() {
+        [sampling] => (None, Some(*sampling)),
+        [trace_id, span_id, rest @ ..] if rest.len() <= 2 => (
+            TraceId::parse(trace_id, true).zip(SpanId::parse(span_id)),
+            rest.first().copied(),
+        ),
+        _ => return Parsed::default(),
+    };
+    // B3's sampling state: `1` accept, `d` debug (accept), `0` deny.
+    let (sampled, debug) = match sampling {
+        Some("1") => (Some(true), false),
+        Some("d") => (Some(true), true),
+        Some("0") => (Some(false), false),
+        _ => (None, false),
+    };
+    Parsed {
+        ids,
+        sampled,
+        debug,
     }
 }
 
@@ -244,16 +280,33 @@ fn b3_multi(headers: &HeaderMap) -> Parsed {
         Some("0" | "false") => Some(false),
         _ => None,
     };
-    (ids, sampled)
+    Parsed {
+        ids,
+        sampled,
+        debug,
+    }
 }
 
-/// B3's sampling state: `1` accept, `d` debug (accept), `0` deny.
-fn b3_sampling(s: &str) -> Option<bool> {
-    match s {
-        "1" | "d" => Some(true),
-        "0" => Some(false),
-        _ => None,
+/// Every `tracestate` header combined into one list, as W3C asks, within [`MAX_TRACESTATE`].
+fn tracestate(headers: &HeaderMap) -> Option<HeaderValue> {
+    let mut members: Vec<&str> = Vec::new();
+    for value in headers.get_all(TRACESTATE) {
+        let value = value.to_str().ok()?;
+        members.extend(value.split(',').map(str::trim).filter(|m| !m.is_empty()));
     }
+    let length = |members: &[&str]| {
+        members.iter().map(|m| m.len()).sum::<usize>() + members.len().saturating_sub(1)
+    };
+    if length(&members) > MAX_TRACESTATE {
+        members.retain(|m| m.len() <= MAX_TRACESTATE_MEMBER);
+    }
+    while length(&members) > MAX_TRACESTATE {
+        members.pop();
+    }
+    if members.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&members.join(",")).ok()
 }
 
 fn lower_hex(s: &str) -> bool {
@@ -261,7 +314,8 @@ fn lower_hex(s: &str) -> bool {
 }
 
 fn hex(s: &str, out: &mut [u8]) -> Option<()> {
-    if s.len() != out.len() * 2 {
+    // `from_str_radix` alone would take a sign.
+    if s.len() != out.len() * 2 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         return None;
     }
     for (byte, pair) in out.iter_mut().zip(s.as_bytes().chunks(2)) {
@@ -365,6 +419,7 @@ mod tests {
                 Incoming {
                     parent: ids(TRACE, SPAN),
                     sampled: Some(true),
+                    debug: true,
                     b3: Some(B3Style::Multi),
                     ..Incoming::default()
                 },
@@ -425,6 +480,7 @@ mod tests {
             span_id: span,
             parent_span_id: Some(parent),
             sampled: true,
+            debug: false,
             tracestate: Some(&state),
             b3: Some(B3Style::Single),
         };
@@ -456,5 +512,69 @@ mod tests {
         let read = extract(&map);
         assert_eq!(read.parent, Some((trace, span)));
         assert_eq!(read.sampled, Some(false));
+    }
+
+    #[test]
+    fn tracestate_headers_are_combined_within_the_limit() {
+        let traceparent = format!("00-{TRACE}-{SPAN}-01");
+        let got = extract(&headers(&[
+            (TRACEPARENT, &traceparent),
+            (TRACESTATE, "a=1, b=2"),
+            (TRACESTATE, "c=3"),
+        ]));
+        assert_eq!(got.tracestate.expect("kept"), "a=1,b=2,c=3");
+        // Over 512: members over 128 characters go first, then members from the end.
+        let long = format!("big={}", "x".repeat(200));
+        let many: Vec<String> = (0..60).map(|i| format!("k{i:02}=v")).collect();
+        let value = format!("{long},{}", many.join(","));
+        let got = extract(&headers(&[
+            (TRACEPARENT, &traceparent),
+            (TRACESTATE, &value),
+        ]));
+        let kept = got.tracestate.expect("kept");
+        let kept = kept.to_str().expect("text");
+        assert!(kept.len() <= MAX_TRACESTATE, "{}", kept.len());
+        assert!(
+            kept.starts_with("k00=v,k01=v") && !kept.contains("big="),
+            "{kept}"
+        );
+    }
+
+    #[test]
+    fn b3_ids_must_be_hex_and_debug_is_written_back() {
+        let signed = format!("+{}", &SPAN[1..]);
+        for (trace, span) in [(TRACE, signed.as_str()), ("+a3ce929d0e0e473", SPAN)] {
+            let got = extract(&headers(&[(B3, &format!("{trace}-{span}-1"))]));
+            assert_eq!(got.parent, None, "{trace}-{span}");
+        }
+        let got = extract(&headers(&[(B3_FLAGS, "1")]));
+        assert_eq!(
+            (got.b3, got.sampled, got.debug),
+            (Some(B3Style::Multi), Some(true), true)
+        );
+        let got = extract(&headers(&[(B3, &format!("{TRACE}-{SPAN}-d"))]));
+        assert!(got.debug);
+        let (trace, span) = got.parent.expect("ids");
+        let mut map = HeaderMap::new();
+        let outgoing = Outgoing {
+            trace_id: trace,
+            span_id: span,
+            parent_span_id: None,
+            sampled: true,
+            debug: true,
+            tracestate: None,
+            b3: Some(B3Style::Single),
+        };
+        inject(&mut map, &outgoing);
+        assert_eq!(map[B3], format!("{TRACE}-{SPAN}-d").as_str());
+        inject(
+            &mut map,
+            &Outgoing {
+                b3: Some(B3Style::Multi),
+                ..outgoing
+            },
+        );
+        assert_eq!(map[B3_FLAGS], "1");
+        assert!(!map.contains_key(B3_SAMPLED));
     }
 }

@@ -19,6 +19,7 @@ use opentelemetry_proto::tonic::resource::v1::Resource;
 use opentelemetry_proto::tonic::trace::v1 as otlp;
 use prost::Message as _;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 use super::{Kind, Span, Value};
 use crate::config::OtlpProtocol as Protocol;
@@ -54,13 +55,15 @@ pub(crate) struct Origin {
 }
 
 /// Exports the spans `finished` yields to the collector at `endpoint` (an `http://` URL),
-/// until every [`super::Tracer`] is gone and the last batch is sent.
+/// until `stop` (or until every [`super::Tracer`] is gone); then sends what is queued and
+/// returns.
 pub(crate) async fn run(
     mut finished: mpsc::Receiver<Span>,
     endpoint: http::Uri,
     protocol: Protocol,
     origin: Origin,
     counts: Arc<Counts>,
+    stop: CancellationToken,
 ) {
     let mut sink = match Sink::new(&endpoint, protocol) {
         Ok(sink) => sink,
@@ -72,9 +75,19 @@ pub(crate) async fn run(
     let resource = resource(&origin);
     let mut warned: Option<Instant> = None;
     let mut batch = Vec::with_capacity(BATCH);
+    let mut stopping = false;
     loop {
-        // Wait for the first span of a batch, then gather until it is full or due.
-        let Some(first) = finished.recv().await else {
+        // Wait for the first span of a batch, then gather until it is full or due. Once
+        // stopped, the queue is closed: what is in it is sent without waiting.
+        let first = tokio::select! {
+            first = finished.recv() => first,
+            () = stop.cancelled(), if !stopping => {
+                stopping = true;
+                finished.close();
+                continue;
+            }
+        };
+        let Some(first) = first else {
             return;
         };
         batch.push(first);

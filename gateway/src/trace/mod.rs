@@ -47,8 +47,11 @@ pub(crate) struct Tracer {
     /// Sample a trace that starts here when its ID's low 64 bits are below this; `None`
     /// samples every one.
     threshold: Option<u64>,
-    /// The source of span and trace IDs: a counter from a random start, mixed.
+    /// The source of span and trace IDs: a counter, hashed with a key chosen at random per
+    /// tracer (SipHash, a keyed pseudo-random function), so that IDs seen from outside say
+    /// nothing about the next ones.
     ids: AtomicU64,
+    keys: std::hash::RandomState,
     spans: mpsc::Sender<Span>,
     /// Spans exported and lost, shared with the exporter.
     pub(crate) counts: Arc<export::Counts>,
@@ -61,6 +64,8 @@ pub(crate) struct Span {
     pub(crate) span_id: SpanId,
     pub(crate) parent: Option<SpanId>,
     pub(crate) sampled: bool,
+    /// B3 debug, carried on.
+    debug: bool,
     pub(crate) kind: Kind,
     pub(crate) name: Cow<'static, str>,
     pub(crate) start: SystemTime,
@@ -82,6 +87,7 @@ impl Tracer {
         let tracer = Tracer {
             threshold,
             ids: AtomicU64::new(seed),
+            keys: std::hash::RandomState::new(),
             spans,
             counts: Arc::default(),
         };
@@ -94,6 +100,7 @@ impl Tracer {
         let Incoming {
             parent,
             sampled,
+            debug,
             tracestate,
             b3,
         } = context::extract(headers);
@@ -105,6 +112,7 @@ impl Tracer {
         Span {
             parent,
             sampled,
+            debug,
             tracestate,
             b3,
             ..self.begin(Kind::Server, name.into(), trace_id)
@@ -117,6 +125,7 @@ impl Tracer {
         Span {
             parent: Some(parent.span_id),
             sampled: parent.sampled,
+            debug: parent.debug,
             tracestate: parent.tracestate.clone(),
             b3: parent.b3,
             ..self.begin(Kind::Client, name.into(), parent.trace_id)
@@ -130,6 +139,7 @@ impl Tracer {
             span_id: self.span_id(),
             parent: None,
             sampled: false,
+            debug: false,
             kind,
             name,
             start: SystemTime::now(),
@@ -162,14 +172,8 @@ impl Tracer {
     }
 
     fn next_id(&self) -> u64 {
-        let state = self
-            .ids
-            .fetch_add(crate::policy::SplitMix64::GAMMA, Ordering::Relaxed);
-        // SplitMix64's finalizer: a bijection, so distinct counter values give distinct IDs.
-        let mut z = state.wrapping_add(crate::policy::SplitMix64::GAMMA);
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        use std::hash::BuildHasher as _;
+        self.keys.hash_one(self.ids.fetch_add(1, Ordering::Relaxed))
     }
 
     fn span_id(&self) -> SpanId {
@@ -213,6 +217,7 @@ impl Span {
                 span_id: self.span_id,
                 parent_span_id: self.parent,
                 sampled: self.sampled,
+                debug: self.debug,
                 tracestate: self.tracestate.as_ref(),
                 b3: self.b3,
             },
