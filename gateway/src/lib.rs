@@ -15,6 +15,7 @@ pub mod credentials;
 pub(crate) mod endpoints;
 pub mod federation;
 pub mod metrics;
+pub(crate) mod mover;
 pub mod moves;
 pub(crate) mod observe;
 pub mod policy;

@@ -134,6 +134,10 @@ impl Exchange {
                 (self.direction, &self.destination_cluster)
             {
                 state.stats.routed.add(service, cluster);
+                // For a move's gates: a 5xx (the service's or the gateway's) failed.
+                state
+                    .moving
+                    .observe(service, cluster, elapsed, status >= 500);
             }
         }
         let span = self.span.take();

@@ -38,6 +38,7 @@ use crate::federation::client::PeerClient;
 use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
+use crate::mover::Mover;
 use crate::policy::Policy;
 use crate::policy_file::{self, PolicyFile};
 use crate::proxy::local;
@@ -88,6 +89,9 @@ pub enum StartError {
     /// The system's random source failed.
     #[error("cannot seed the traffic policy's random choices")]
     Random,
+    /// The moves kept in `state_dir` could not be read.
+    #[error("moves: {0}")]
+    Moves(String),
     /// The access log could not be opened.
     #[error("cannot open the access log {path}: {error}")]
     AccessLog {
@@ -207,6 +211,13 @@ pub fn start(
         ));
     }
     tokio::spawn(admin::expire_faults(state.clone(), shutdown.clone()));
+    let store = config
+        .state_dir
+        .as_ref()
+        .map(|dir| dir.join(crate::mover::store::FILE));
+    let mover = Arc::new(Mover::new(state.clone(), store).map_err(StartError::Moves)?);
+    tokio::spawn(mover.clone().run(shutdown.clone()));
+
     Endpoints::start(
         &config,
         registry,
@@ -245,7 +256,7 @@ pub fn start(
             peer.name.clone(),
             peer.address,
             control.clone(),
-            catalogs.clone(),
+            (catalogs.clone(), mover.clone()),
             shutdown.clone(),
         ));
     }
@@ -297,6 +308,7 @@ pub fn start(
         state.clone(),
         catalogs.clone(),
         policy_file,
+        mover.clone(),
     );
     tokio::spawn(serve_http(
         tokio::net::TcpListener::from_std(bound.admin)?,
@@ -345,8 +357,11 @@ pub fn start(
         tokio::net::TcpListener::from_std(bound.federation_tcp)?,
         state.clone(),
         control.clone(),
-        catalogs.clone(),
-        published.clone(),
+        control::Served {
+            catalogs: catalogs.clone(),
+            mover: mover.clone(),
+            bundle: published.clone(),
+        },
         shutdown.clone(),
     ));
 

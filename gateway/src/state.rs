@@ -81,6 +81,8 @@ pub(crate) struct State {
     dice: AtomicU64,
     /// Faults set through the admin API; swapped whole on each change.
     runtime_faults: std::sync::RwLock<Arc<RuntimeFaults>>,
+    /// The splits of moved services, and what is observed of them.
+    pub(crate) moving: crate::mover::Moving,
 }
 
 /// Where the gateway records what it does: counters and metrics, spans, access log lines.
@@ -149,6 +151,7 @@ impl State {
             policy: std::sync::RwLock::new(policy),
             dice: AtomicU64::new(seed),
             runtime_faults: std::sync::RwLock::default(),
+            moving: crate::mover::Moving::default(),
         }
     }
 

@@ -6,6 +6,7 @@
 
 mod faults;
 mod grpc;
+mod moves;
 mod status;
 
 use std::sync::atomic::Ordering;
@@ -50,13 +51,18 @@ impl Admin {
         state: Arc<State>,
         catalogs: Arc<Catalogs>,
         policy_file: Option<Arc<Mutex<PolicyFile>>>,
+        mover: Arc<crate::mover::Mover>,
     ) -> Admin {
         Admin {
             draining,
             stats: state.stats.clone(),
             catalogs,
             state: state.clone(),
-            grpc: proto::admin_server::AdminServer::new(grpc::AdminService { state, policy_file }),
+            grpc: proto::admin_server::AdminServer::new(grpc::AdminService {
+                state,
+                policy_file,
+                mover,
+            }),
         }
     }
 

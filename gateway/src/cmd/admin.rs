@@ -190,7 +190,7 @@ fn grpc_name(code: u32) -> String {
         .map_or_else(|| code.to_string(), |(name, _)| (*name).to_owned())
 }
 
-async fn connect(admin: SocketAddr) -> anyhow::Result<AdminClient<Channel>> {
+pub(super) async fn connect(admin: SocketAddr) -> anyhow::Result<AdminClient<Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{admin}"))?
         .connect_timeout(TIMEOUT)
         .timeout(TIMEOUT)
@@ -200,7 +200,7 @@ async fn connect(admin: SocketAddr) -> anyhow::Result<AdminClient<Channel>> {
     Ok(AdminClient::new(channel))
 }
 
-fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+pub(super) fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -210,7 +210,7 @@ fn block_on(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()
 
 /// Prints a failure as `command: what went wrong` (a refusal's message says which field and
 /// why) and picks the exit status: 2 for a request the gateway refused as invalid.
-fn report(command: &str, done: anyhow::Result<()>) -> ExitCode {
+pub(super) fn report(command: &str, done: anyhow::Result<()>) -> ExitCode {
     let Err(error) = done else {
         return ExitCode::SUCCESS;
     };

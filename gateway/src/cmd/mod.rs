@@ -7,6 +7,7 @@ mod ca;
 mod cert;
 mod demo;
 mod demo_service;
+mod moves;
 mod run;
 mod services;
 
@@ -66,6 +67,16 @@ enum Command {
     Fault {
         #[command(subcommand)]
         command: admin::FaultCommand,
+    },
+    /// Move a service from one cluster to another, gated on live health.
+    Move {
+        #[command(subcommand)]
+        command: moves::MoveCommand,
+    },
+    /// Show or set how a service's requests are split across clusters.
+    Split {
+        #[command(subcommand)]
+        command: moves::SplitCommand,
     },
     /// Act on a running gateway's traffic policy.
     Policy {
@@ -163,6 +174,8 @@ pub(crate) fn main() -> ExitCode {
         Command::Demo { otlp_endpoint } => demo::run(otlp_endpoint.as_deref()),
         Command::Services { admin, json } => services::run(admin, json),
         Command::Fault { command } => admin::fault(command),
+        Command::Move { command } => moves::run_move(command),
+        Command::Split { command } => moves::run_split(command),
         Command::Policy {
             command: PolicyCommand::Reload { admin },
         } => admin::reload_policy(admin),

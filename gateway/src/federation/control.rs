@@ -33,7 +33,13 @@ use crate::bundles::endpoint::{CLIENT_TIMEOUT, Published, serve_client};
 use crate::catalogs::Catalogs;
 use crate::config::Peer;
 use crate::credentials::gateway_id_of;
+use crate::mover::Mover;
+
+use super::moves;
 use crate::state::State;
+
+/// The path prefix of the moves service on the control channel.
+const MOVES_PATH: &str = "/meshfed.federation.v1.Moves/";
 
 /// The control channel's ALPN protocol.
 pub const ALPN: &[u8] = b"meshfed-control/1";
@@ -121,22 +127,30 @@ impl ControlTls {
     }
 }
 
+/// What the federation port serves over TCP.
+pub(crate) struct Served {
+    pub(crate) catalogs: Arc<Catalogs>,
+    pub(crate) mover: Arc<Mover>,
+    pub(crate) bundle: Option<Arc<Published>>,
+}
+
 /// Serves the federation port over TCP until `shutdown`.
 pub(crate) async fn serve(
     listener: TcpListener,
     state: Arc<State>,
     control: Arc<ControlTls>,
-    catalogs: Arc<Catalogs>,
-    bundle: Option<Arc<Published>>,
+    served: Served,
     shutdown: CancellationToken,
 ) {
-    let service = CatalogService::new(catalogs.exported());
+    let service = CatalogService::new(served.catalogs.exported());
+    let moves = moves::server(served.mover);
     while let Some((stream, remote)) = crate::proxy::serve::accept(&listener, &shutdown).await {
         let client = Client {
             state: state.clone(),
             control: control.clone(),
             service: service.clone(),
-            bundle: bundle.clone(),
+            moves: moves.clone(),
+            bundle: served.bundle.clone(),
         };
         let span = tracing::debug_span!("federation_tcp", client.addr = %remote);
         tokio::spawn(client.serve(stream, shutdown.clone()).instrument(span));
@@ -148,6 +162,7 @@ struct Client {
     state: Arc<State>,
     control: Arc<ControlTls>,
     service: CatalogService,
+    moves: moves::proto::moves_server::MovesServer<moves::MovesService>,
     bundle: Option<Arc<Published>>,
 }
 
@@ -183,11 +198,19 @@ impl Client {
         };
         tracing::debug!(peer.cluster = %peer, "control channel open");
         let grpc = FederationServer::new(self.service);
+        let moves = self.moves;
+        // Two services on one connection, told apart by path (gRPC routes by path anyway).
         let service =
             hyper::service::service_fn(move |mut request: http::Request<hyper::body::Incoming>| {
                 request.extensions_mut().insert(Caller(peer.clone()));
-                let mut grpc = grpc.clone();
-                async move { tower_service::Service::call(&mut grpc, request).await }
+                let (mut grpc, mut moves) = (grpc.clone(), moves.clone());
+                async move {
+                    if request.uri().path().starts_with(MOVES_PATH) {
+                        tower_service::Service::call(&mut moves, request).await
+                    } else {
+                        tower_service::Service::call(&mut grpc, request).await
+                    }
+                }
             });
         let mut http2 = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
         http2
@@ -216,14 +239,14 @@ pub(crate) async fn follow_peer(
     peer: Label,
     address: SocketAddr,
     control: Arc<ControlTls>,
-    catalogs: Arc<Catalogs>,
+    (catalogs, mover): (Arc<Catalogs>, Arc<Mover>),
     shutdown: CancellationToken,
 ) {
     let limits = Limits::default();
     let mut delay = RETRY_FIRST;
     loop {
         let started = Instant::now();
-        let watch = watch_once(&peer, address, &control, &catalogs, &limits);
+        let watch = watch_once(&peer, address, &control, (&catalogs, &mover), &limits);
         let ended = tokio::select! {
             () = shutdown.cancelled() => return,
             ended = watch => ended,
@@ -263,7 +286,7 @@ async fn watch_once(
     peer: &Label,
     address: SocketAddr,
     control: &ControlTls,
-    catalogs: &Catalogs,
+    (catalogs, mover): (&Catalogs, &Mover),
     limits: &Limits,
 ) -> Ended {
     let Some(config) = control.client(peer) else {
@@ -286,7 +309,7 @@ async fn watch_once(
         Ok(channel) => channel,
         Err(error) => return Ended::Unreachable(format!("cannot connect: {error}")),
     };
-    let mut client = FederationClient::new(channel);
+    let mut client = FederationClient::new(channel.clone());
     let call = tokio::time::timeout(
         CONNECT_TIMEOUT,
         client.watch_catalog(WatchCatalogRequest {}),
@@ -297,11 +320,23 @@ async fn watch_once(
         Err(_) => return Ended::Unreachable("no answer to the watch".to_owned()),
     };
     tracing::debug!(peer.cluster = %peer, "following the peer's catalog");
-    let error = follow(&mut stream, peer, limits, |catalog| {
+    let catalog = follow(&mut stream, peer, limits, |catalog| {
         catalogs.set_peer(peer, catalog);
-    })
-    .await;
-    Ended::Broke(error.to_string())
+    });
+    // The peer's splits and our reports to it ride the same connection; if they fail (a peer
+    // without moves, say), the catalog is still followed.
+    let splits = moves::follow(peer, channel, mover);
+    tokio::pin!(catalog, splits);
+    let mut following_splits = true;
+    loop {
+        tokio::select! {
+            error = &mut catalog => return Ended::Broke(error.to_string()),
+            why = &mut splits, if following_splits => {
+                following_splits = false;
+                tracing::debug!(peer.cluster = %peer, %why, "not following the peer's splits");
+            }
+        }
+    }
 }
 
 /// Dials a peer's federation port over TCP and completes the control channel's TLS handshake.

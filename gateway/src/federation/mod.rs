@@ -4,11 +4,13 @@
 //! `client` keeps one long-lived connection per peer and sends requests over it; `server` accepts
 //! peers' connections and hands their requests to local endpoints; `wire` is what crosses
 //! (see `docs/protocol.md`). `control` is the federation port over TCP: the control channel
-//! (the catalog exchange) and the bundle endpoint.
+//! (the catalog exchange, and `moves`: splits and observations of moves) and the bundle
+//! endpoint.
 
 pub(crate) mod client;
 pub mod control;
 pub(crate) mod endpoint;
+pub(crate) mod moves;
 pub(crate) mod server;
 pub mod tls;
 pub mod wire;

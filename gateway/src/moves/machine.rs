@@ -320,6 +320,7 @@ mod tests {
             },
             on_failure,
             drain_tcp: None,
+            session: None,
         }
     }
 

@@ -15,6 +15,8 @@ use std::time::Duration;
 
 use meshfed_discovery::{Label, ServiceKey};
 
+use crate::policy::balance::HashOn;
+
 pub use machine::{Event, Move, Phase, Reading, Stage};
 pub use split::Split;
 pub use window::Window;
@@ -35,6 +37,22 @@ pub struct Spec {
     /// Open TCP connections to blue are closed this long after the move completes; `None`
     /// leaves them where they are.
     pub drain_tcp: Option<Duration>,
+    /// What keeps a session on one side: requests with the same value of it go to the same
+    /// cluster at every step, and once on green stay there.
+    pub session: Option<HashOn>,
+}
+
+/// A split in force for a service, as its owner publishes it to every gateway.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Published {
+    pub service: ServiceKey,
+    /// The gateway that owns it (where the move was started, or the split set).
+    pub owner: Label,
+    pub split: Split,
+    /// The session key, if the move has one.
+    pub session: Option<HashOn>,
+    /// Whether a move is under way: its owner wants every gateway's observations.
+    pub observed: bool,
 }
 
 /// How traffic moves.

@@ -29,7 +29,7 @@ use crate::metrics::Direction;
 use crate::observe::Exchange;
 use crate::policy::retry::Retries;
 use crate::policy::{
-    AbortStatus, Decision, Labels, Pin, RequestView, Target, baggage, path as canonical,
+    AbortStatus, Decision, Labels, Pin, RequestView, Target, baggage, balance, path as canonical,
 };
 use crate::reason::Reason;
 use crate::route::Destination;
@@ -156,7 +156,37 @@ async fn proxy(
         tracing::Span::current().record("route", route.name.as_str());
         exchange.route = Some(route.name.to_string());
     }
-    let (destination, selector) = match (&named.pinned, decision.target) {
+    // A move's split decides the cluster, unless the request is pinned to one.
+    let moved = match (&named.pinned, &pin) {
+        (None, None) => state.moving.split(&service),
+        _ => None,
+    };
+    let target = match moved {
+        Some(moved) => {
+            let key = moved.published.session.as_ref().and_then(|on| {
+                balance::key(
+                    on,
+                    &RequestView {
+                        method: &parts.method,
+                        path: parts.uri.path(),
+                        query: parts.uri.query(),
+                        headers: &parts.headers,
+                        client,
+                    },
+                )
+            });
+            let any = Labels::new();
+            let available =
+                |cluster: &meshfed_discovery::Label| routes.available(&service, cluster, &any);
+            match moved.pick(key, available) {
+                Some(cluster) => Target::Cluster(cluster.clone(), Labels::new()),
+                // No cluster of the split can take it: the policy routes it.
+                None => decision.target,
+            }
+        }
+        None => decision.target,
+    };
+    let (destination, selector) = match (&named.pinned, target) {
         (Some(backend), _) => (
             routes.to_backend(&service, backend, &Labels::new())?,
             Labels::new(),

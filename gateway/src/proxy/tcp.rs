@@ -58,13 +58,18 @@ async fn connection(
     let policy = state.policy();
     let routes = state.routes();
     let service_policy = policy.service(&service.service);
-    let chosen = state.spread(
-        &routes,
-        &service.service,
-        service_policy,
-        None,
-        &mut state.dice(),
-    );
+    let mut dice = state.dice();
+    // A move's split decides the cluster of a new connection; open ones stay where they are.
+    let any = crate::policy::Labels::new();
+    let moved = state.moving.split(&service.service).and_then(|moved| {
+        let available = |c: &meshfed_discovery::Label| routes.available(&service.service, c, &any);
+        let cluster = moved.pick(None, available)?;
+        Some(routes.to_cluster(&service.service, cluster, &any))
+    });
+    let chosen = match moved {
+        Some(chosen) => chosen,
+        None => state.spread(&routes, &service.service, service_policy, None, &mut dice),
+    };
     exchange.destination_cluster = match &chosen {
         Ok(Destination::Local(_)) => Some(state.cluster().clone()),
         Ok(Destination::Peer { peer, .. }) => Some(peer.clone()),

@@ -1,0 +1,581 @@
+//! Moves of a service between clusters, end to end: started with the real `meshfed move`
+//! CLI, under continuous load, watched through the admin API.
+//!
+//! `checkout.shop` runs in east (blue) and west (green). East's policy keeps it in east until
+//! it is moved. Load generators call it through a gateway and record, for every request, when
+//! it was sent, which cluster answered and its status.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use meshfed_gateway::admin::proto::admin_client::AdminClient;
+use meshfed_gateway::admin::proto::{self, ListMovesRequest, ListSplitsRequest};
+use meshfed_tests::echo::Echo;
+use meshfed_tests::{Cluster, Federation, binary, client};
+use tokio_util::sync::CancellationToken;
+
+const CHECKOUT: &str = "checkout.shop.svc.clusterset.local";
+/// East's policy: checkout stays in east until a move says otherwise; local clients may pin.
+const STAY_IN_EAST: &str = "overrides:\n  trusted_clients: [127.0.0.0/8]\nservices:\n  - service: checkout.shop\n    routes:\n      - name: stay\n        backends: [{ cluster: east }]\n";
+
+/// One request as the load generator saw it.
+#[derive(Clone, Debug)]
+struct Sent {
+    at: Instant,
+    served_by: String,
+    status: StatusCode,
+}
+
+/// Calls checkout through `gateway` from `workers` loops until stopped.
+struct Load {
+    sent: Arc<Mutex<Vec<Sent>>>,
+    stop: CancellationToken,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(
+        gateway: SocketAddr,
+        workers: usize,
+        headers: &'static [(&'static str, &'static str)],
+    ) -> Load {
+        let sent = Arc::new(Mutex::new(Vec::new()));
+        let stop = CancellationToken::new();
+        let tasks = (0..workers)
+            .map(|_| {
+                let (sent, stop) = (sent.clone(), stop.clone());
+                tokio::spawn(async move {
+                    while !stop.is_cancelled() {
+                        let at = Instant::now();
+                        let reply = client::send(
+                            gateway,
+                            http::Method::GET,
+                            CHECKOUT,
+                            "/",
+                            headers,
+                            bytes::Bytes::new(),
+                        )
+                        .await;
+                        let (served_by, status) = match reply {
+                            Ok(reply) => (reply.served_by(), reply.status),
+                            Err(_) => ("(error)".to_owned(), StatusCode::BAD_GATEWAY),
+                        };
+                        sent.lock().expect("lock").push(Sent {
+                            at,
+                            served_by,
+                            status,
+                        });
+                    }
+                })
+            })
+            .collect();
+        Load { sent, stop, tasks }
+    }
+
+    async fn stop(self) -> Vec<Sent> {
+        self.stop.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        self.sent.lock().expect("lock").clone()
+    }
+}
+
+fn served_by(cluster: &str) -> &'static str {
+    match cluster {
+        "east" => "checkout in east",
+        _ => "checkout in west",
+    }
+}
+
+/// `meshfed move|split <args> --admin <admin>`, which must succeed; its output.
+fn cli(args: &[&str], admin: SocketAddr) -> anyhow::Result<String> {
+    let output = Command::new(binary::meshfed()?)
+        .args(args)
+        .args(["--admin", &admin.to_string()])
+        .output()?;
+    let out = String::from_utf8_lossy(&output.stdout).into_owned();
+    anyhow::ensure!(
+        output.status.success(),
+        "meshfed {args:?}: {out}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    Ok(out)
+}
+
+async fn admin(addr: SocketAddr) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .connect()
+        .await?;
+    Ok(AdminClient::new(channel))
+}
+
+/// The move of checkout at `admin`'s gateway.
+async fn status(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+) -> anyhow::Result<proto::MoveStatus> {
+    let request = ListMovesRequest {
+        service: "checkout.shop".into(),
+    };
+    let moves = admin.list_moves(request).await?.into_inner().moves;
+    moves
+        .into_iter()
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("no move of checkout"))
+}
+
+/// Polls the move every 50 ms until its phase is `until`; returns when each stage was
+/// entered (and when the end came), measured from the same clock as the load.
+async fn follow(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    until: &str,
+    limit: Duration,
+) -> anyhow::Result<Vec<(u32, Instant)>> {
+    let deadline = Instant::now() + limit;
+    let mut seen: Vec<(u32, Instant)> = Vec::new();
+    loop {
+        let m = status(admin).await?;
+        let now = Instant::now();
+        if seen.last().is_none_or(|(stage, _)| *stage != m.stage) {
+            seen.push((m.stage, now));
+        }
+        if m.phase == until {
+            seen.push((u32::MAX, now));
+            return Ok(seen);
+        }
+        anyhow::ensure!(
+            m.phase == "running" || m.phase == until,
+            "move {}: {m:?}",
+            m.phase
+        );
+        anyhow::ensure!(now < deadline, "no {until} within {limit:?}: {m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Two clusters serving checkout, east's policy keeping it in east.
+async fn federation(
+    east_checkout: &Echo,
+    west_checkout: &Echo,
+    state_dir: bool,
+) -> anyhow::Result<Federation> {
+    let east = Cluster::new("east")?.export("checkout.shop", east_checkout.addr(), &["west"]);
+    let west = Cluster::new("west")?.export("checkout.shop", west_checkout.addr(), &["east"]);
+    let mut builder = Federation::builder(vec![east, west]).policy("east", STAY_IN_EAST);
+    if state_dir {
+        builder = builder.config("east", "state_dir: east/state");
+    }
+    builder.start().await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_under_load_moves_every_request_with_the_split_of_each_step() -> anyhow::Result<()>
+{
+    let east_checkout = Echo::start("checkout in east").await?;
+    let west_checkout = Echo::start("checkout in west").await?;
+    tokio::task::block_in_place(binary::meshfed)?;
+    let federation = federation(&east_checkout, &west_checkout, false).await?;
+    let addrs = federation.gateway("east").addrs();
+    let load = Load::start(addrs.http, 6, &[]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let started = tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "move",
+                "start",
+                "checkout.shop",
+                "--from",
+                "east",
+                "--to",
+                "west",
+                "--canary",
+                "20:3s,50:3s,100:2s",
+                "--gate-interval",
+                "1s",
+                "--min-requests",
+                "50",
+            ],
+            addrs.admin,
+        )
+    })?;
+    assert!(
+        started.contains("checkout.shop: east -> west (canary), running"),
+        "{started}"
+    );
+    let mut admin = admin(addrs.admin).await?;
+    let stages = follow(&mut admin, "completed", Duration::from_secs(60)).await?;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = load.stop().await;
+
+    let failed: Vec<&Sent> = sent.iter().filter(|s| s.status != StatusCode::OK).collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} failed: {:?}",
+        failed.len(),
+        sent.len(),
+        &failed[..failed.len().min(5)]
+    );
+    // Each step's measured split, away from its edges, is within 5 % of its target.
+    let targets = [20.0, 50.0, 100.0];
+    assert_eq!(stages.len(), 4, "three stages and the end: {stages:?}");
+    for (i, window) in stages.windows(2).enumerate() {
+        let (from, to) = (window[0].1 + Duration::from_millis(200), window[1].1);
+        let inside: Vec<&Sent> = sent.iter().filter(|s| s.at >= from && s.at < to).collect();
+        let west = inside
+            .iter()
+            .filter(|s| s.served_by == served_by("west"))
+            .count();
+        assert!(
+            inside.len() >= 50,
+            "stage {i}: only {} requests",
+            inside.len()
+        );
+        let share = 100.0 * west as f64 / inside.len() as f64;
+        assert!(
+            (share - targets[i]).abs() <= 5.0,
+            "stage {i}: {share:.1} % to west of {}, want {}",
+            inside.len(),
+            targets[i]
+        );
+    }
+    // Status and splits, as the CLI shows them.
+    let shown = tokio::task::block_in_place(|| cli(&["move", "status"], addrs.admin))?;
+    assert!(
+        shown.contains("completed") && shown.contains("weights:  east 0%, west 100%"),
+        "{shown}"
+    );
+    let splits = tokio::task::block_in_place(|| cli(&["split", "show"], addrs.admin))?;
+    assert!(
+        splits.contains("checkout.shop: east 0%, west 100%"),
+        "{splits}"
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_green_is_rolled_back_within_one_gate_interval() -> anyhow::Result<()> {
+    let east_checkout = Echo::start("checkout in east").await?;
+    let west_checkout = Echo::start("checkout in west").await?;
+    tokio::task::block_in_place(binary::meshfed)?;
+    let federation = federation(&east_checkout, &west_checkout, false).await?;
+    let addrs = federation.gateway("east").addrs();
+    let load = Load::start(addrs.http, 6, &[]);
+    tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "move",
+                "start",
+                "checkout.shop",
+                "--from",
+                "east",
+                "--to",
+                "west",
+                "--canary",
+                "30:30s,100:30s",
+                "--gate-interval",
+                "1s",
+                "--max-error-rate",
+                "5",
+            ],
+            addrs.admin,
+        )
+    })?;
+    let mut admin = admin(addrs.admin).await?;
+    // Healthy for a couple of gate intervals, then green fails every request.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(status(&mut admin).await?.phase, "running");
+    let broke = Instant::now();
+    west_checkout.fail_with(Some(StatusCode::SERVICE_UNAVAILABLE));
+    let ended = follow(&mut admin, "rolled back", Duration::from_secs(10)).await?;
+    let rolled_back = ended.last().map(|(_, at)| *at).unwrap_or_else(Instant::now);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = load.stop().await;
+
+    let took = rolled_back - broke;
+    // One gate interval, plus the mover's tick and this test's polling.
+    assert!(
+        took <= Duration::from_millis(1600),
+        "rolled back {took:?} after green broke"
+    );
+    let m = status(&mut admin).await?;
+    assert!(m.reason.contains("error rate"), "{m:?}");
+    // Clients saw errors only while green was failing and the move had not rolled back, and
+    // only from the share sent to green.
+    let failed: Vec<&Sent> = sent.iter().filter(|s| s.status != StatusCode::OK).collect();
+    assert!(
+        !failed.is_empty(),
+        "green's failures reached clients until the rollback"
+    );
+    let outside: Vec<&&Sent> = failed
+        .iter()
+        // A request already on its way when green broke may meet the failure too.
+        .filter(|s| s.at < broke - Duration::from_millis(100) || s.at > rolled_back)
+        .collect();
+    assert!(
+        outside.is_empty(),
+        "errors outside the failing window (broke at {broke:?}, rolled back at {rolled_back:?}): {outside:?}"
+    );
+    let window = sent
+        .iter()
+        .filter(|s| s.at >= broke - Duration::from_millis(100) && s.at <= rolled_back)
+        .count();
+    assert!(
+        failed.len() as f64 <= 0.3 * window as f64 + 3.0,
+        "{} failed of {window}",
+        failed.len()
+    );
+    // After the rollback, everything is served by blue.
+    let after: Vec<&Sent> = sent
+        .iter()
+        .filter(|s| s.at > rolled_back + Duration::from_millis(100))
+        .collect();
+    assert!(
+        !after.is_empty()
+            && after
+                .iter()
+                .all(|s| s.served_by == served_by("east") && s.status == StatusCode::OK)
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blue_green_verifies_with_pinned_traffic_switches_and_rolls_back_at_once()
+-> anyhow::Result<()> {
+    let east_checkout = Echo::start("checkout in east").await?;
+    let west_checkout = Echo::start("checkout in west").await?;
+    tokio::task::block_in_place(binary::meshfed)?;
+    let federation = federation(&east_checkout, &west_checkout, false).await?;
+    let addrs = federation.gateway("east").addrs();
+    let users = Load::start(addrs.http, 3, &[]);
+    // Testers pin green with the override header (east trusts local clients with it).
+    let testers = Load::start(addrs.http, 2, &[("x-meshfed-cluster", "west")]);
+    tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "move",
+                "start",
+                "checkout.shop",
+                "--from",
+                "east",
+                "--to",
+                "west",
+                "--blue-green",
+                "--verify",
+                "2s",
+                "--hold",
+                "60s",
+                "--gate-interval",
+                "1s",
+            ],
+            addrs.admin,
+        )
+    })?;
+    let mut admin = admin(addrs.admin).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let switched = loop {
+        let m = status(&mut admin).await?;
+        if m.stage == 1 {
+            break Instant::now();
+        }
+        anyhow::ensure!(Instant::now() < deadline, "never switched: {m:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rolling = Instant::now();
+    let rolled =
+        tokio::task::block_in_place(|| cli(&["move", "rollback", "checkout.shop"], addrs.admin))?;
+    assert!(rolled.contains("rolled back"), "{rolled}");
+    let rolled_back = Instant::now();
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (users, testers) = (users.stop().await, testers.stop().await);
+
+    let all_ok = users
+        .iter()
+        .chain(&testers)
+        .all(|s| s.status == StatusCode::OK);
+    assert!(all_ok, "a request failed");
+    // Before the switch: testers on green, users on blue.
+    let before = |s: &&Sent| s.at < switched - Duration::from_millis(100);
+    assert!(
+        testers
+            .iter()
+            .filter(before)
+            .all(|s| s.served_by == served_by("west"))
+    );
+    assert!(testers.iter().filter(before).count() > 20);
+    assert!(
+        users
+            .iter()
+            .filter(before)
+            .all(|s| s.served_by == served_by("east"))
+    );
+    // After it: every new request on green.
+    let during = |s: &&Sent| s.at > switched + Duration::from_millis(100) && s.at < rolling;
+    assert!(users.iter().filter(during).count() > 20);
+    assert!(
+        users
+            .iter()
+            .filter(during)
+            .all(|s| s.served_by == served_by("west"))
+    );
+    // Rolled back: at once on blue.
+    let after = |s: &&Sent| s.at > rolled_back + Duration::from_millis(100);
+    assert!(users.iter().filter(after).count() > 10);
+    assert!(
+        users
+            .iter()
+            .filter(after)
+            .all(|s| s.served_by == served_by("east"))
+    );
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_owner_resumes_its_move_and_completes_it() -> anyhow::Result<()> {
+    let east_checkout = Echo::start("checkout in east").await?;
+    let west_checkout = Echo::start("checkout in west").await?;
+    tokio::task::block_in_place(binary::meshfed)?;
+    let mut federation = federation(&east_checkout, &west_checkout, true).await?;
+    let addrs = federation.gateway("east").addrs();
+    tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "move",
+                "start",
+                "checkout.shop",
+                "--from",
+                "east",
+                "--to",
+                "west",
+                "--canary",
+                "10:1s,40:1s,100:1s",
+                "--gate-interval",
+                "500ms",
+                "--min-requests",
+                "20",
+            ],
+            addrs.admin,
+        )
+    })?;
+    let load = Load::start(addrs.http, 3, &[]);
+    let mut admin = admin(addrs.admin).await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while status(&mut admin).await?.stage < 1 {
+        anyhow::ensure!(Instant::now() < deadline, "no second step");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let before = status(&mut admin).await?;
+    load.stop().await;
+    federation.restart("east").await?;
+    federation.catalogs_exchanged().await?;
+    let mut admin = self::admin(addrs.admin).await?;
+    let resumed = status(&mut admin).await?;
+    assert_eq!(resumed.phase, "running", "{resumed:?}");
+    assert!(
+        resumed.stage >= before.stage,
+        "resumed at {} after {}",
+        resumed.stage,
+        before.stage
+    );
+    let load = Load::start(addrs.http, 3, &[]);
+    follow(&mut admin, "completed", Duration::from_secs(30)).await?;
+    let sent = load.stop().await;
+    assert!(sent.iter().all(|s| s.status == StatusCode::OK));
+    federation.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_apply_each_step_within_a_second_and_report_to_the_owner()
+-> anyhow::Result<()> {
+    let east_checkout = Echo::start("checkout in east").await?;
+    let west_checkout = Echo::start("checkout in west").await?;
+    let east =
+        Cluster::new("east")?.export("checkout.shop", east_checkout.addr(), &["west", "north"]);
+    let west =
+        Cluster::new("west")?.export("checkout.shop", west_checkout.addr(), &["east", "north"]);
+    let north = Cluster::new("north")?;
+    tokio::task::block_in_place(binary::meshfed)?;
+    let federation = Federation::builder(vec![east, north, west])
+        .policy("east", STAY_IN_EAST)
+        .start()
+        .await?;
+    let gateways = ["east", "north", "west"].map(|c| federation.gateway(c).addrs());
+    // Only north sends traffic: east's gates advance on north's reports alone.
+    let load = Load::start(gateways[1].http, 4, &[]);
+    tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "move",
+                "start",
+                "checkout.shop",
+                "--from",
+                "east",
+                "--to",
+                "west",
+                "--canary",
+                "25:2s,60:2s,100:1s",
+                "--gate-interval",
+                "1s",
+                "--min-requests",
+                "30",
+            ],
+            gateways[0].admin,
+        )
+    })?;
+    // When each gateway first applies each share of west.
+    let mut clients = Vec::new();
+    for g in &gateways {
+        clients.push(admin(g.admin).await?);
+    }
+    let mut applied: Vec<std::collections::BTreeMap<u32, Instant>> = vec![Default::default(); 3];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while applied.iter().any(|a| !a.contains_key(&100)) {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "not every gateway reached 100 %: {applied:?}"
+        );
+        for (i, client) in clients.iter_mut().enumerate() {
+            let splits = client
+                .list_splits(ListSplitsRequest {})
+                .await?
+                .into_inner()
+                .splits;
+            let west = splits
+                .iter()
+                .find(|s| s.service == "checkout.shop")
+                .and_then(|s| s.weights.iter().find(|w| w.cluster == "west"))
+                .map(|w| w.weight);
+            if let Some(west) = west {
+                applied[i].entry(west).or_insert_with(Instant::now);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let sent = load.stop().await;
+    for share in [25, 60, 100] {
+        let times: Vec<Instant> = applied
+            .iter()
+            .filter_map(|a| a.get(&share).copied())
+            .collect();
+        assert_eq!(times.len(), 3, "{share} %: {applied:?}");
+        let first = times.iter().min().copied().unwrap_or_else(Instant::now);
+        let last = times.iter().max().copied().unwrap_or_else(Instant::now);
+        assert!(
+            last - first < Duration::from_secs(1),
+            "{share} % applied over {:?}",
+            last - first
+        );
+    }
+    assert!(sent.iter().all(|s| s.status == StatusCode::OK));
+    assert!(sent.iter().any(|s| s.served_by == served_by("west")));
+    federation.shutdown().await;
+    Ok(())
+}
