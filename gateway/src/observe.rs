@@ -134,10 +134,12 @@ impl Exchange {
                 (self.direction, &self.destination_cluster)
             {
                 state.stats.routed.add(service, cluster);
-                // For a move's gates: a 5xx (the service's or the gateway's) failed.
-                state
-                    .moving
-                    .observe(service, cluster, elapsed, status >= 500);
+                // For a move's gates: a 5xx (the service's or the gateway's) failed; an
+                // injected abort is an experiment, not the cluster's failure.
+                if answer.fault != Some("abort") {
+                    let failed = status >= 500;
+                    state.moving.observe(service, cluster, elapsed, failed);
+                }
             }
         }
         let span = self.span.take();

@@ -48,11 +48,14 @@ pub enum Reason {
     /// The destination (the service in one cluster) has as many requests in flight and waiting
     /// as its circuit breaker allows, or every endpoint as many connections.
     Overloaded,
+    /// A TCP connection was closed because a move took its service away from the cluster it
+    /// went to, and asked for open connections to be drained.
+    Drained,
 }
 
 impl Reason {
     /// Every reason, for tables and lookups.
-    pub const ALL: [Reason; 15] = [
+    pub const ALL: [Reason; 16] = [
         Reason::MissingAuthority,
         Reason::HeadersTooLarge,
         Reason::NotOurZone,
@@ -68,6 +71,7 @@ impl Reason {
         Reason::Timeout,
         Reason::Denied,
         Reason::Overloaded,
+        Reason::Drained,
     ];
 
     /// The stable code, as sent in `x-meshfed-error`.
@@ -88,6 +92,7 @@ impl Reason {
             Reason::Timeout => "timeout",
             Reason::Denied => "denied",
             Reason::Overloaded => "overloaded",
+            Reason::Drained => "drained",
         }
     }
 
@@ -110,7 +115,8 @@ impl Reason {
             Reason::PeerUnavailable
             | Reason::UpstreamUnavailable
             | Reason::NoReadyEndpoints
-            | Reason::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            | Reason::Overloaded
+            | Reason::Drained => StatusCode::SERVICE_UNAVAILABLE,
             Reason::PeerStreamFailed | Reason::UpstreamFailed => StatusCode::BAD_GATEWAY,
         }
     }

@@ -30,7 +30,7 @@ impl From<MoveError> for Status {
         match error {
             MoveError::Invalid(_) => Status::invalid_argument(message),
             MoveError::Busy { .. } => Status::already_exists(message),
-            MoveError::NotServed { .. } | MoveError::Refused(_) => {
+            MoveError::NotServed { .. } | MoveError::Refused(_) | MoveError::NotInvolved { .. } => {
                 Status::failed_precondition(message)
             }
             MoveError::NoMove(_) => Status::not_found(message),

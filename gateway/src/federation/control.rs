@@ -41,6 +41,9 @@ use crate::state::State;
 /// The path prefix of the moves service on the control channel.
 const MOVES_PATH: &str = "/meshfed.federation.v1.Moves/";
 
+/// How soon a broken follow of a peer's splits is tried again (the catalog watch goes on).
+const SPLITS_RETRY: Duration = Duration::from_secs(1);
+
 /// The control channel's ALPN protocol.
 pub const ALPN: &[u8] = b"meshfed-control/1";
 /// HTTP/2 pings on a control connection: a peer that stops answering is given up after the
@@ -261,6 +264,7 @@ pub(crate) async fn follow_peer(
             }
             Ended::Broke(error) | Ended::Unreachable(error) => {
                 catalogs.lose_peer(&peer);
+                mover.lose_peer(&peer);
                 tracing::debug!(peer.cluster = %peer, %error, retry_in = ?delay, "peer catalog lost");
             }
         }
@@ -324,18 +328,17 @@ async fn watch_once(
         catalogs.set_peer(peer, catalog);
     });
     // The peer's splits and our reports to it ride the same connection; if they fail (a peer
-    // without moves, say), the catalog is still followed.
-    let splits = moves::follow(peer, channel, mover);
-    tokio::pin!(catalog, splits);
-    let mut following_splits = true;
-    loop {
-        tokio::select! {
-            error = &mut catalog => return Ended::Broke(error.to_string()),
-            why = &mut splits, if following_splits => {
-                following_splits = false;
-                tracing::debug!(peer.cluster = %peer, %why, "not following the peer's splits");
-            }
+    // without moves, say), the catalog is still followed, and the splits tried again.
+    let splits = async {
+        loop {
+            let why = moves::follow(peer, channel.clone(), mover).await;
+            tracing::debug!(peer.cluster = %peer, %why, "following the peer's splits again shortly");
+            tokio::time::sleep(jittered(SPLITS_RETRY)).await;
         }
+    };
+    tokio::select! {
+        error = catalog => Ended::Broke(error.to_string()),
+        never = splits => never,
     }
 }
 

@@ -32,6 +32,9 @@ use proto::moves_server::{Moves, MovesServer};
 const MAX_ENTRIES: usize = 4096;
 /// The most clusters in one split.
 const MAX_WEIGHTS: usize = 64;
+/// The most requests one observation may count (far above what a gateway serves between two
+/// reports).
+const MAX_REQUESTS_PER_REPORT: u64 = 10_000_000;
 /// How often observations are reported to each owner.
 const REPORT_EVERY: Duration = Duration::from_secs(1);
 
@@ -151,6 +154,9 @@ fn to_wire(p: &Published) -> proto::PublishedSplit {
         session_header,
         session_cookie,
         observed: p.observed,
+        drain_tcp_ms: p
+            .drain_tcp
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
     }
 }
 
@@ -193,6 +199,9 @@ fn published_split(peer: &Label, s: &proto::PublishedSplit) -> Option<Published>
         split: Split { weights },
         session,
         observed: s.observed,
+        // At most a day: a drain is a graceful close, not a timer a peer may park for ever.
+        drain_tcp: (s.drain_tcp_ms > 0)
+            .then(|| Duration::from_millis(s.drain_tcp_ms.min(86_400_000))),
     })
 }
 
@@ -202,7 +211,16 @@ fn observation(o: &proto::Observation) -> Option<((meshfed_discovery::ServiceKey
         errors: o.errors.min(o.requests),
         ..Window::default()
     };
-    if o.latency_buckets.len() != window.buckets.len() {
+    // The buckets must hold exactly the requests counted, and no more than a gateway can
+    // send in a report's second.
+    let total = o
+        .latency_buckets
+        .iter()
+        .try_fold(0u64, |sum, n| sum.checked_add(*n))?;
+    if o.latency_buckets.len() != window.buckets.len()
+        || total != o.requests
+        || o.requests > MAX_REQUESTS_PER_REPORT
+    {
         return None;
     }
     window.buckets.copy_from_slice(&o.latency_buckets);

@@ -22,7 +22,7 @@ use meshfed_discovery::{Label, ServiceKey};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::moves::{Event, Move, Published, Spec, Split, Window};
+use crate::moves::{Event, Move, Phase, Published, Spec, Split, Window};
 use crate::state::State;
 
 /// How often moves are polled and observations gathered.
@@ -36,6 +36,67 @@ pub(crate) type Observed = HashMap<(ServiceKey, Label), Window>;
 pub(crate) struct Moving {
     splits: RwLock<Arc<BTreeMap<ServiceKey, Arc<InForce>>>>,
     observed: Mutex<Observed>,
+    /// Outbound TCP connections, so that a move's drain can close those left on the old side.
+    pub(crate) tcp: Arc<TcpConnections>,
+}
+
+/// The outbound TCP connections open now, by service and the cluster they went to.
+#[derive(Debug, Default)]
+pub(crate) struct TcpConnections {
+    open: Mutex<HashMap<u64, (ServiceKey, Label, CancellationToken)>>,
+    next: std::sync::atomic::AtomicU64,
+}
+
+/// Keeps a connection in [`TcpConnections`] while it lives; [`OpenTcp::closed`] resolves when
+/// a drain asks it to close.
+#[derive(Debug)]
+pub(crate) struct OpenTcp {
+    registry: Arc<TcpConnections>,
+    id: u64,
+    close: CancellationToken,
+}
+
+impl TcpConnections {
+    /// Registers a connection to `service` in `cluster`.
+    pub(crate) fn register(self: &Arc<Self>, service: &ServiceKey, cluster: &Label) -> OpenTcp {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let close = CancellationToken::new();
+        let entry = (service.clone(), cluster.clone(), close.clone());
+        self.lock().insert(id, entry);
+        OpenTcp {
+            registry: self.clone(),
+            id,
+            close,
+        }
+    }
+
+    /// Closes every connection to `service` in `cluster`; how many there were.
+    pub(crate) fn close(&self, service: &ServiceKey, cluster: &Label) -> usize {
+        let open = self.lock();
+        let matching = open
+            .values()
+            .filter(|(s, c, _)| s == service && c == cluster);
+        matching.map(|(_, _, close)| close.cancel()).count()
+    }
+
+    fn lock(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<u64, (ServiceKey, Label, CancellationToken)>> {
+        self.open.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl OpenTcp {
+    /// Resolves when the connection is to be closed.
+    pub(crate) async fn closed(&self) {
+        self.close.cancelled().await;
+    }
+}
+
+impl Drop for OpenTcp {
+    fn drop(&mut self) {
+        self.registry.lock().remove(&self.id);
+    }
 }
 
 /// A split in force at this gateway, and the turns taken of it.
@@ -107,6 +168,7 @@ impl Moving {
                     .filter(|f| f.published == published)
                     .cloned();
                 let in_force = kept.unwrap_or_else(|| {
+                    self.drain_tcp(&published);
                     Arc::new(InForce {
                         published,
                         turns: std::sync::atomic::AtomicU64::new(0),
@@ -120,6 +182,31 @@ impl Moving {
 
     fn drain(&self) -> Observed {
         std::mem::take(&mut *self.observed.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// For a split newly in force that drains: closes the TCP connections left on the
+    /// clusters it gives nothing, once its deadline has passed.
+    fn drain_tcp(&self, published: &Published) {
+        let Some(deadline) = published.drain_tcp else {
+            return;
+        };
+        let emptied: Vec<Label> = published
+            .split
+            .weights
+            .iter()
+            .filter(|(_, weight)| *weight == 0)
+            .map(|(cluster, _)| cluster.clone())
+            .collect();
+        let (tcp, service) = (self.tcp.clone(), published.service.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(deadline).await;
+            for cluster in emptied {
+                let closed = tcp.close(&service, &cluster);
+                if closed > 0 {
+                    tracing::info!(svc = %service, %cluster, connections = closed, "drained TCP connections after the move");
+                }
+            }
+        });
     }
 }
 
@@ -137,6 +224,15 @@ pub(crate) enum MoveError {
     /// Green cannot take the service.
     #[error("{cluster} has no ready endpoint of {service} that this gateway can reach")]
     NotServed { service: ServiceKey, cluster: Label },
+    /// This gateway's cluster is neither blue nor green.
+    #[error(
+        "a move is started at the gateway of blue ({blue}) or green ({green}), not at {here}'s"
+    )]
+    NotInvolved {
+        blue: Label,
+        green: Label,
+        here: Label,
+    },
     /// No move (or split) of the service is owned here.
     #[error("no move of {0} was started at this gateway")]
     NoMove(ServiceKey),
@@ -176,13 +272,23 @@ pub(crate) struct Mover {
     store: Option<PathBuf>,
     /// What this gateway publishes, for the peers' watches.
     published: watch::Sender<Arc<Vec<Published>>>,
+    /// Held while what is published is recomputed and applied, so that an older snapshot
+    /// never lands after a newer one.
+    publishing: Mutex<()>,
 }
 
 impl Mover {
     /// A mover for `state`, resuming what `store` kept (a file in `state_dir`).
     pub(crate) fn new(state: Arc<State>, store: Option<PathBuf>) -> Result<Mover, String> {
         let owned = match &store {
-            Some(path) => store::load(path)?,
+            Some(path) => store::load(path).unwrap_or_else(|error| {
+                // The data plane must not stay down for a state file: keep it aside for an
+                // operator, and start without the moves it held.
+                let aside = path.with_extension("json.bad");
+                let _ = std::fs::rename(path, &aside);
+                tracing::error!(%error, kept = %aside.display(), "cannot read the moves kept; starting without them");
+                Owned::default()
+            }),
             None => Owned::default(),
         };
         let resumed = owned.moves.values().filter(|m| m.is_active()).count();
@@ -200,6 +306,7 @@ impl Mover {
             owed: Mutex::default(),
             store,
             published: watch::Sender::new(Arc::new(Vec::new())),
+            publishing: Mutex::new(()),
         };
         mover.publish();
         Ok(mover)
@@ -209,8 +316,14 @@ impl Mover {
     pub(crate) fn start(&self, spec: Spec, now: SystemTime) -> Result<Move, MoveError> {
         spec.check().map_err(MoveError::Invalid)?;
         let service = spec.service.clone();
-        if let Some(owner) = self.owner_of(&service) {
-            return Err(MoveError::Busy { service, owner });
+        let here = self.state.cluster();
+        // Peers accept a split only from a gateway of a cluster it names (see `set_remote`).
+        if here != &spec.blue && here != &spec.green {
+            return Err(MoveError::NotInvolved {
+                blue: spec.blue,
+                green: spec.green,
+                here: here.clone(),
+            });
         }
         let routes = self.state.routes();
         let any = crate::policy::Labels::new();
@@ -220,7 +333,15 @@ impl Mover {
         }
         let started = Move::start(spec, now);
         {
+            // Checked and taken under one lock: two starts cannot both succeed.
             let mut owned = self.lock();
+            if owned.moves.get(&service).is_some_and(Move::is_active) {
+                let owner = here.clone();
+                return Err(MoveError::Busy { service, owner });
+            }
+            if let Some(owner) = self.remote_owner(&service) {
+                return Err(MoveError::Busy { service, owner });
+            }
             owned.manual.remove(&service);
             owned.moves.insert(service.clone(), started.clone());
         }
@@ -318,13 +439,46 @@ impl Mover {
         Ok(())
     }
 
-    /// Takes `peer`'s published splits, replacing what it published before.
+    /// Takes `peer`'s published splits, replacing what it published before. A split whose
+    /// owner is not one of the clusters it names is dropped: a gateway moves only its own
+    /// cluster's traffic in or out.
     pub(crate) fn set_remote(&self, peer: &Label, splits: Vec<Published>) {
+        let splits = splits
+            .into_iter()
+            .filter(|p| {
+                let involved = p.split.weights.iter().any(|(c, _)| c == peer);
+                if !involved {
+                    tracing::debug!(peer.cluster = %peer, svc = %p.service, "split of clusters other than the peer's; dropped");
+                }
+                involved
+            })
+            .collect();
         self.remote
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(peer.clone(), splits);
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         self.apply();
+    }
+
+    /// Forgets what `peer` published and what it is owed: it is gone, and its moves with it
+    /// (the policy routes their services again until it returns and publishes anew).
+    pub(crate) fn lose_peer(&self, peer: &Label) {
+        let had = self
+            .remote
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(peer)
+            .is_some_and(|splits| !splits.is_empty());
+        self.owed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(peer);
+        if had {
+            tracing::info!(peer.cluster = %peer, "peer lost: its splits are withdrawn");
+            let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
+            self.apply();
+        }
     }
 
     /// Takes observations a peer reports for moves owned here.
@@ -360,22 +514,29 @@ impl Mover {
 
     /// Gathers observations, polls every move, and publishes what changed.
     fn tick(&self, now: SystemTime) {
-        let mut observed = self.state.moving.drain();
-        for (key, window) in
-            std::mem::take(&mut *self.reported.lock().unwrap_or_else(|e| e.into_inner()))
-        {
-            observed.entry(key).or_default().merge(&window);
-        }
+        let observed = self.state.moving.drain();
+        let reported =
+            std::mem::take(&mut *self.reported.lock().unwrap_or_else(|e| e.into_inner()));
         let splits = self.state.moving.splits();
         let mut changed = false;
         let mut owned = self.lock();
+        // Peers' reports feed only the moves owned here; they are never relayed.
+        for ((service, cluster), window) in reported {
+            if let Some(m) = owned.moves.get_mut(&service).filter(|m| m.is_active()) {
+                m.observe(&cluster, &window);
+            }
+        }
         for ((service, cluster), window) in observed {
             if let Some(m) = owned.moves.get_mut(&service).filter(|m| m.is_active()) {
                 m.observe(&cluster, &window);
                 continue;
             }
             // Another gateway's move: owed to its owner.
-            let Some(owner) = splits.get(&service).map(|p| p.published.owner.clone()) else {
+            let Some(owner) = splits
+                .get(&service)
+                .map(|p| p.published.owner.clone())
+                .filter(|owner| owner != self.state.cluster())
+            else {
                 continue;
             };
             let mut owed = self.owed.lock().unwrap_or_else(|e| e.into_inner());
@@ -413,18 +574,21 @@ impl Mover {
 
     /// Recomputes what this gateway publishes, keeps it, and applies every split in force.
     fn publish(&self) {
+        let _publishing = self.publishing.lock().unwrap_or_else(|e| e.into_inner());
         let owned = self.lock().clone();
         let cluster = self.state.cluster().clone();
         let mut published: Vec<Published> = owned
             .moves
             .values()
             .filter_map(|m| {
+                let ended = matches!(m.phase, Phase::Completed | Phase::RolledBack { .. });
                 Some(Published {
                     service: m.spec.service.clone(),
                     owner: cluster.clone(),
                     split: m.split()?,
                     session: m.spec.session.clone(),
                     observed: m.is_active(),
+                    drain_tcp: m.spec.drain_tcp.filter(|_| ended),
                 })
             })
             .collect();
@@ -434,6 +598,7 @@ impl Mover {
             split: split.clone(),
             session: None,
             observed: false,
+            drain_tcp: None,
         }));
         if let Some(path) = &self.store
             && let Err(error) = store::save(path, &owned)
@@ -476,11 +641,16 @@ impl Mover {
         if self.lock().moves.get(service).is_some_and(Move::is_active) {
             return Some(self.state.cluster().clone());
         }
+        self.remote_owner(service)
+    }
+
+    /// The peer that publishes a split (of a move, or set by hand) of `service`, if any.
+    fn remote_owner(&self, service: &ServiceKey) -> Option<Label> {
         let remote = self.remote.lock().unwrap_or_else(|e| e.into_inner());
         remote
             .values()
             .flatten()
-            .find(|p| &p.service == service && p.observed)
+            .find(|p| &p.service == service)
             .map(|p| p.owner.clone())
     }
 

@@ -229,7 +229,13 @@ fn restore(k: KeptMove) -> Result<Move, String> {
         requests: k.stage_requests,
         ..Window::default()
     };
-    m.interval_started = SystemTime::now().max(stage_started);
+    // A move under way holds its current stage again from now: the time the owner was down
+    // must not count as time held.
+    let now = SystemTime::now();
+    if m.is_active() {
+        m.stage_started = now;
+    }
+    m.interval_started = now;
     Ok(m)
 }
 
@@ -285,11 +291,14 @@ mod tests {
             },
         );
         save(&path, &owned).expect("saved");
+        let before_load = SystemTime::now();
         let back = load(&path).expect("loaded");
         let again = &back.moves[&m.spec.service];
         assert_eq!(again.spec, m.spec);
         assert_eq!((&again.phase, again.stage), (&m.phase, 1));
-        assert_eq!(again.stage_started, m.stage_started);
+        // A move under way holds its stage again from the restart.
+        assert!(again.stage_started >= before_load);
+        assert_eq!(again.started, m.started);
         assert_eq!(again.stage_window.requests, 17);
         assert_eq!(back.manual, owned.manual);
         // A file that is not ours is refused, not half read.

@@ -16,8 +16,8 @@ use meshfed_discovery::Label;
 
 use super::{Gates, OnFailure, Spec, Split, Strategy, Window};
 
-/// Fewer requests than this in a gate interval say nothing about a rate: such an interval is
-/// not judged.
+/// Fewer requests than this say nothing about a rate: an interval with fewer is not judged but
+/// carried into the next, until together they have enough.
 pub(crate) const MIN_JUDGED: u64 = 5;
 
 /// Where a move is.
@@ -142,7 +142,7 @@ impl Move {
         }
         let gates = self.spec.gates;
         if now >= self.interval_started + gates.interval
-            && let Some(event) = self.judge(now)
+            && let Some(event) = self.judge(Judged::Interval, now)
         {
             return Some(event);
         }
@@ -150,8 +150,9 @@ impl Move {
         if !held || self.stage_window.requests < gates.min_requests {
             return None;
         }
-        // What the stage's last, partial interval saw is judged before it ends.
-        if let Some(event) = self.judge(now) {
+        // The stage as a whole is judged before it ends: none of its traffic goes unjudged,
+        // however its intervals fell.
+        if let Some(event) = self.judge(Judged::Stage, now) {
             return Some(event);
         }
         if self.stage + 1 >= self.spec.shares().len() {
@@ -233,10 +234,20 @@ impl Move {
     }
 
     /// Judges the interval just past; on a failure, acts as the spec says.
-    fn judge(&mut self, now: SystemTime) -> Option<Event> {
-        let window = std::mem::take(&mut self.interval_window);
-        self.interval_started = now;
-        let reading = reading(&window, &self.spec.gates, now);
+    fn judge(&mut self, what: Judged, now: SystemTime) -> Option<Event> {
+        let window = match what {
+            Judged::Stage => &self.stage_window,
+            Judged::Interval => &self.interval_window,
+        };
+        if window.requests < MIN_JUDGED {
+            // Carried on: the interval keeps gathering until it has enough to judge.
+            return None;
+        }
+        let reading = reading(window, &self.spec.gates, now);
+        if what == Judged::Interval {
+            self.interval_window = Window::default();
+            self.interval_started = now;
+        }
         let failed = reading.failed.clone();
         self.last_reading = Some(reading);
         let reason = failed?;
@@ -257,13 +268,20 @@ impl Move {
     }
 }
 
-/// The gates' judgement of `window`.
+/// What the gates judge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Judged {
+    /// The last gate interval (and any carried into it).
+    Interval,
+    /// The whole stage, at its end.
+    Stage,
+}
+
+/// The gates' judgement of `window` (which has at least [`MIN_JUDGED`] requests).
 fn reading(window: &Window, gates: &Gates, at: SystemTime) -> Reading {
     let error_rate = window.error_rate();
     let p99 = window.p99();
-    let failed = if window.requests < MIN_JUDGED {
-        None
-    } else if let Some(rate) = error_rate.filter(|r| *r > gates.max_error_rate) {
+    let failed = if let Some(rate) = error_rate.filter(|r| *r > gates.max_error_rate) {
         Some(format!(
             "green's error rate {:.1} % is over {:.1} % ({} of {} requests)",
             rate * 100.0,
@@ -458,19 +476,31 @@ mod tests {
     }
 
     #[test]
-    fn too_few_requests_are_not_judged() {
-        let mut window = second(MIN_JUDGED - 1, MIN_JUDGED - 1, SECOND);
-        let gates = spec(canary(), OnFailure::Rollback).gates;
-        assert_eq!(
-            reading(&window, &gates, SystemTime::UNIX_EPOCH).failed,
-            None
+    fn sparse_traffic_is_carried_until_it_can_be_judged() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut m = Move::start(spec(canary(), OnFailure::Rollback), now);
+        // Two failing requests a second: no interval alone has enough to judge, but three
+        // together do, and the move rolls back at the third second.
+        let events = run(&mut m, 10, |_| second(2, 2, Duration::from_millis(5)));
+        let [(3, Event::RolledBack { reason })] = events.as_slice() else {
+            panic!("{events:?}");
+        };
+        assert!(reason.contains("6 of 6"), "{reason}");
+    }
+
+    #[test]
+    fn a_stage_is_judged_whole_before_it_ends() {
+        let now = SystemTime::UNIX_EPOCH;
+        let mut m = Move::start(spec(canary(), OnFailure::Rollback), now);
+        // 4 failures in 60 (6.7 % against 5 %) over the stage, none judged in an interval:
+        // refused at the stage's end.
+        m.observe(
+            &m.spec.green.clone(),
+            &second(60, 4, Duration::from_millis(5)),
         );
-        window.record(SECOND, true);
-        assert!(
-            reading(&window, &gates, SystemTime::UNIX_EPOCH)
-                .failed
-                .is_some()
-        );
+        m.interval_started = now + 10 * SECOND;
+        let event = m.poll(now + 3 * SECOND);
+        assert!(matches!(event, Some(Event::RolledBack { .. })), "{event:?}");
     }
 
     #[test]

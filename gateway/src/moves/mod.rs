@@ -53,6 +53,9 @@ pub struct Published {
     pub session: Option<HashOn>,
     /// Whether a move is under way: its owner wants every gateway's observations.
     pub observed: bool,
+    /// Set once a move that asked for it has ended: TCP connections still open to a cluster
+    /// the split gives nothing are closed this long after the split is applied.
+    pub drain_tcp: Option<Duration>,
 }
 
 /// How traffic moves.
@@ -144,6 +147,13 @@ impl Spec {
             {
                 return Err("each step must give green more than the one before".into());
             }
+        }
+        if self.gates.min_requests > 0 && self.gates.min_requests < machine::MIN_JUDGED {
+            return Err(format!(
+                "a step's minimum of requests must be 0 (no traffic needed, as for a TCP-only \
+                 service) or at least {}: fewer say nothing about a rate",
+                machine::MIN_JUDGED
+            ));
         }
         if !(0.0..=1.0).contains(&self.gates.max_error_rate) {
             return Err("the maximum error rate must be 0 to 100 %".into());

@@ -33,10 +33,11 @@ impl Window {
 
     /// Adds `other`'s counts to these.
     pub fn merge(&mut self, other: &Window) {
-        self.requests += other.requests;
-        self.errors += other.errors;
+        // Saturating: counts come from peers' reports too.
+        self.requests = self.requests.saturating_add(other.requests);
+        self.errors = self.errors.saturating_add(other.errors);
         for (mine, theirs) in self.buckets.iter_mut().zip(other.buckets) {
-            *mine += theirs;
+            *mine = mine.saturating_add(theirs);
         }
     }
 

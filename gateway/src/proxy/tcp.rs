@@ -76,21 +76,40 @@ async fn connection(
         Err(_) => None,
     };
     exchange.opened(&state);
-    let outcome = match chosen {
-        Ok(Destination::Local(key)) => local(client, &state, &key, service.port).await,
-        Ok(Destination::Peer { peer, service: key }) => {
-            tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
-            match state.peers.get(&peer) {
-                Some(peer) => match peer.connect_tcp(&key, service.port, origin.as_ref()).await {
-                    Ok((send, recv, _open)) => tunnel::splice(client, send, recv)
-                        .await
-                        .map_err(|error| (Reason::PeerStreamFailed, error.to_string())),
-                    Err(reason) => Err((reason, String::new())),
-                },
-                None => Err((Reason::UnknownService, String::new())),
-            }
+    // Open while it lasts, for a move that drains this cluster when it ends.
+    let registered = exchange
+        .destination_cluster
+        .as_ref()
+        .map(|cluster| state.moving.tcp.register(&service.service, cluster));
+    let drained = async {
+        match &registered {
+            Some(open) => open.closed().await,
+            None => std::future::pending().await,
         }
-        Err(reason) => Err((reason, String::new())),
+    };
+    let carried = async {
+        match chosen {
+            Ok(Destination::Local(key)) => local(client, &state, &key, service.port).await,
+            Ok(Destination::Peer { peer, service: key }) => {
+                tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
+                match state.peers.get(&peer) {
+                    Some(peer) => match peer.connect_tcp(&key, service.port, origin.as_ref()).await
+                    {
+                        Ok((send, recv, _open)) => tunnel::splice(client, send, recv)
+                            .await
+                            .map_err(|error| (Reason::PeerStreamFailed, error.to_string())),
+                        Err(reason) => Err((reason, String::new())),
+                    },
+                    None => Err((Reason::UnknownService, String::new())),
+                }
+            }
+            Err(reason) => Err((reason, String::new())),
+        }
+    };
+    // A drain drops the connection's halves, which closes both sides.
+    let outcome = tokio::select! {
+        outcome = carried => outcome,
+        () = drained => Err((Reason::Drained, String::new())),
     };
     match outcome {
         Ok(carried) => {
