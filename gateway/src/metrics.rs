@@ -57,6 +57,33 @@ pub struct TcpLabels {
     pub destination_cluster: String,
 }
 
+/// The labels of a split's weights.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct SplitLabels {
+    /// The service, `<name>.<namespace>`.
+    pub destination_service: String,
+    /// A cluster of the split.
+    pub destination_cluster: String,
+    /// The gateway (cluster) that owns the split.
+    pub owner: String,
+}
+
+/// The labels of a move's gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MoveLabels {
+    /// The service moved.
+    pub destination_service: String,
+}
+
+/// The labels of a move's phase.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    /// The service moved.
+    pub destination_service: String,
+    /// `running`, `paused`, `completed`, `rolled_back` or `aborted`.
+    pub phase: String,
+}
+
 /// The labels of span counts.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct SpanLabels {
@@ -129,6 +156,13 @@ pub struct Metrics {
     peer_congestion_window: Family<PeerLabels, Gauge>,
     peer_lost_packets: Family<PeerLabels, Gauge>,
     peer_open_streams: Family<PeerLabels, Gauge>,
+    split_weight: Family<SplitLabels, Gauge>,
+    move_stage: Family<MoveLabels, Gauge>,
+    move_green_percent: Family<MoveLabels, Gauge>,
+    move_phase: Family<PhaseLabels, Gauge>,
+    move_stage_requests: Family<MoveLabels, Gauge>,
+    move_gate_error_rate: Family<MoveLabels, Gauge<f64, AtomicU64>>,
+    move_gate_p99: Family<MoveLabels, Gauge<f64, AtomicU64>>,
     peer_bundle_age: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     /// When each peer's bundle was last fetched (or the gateway started, before the first).
     bundle_fetched: std::sync::Mutex<std::collections::BTreeMap<String, SystemTime>>,
@@ -235,6 +269,48 @@ impl Default for Metrics {
             "Streams open to the peer gateway: requests until their response ends, tunnels until they close",
             peer_open_streams.clone(),
         );
+        let split_weight = Family::<SplitLabels, Gauge>::default();
+        registry.register(
+            "split_weight",
+            "The weight of each cluster in the split in force for a moved (or hand-split) service, and the gateway that owns it",
+            split_weight.clone(),
+        );
+        let move_stage = Family::<MoveLabels, Gauge>::default();
+        registry.register(
+            "move_stage",
+            "The stage (from 0) of each move this gateway owns",
+            move_stage.clone(),
+        );
+        let move_green_percent = Family::<MoveLabels, Gauge>::default();
+        registry.register(
+            "move_green_percent",
+            "Green's share of the requests, in percent, of each move this gateway owns",
+            move_green_percent.clone(),
+        );
+        let move_phase = Family::<PhaseLabels, Gauge>::default();
+        registry.register(
+            "move_phase",
+            "1 for the phase each move this gateway owns is in (running, paused, completed, rolled_back, aborted)",
+            move_phase.clone(),
+        );
+        let move_stage_requests = Family::<MoveLabels, Gauge>::default();
+        registry.register(
+            "move_stage_requests",
+            "Green's requests so far in the current stage of each move this gateway owns, from every gateway",
+            move_stage_requests.clone(),
+        );
+        let move_gate_error_rate = Family::<MoveLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "move_gate_error_rate",
+            "Green's error rate (0 to 1) at the last judgement of each move's gates",
+            move_gate_error_rate.clone(),
+        );
+        let move_gate_p99 = Family::<MoveLabels, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "move_gate_p99_seconds",
+            "Green's p99 latency at the last judgement of each move's gates",
+            move_gate_p99.clone(),
+        );
         let peer_bundle_age = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
         registry.register(
             "peer_bundle_age_seconds",
@@ -262,6 +338,13 @@ impl Default for Metrics {
             peer_congestion_window,
             peer_lost_packets,
             peer_open_streams,
+            split_weight,
+            move_stage,
+            move_green_percent,
+            move_phase,
+            move_stage_requests,
+            move_gate_error_rate,
+            move_gate_p99,
             peer_bundle_age,
             bundle_fetched: std::sync::Mutex::default(),
         }
@@ -371,6 +454,71 @@ impl Metrics {
             .unwrap_or_else(|e| e.into_inner());
         let at = fetched.get(peer)?;
         Some(now.duration_since(*at).unwrap_or_default().as_secs_f64())
+    }
+
+    /// Sets the split and move gauges from what is in force now (label sets of splits and
+    /// moves that are gone are dropped).
+    pub(crate) fn moves(
+        &self,
+        splits: &std::collections::BTreeMap<
+            meshfed_discovery::ServiceKey,
+            std::sync::Arc<crate::mover::InForce>,
+        >,
+        moves: &[crate::moves::Move],
+    ) {
+        self.split_weight.clear();
+        for (service, in_force) in splits {
+            for (cluster, weight) in &in_force.published.split.weights {
+                let labels = SplitLabels {
+                    destination_service: service.to_string(),
+                    destination_cluster: cluster.to_string(),
+                    owner: in_force.published.owner.to_string(),
+                };
+                self.split_weight
+                    .get_or_create(&labels)
+                    .set(i64::from(*weight));
+            }
+        }
+        for family in [
+            &self.move_stage,
+            &self.move_green_percent,
+            &self.move_stage_requests,
+        ] {
+            family.clear();
+        }
+        self.move_phase.clear();
+        self.move_gate_error_rate.clear();
+        self.move_gate_p99.clear();
+        for m in moves {
+            let labels = MoveLabels {
+                destination_service: m.spec.service.to_string(),
+            };
+            let saturating = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.move_stage
+                .get_or_create(&labels)
+                .set(saturating(m.stage as u64));
+            let green = m.split().map_or(0, |s| s.weight(&m.spec.green));
+            self.move_green_percent
+                .get_or_create(&labels)
+                .set(i64::from(green));
+            self.move_stage_requests
+                .get_or_create(&labels)
+                .set(saturating(m.stage_window.requests));
+            let phase = PhaseLabels {
+                destination_service: m.spec.service.to_string(),
+                phase: m.phase.to_string().replace(' ', "_"),
+            };
+            self.move_phase.get_or_create(&phase).set(1);
+            if let Some(reading) = &m.last_reading {
+                if let Some(rate) = reading.error_rate {
+                    self.move_gate_error_rate.get_or_create(&labels).set(rate);
+                }
+                if let Some(p99) = reading.p99 {
+                    let p99 = p99.min(Duration::from_secs(86_400)).as_secs_f64();
+                    self.move_gate_p99.get_or_create(&labels).set(p99);
+                }
+            }
+        }
     }
 
     /// Notes that `peer`'s bundle was fetched from its bundle endpoint at `at` (or, at start,

@@ -199,6 +199,51 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         .count();
     assert!((6..=34).contains(&aborted), "{aborted} of 40 aborted");
 
+    // The move, as printed: checkout goes from east to west while west's clients keep calling
+    // it (command 2), every call answered, and ends on west's v2.
+    let start = guide
+        .iter()
+        .map(|l| l.trim())
+        .find_map(|l| l.strip_prefix("meshfed move start "))
+        .ok_or_else(|| anyhow::anyhow!("no meshfed move command in {guide:#?}"))?;
+    let output = Command::new(binary::meshfed()?)
+        .args(["move", "start"])
+        .args(start.split_whitespace())
+        .output()?;
+    assert!(output.status.success(), "{output:?}");
+    let status = guide
+        .iter()
+        .map(|l| l.trim())
+        .find_map(|l| l.strip_prefix("meshfed move status "))
+        .ok_or_else(|| anyhow::anyhow!("no meshfed move status command in {guide:#?}"))?
+        .replace("--watch ", "");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    let mut served = std::collections::BTreeMap::<String, usize>::new();
+    loop {
+        let answer = sh(commands[1])?;
+        *served
+            .entry(answer.lines().next().unwrap_or_default().to_owned())
+            .or_default() += 1;
+        let output = Command::new(binary::meshfed()?)
+            .args(["move", "status"])
+            .args(status.split_whitespace())
+            .output()?;
+        let shown = String::from_utf8_lossy(&output.stdout).into_owned();
+        if shown.contains("completed") {
+            break;
+        }
+        assert!(shown.contains("running"), "{shown}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the move did not complete: {shown}"
+        );
+    }
+    assert!(sh(commands[1])?.contains("checkout v2 in cluster west"));
+    assert!(
+        served.keys().any(|k| k.contains("in cluster west")),
+        "{served:?}"
+    );
+
     // The status page, as printed, in headless Chromium: both clusters and every service.
     let page = guide
         .iter()
@@ -221,7 +266,8 @@ fn the_printed_commands_work_as_printed() -> anyhow::Result<()> {
         "route split",
         "east/v1 80%",
         ">connected</span>",
-        "<p class=\"muted\">No moves in progress.</p>",
+        ">checkout.shop</strong><div class=\"muted\">east → west (canary)</div>",
+        ">completed</span>",
     ] {
         assert!(dom.contains(shown), "{shown} not on the page: {dom}");
     }
@@ -253,7 +299,7 @@ fn chromium(url: &str, action: &str) -> anyhow::Result<String> {
             "--no-sandbox",
             "--disable-gpu",
             "--hide-scrollbars",
-            "--window-size=1400,900",
+            "--window-size=1400,1100",
             "--virtual-time-budget=5000",
             action,
             url,

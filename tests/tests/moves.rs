@@ -253,6 +253,16 @@ async fn a_canary_under_load_moves_every_request_with_the_split_of_each_step() -
         splits.contains("checkout.shop: east 0%, west 100%"),
         "{splits}"
     );
+    // And in the owner's metrics: the split's weights, the move's stage and phase.
+    let metrics = client::get(addrs.admin, "admin", "/metrics").await?.text();
+    for line in [
+        "meshfed_split_weight{destination_service=\"checkout.shop\",destination_cluster=\"west\",owner=\"east\"} 100",
+        "meshfed_move_stage{destination_service=\"checkout.shop\"} 2",
+        "meshfed_move_phase{destination_service=\"checkout.shop\",phase=\"completed\"} 1",
+        "meshfed_move_green_percent{destination_service=\"checkout.shop\"} 100",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "no {line} in {metrics}");
+    }
     federation.shutdown().await;
     Ok(())
 }

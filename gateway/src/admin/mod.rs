@@ -42,6 +42,7 @@ pub(crate) struct Admin {
     pub(crate) stats: Arc<Stats>,
     pub(crate) catalogs: Arc<Catalogs>,
     state: Arc<State>,
+    mover: Arc<crate::mover::Mover>,
     grpc: proto::admin_server::AdminServer<grpc::AdminService>,
 }
 
@@ -58,6 +59,7 @@ impl Admin {
             stats: state.stats.clone(),
             catalogs,
             state: state.clone(),
+            mover: mover.clone(),
             grpc: proto::admin_server::AdminServer::new(grpc::AdminService {
                 state,
                 policy_file,
@@ -86,7 +88,8 @@ impl Admin {
             }
             "/status.json" => {
                 let now = std::time::SystemTime::now();
-                let status = status::status(&self.state, &self.catalogs, now);
+                let moves = self.mover.moves(None);
+                let status = status::status(&self.state, &self.catalogs, &moves, now);
                 return json(&status);
             }
             _ => {}
@@ -97,6 +100,10 @@ impl Admin {
             self.stats.metrics.at(std::time::SystemTime::now());
             self.stats.metrics.dns(self.stats.dns.answered());
             self.stats.metrics.telemetry(self.state.telemetry_totals());
+            let moves = self.mover.moves(None);
+            self.stats
+                .metrics
+                .moves(&self.state.moving.splits(), &moves);
         }
         http(request, &self.draining, &self.stats, &self.catalogs)
     }

@@ -11,6 +11,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::catalogs::Catalogs;
+use crate::moves::{Move, Phase, Strategy};
 use crate::policy::Policy;
 use crate::services::ServiceReport;
 use crate::state::State;
@@ -28,8 +29,35 @@ pub(crate) struct Status {
     pub(crate) svid_expires_in_seconds: f64,
     pub(crate) peers: Vec<PeerStatus>,
     pub(crate) services: Vec<ServiceStatus>,
-    /// Moves in progress (issue 7 fills this in).
-    pub(crate) moves: Vec<serde_json::Value>,
+    /// The moves this gateway owns, under way or ended.
+    pub(crate) moves: Vec<MoveView>,
+}
+
+/// A move this gateway owns, as the page draws it.
+#[derive(Debug, Serialize)]
+pub(crate) struct MoveView {
+    pub(crate) service: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) strategy: &'static str,
+    /// `running`, `paused`, `completed`, `rolled back`, `aborted`.
+    pub(crate) phase: String,
+    /// Why it paused or rolled back.
+    pub(crate) reason: Option<String>,
+    pub(crate) stage: usize,
+    /// Green's share at each stage.
+    pub(crate) shares: Vec<u8>,
+    pub(crate) green_percent: u32,
+    /// Until the stage's hold ends.
+    pub(crate) hold_left_seconds: f64,
+    pub(crate) stage_requests: u64,
+    pub(crate) min_requests: u64,
+    pub(crate) max_error_rate: f64,
+    pub(crate) max_p99_ms: Option<u64>,
+    /// The last judgement of the gates.
+    pub(crate) error_rate: Option<f64>,
+    pub(crate) p99_ms: Option<u64>,
+    pub(crate) gate_failed: Option<String>,
 }
 
 /// A peer gateway, as this gateway sees it.
@@ -57,6 +85,18 @@ pub(crate) struct ServiceStatus {
     pub(crate) routes: Vec<RouteSplit>,
     /// This gateway's requests for it so far, by the cluster that served them.
     pub(crate) requests: std::collections::BTreeMap<String, u64>,
+    /// The split in force (of a move, or set by hand), which overrides the policy's routes.
+    pub(crate) split: Option<SplitView>,
+}
+
+/// A split in force.
+#[derive(Debug, Serialize)]
+pub(crate) struct SplitView {
+    /// The gateway that owns it.
+    pub(crate) owner: String,
+    /// Whether a move is under way behind it.
+    pub(crate) moving: bool,
+    pub(crate) weights: Vec<BackendShare>,
 }
 
 /// A route's weighted backends.
@@ -76,8 +116,13 @@ pub(crate) struct BackendShare {
     pub(crate) weight: u32,
 }
 
-/// The status as of `now`.
-pub(crate) fn status(state: &State, catalogs: &Catalogs, now: SystemTime) -> Status {
+/// The status as of `now`, with `moves` (those this gateway owns).
+pub(crate) fn status(
+    state: &State,
+    catalogs: &Catalogs,
+    moves: &[Move],
+    now: SystemTime,
+) -> Status {
     let metrics = &state.stats.metrics;
     let peers = state
         .peer_connections()
@@ -104,6 +149,7 @@ pub(crate) fn status(state: &State, catalogs: &Catalogs, now: SystemTime) -> Sta
         })
         .collect();
     let policy = state.policy();
+    let in_force = state.moving.splits();
     let services = catalogs
         .report()
         .services
@@ -116,6 +162,24 @@ pub(crate) fn status(state: &State, catalogs: &Catalogs, now: SystemTime) -> Sta
                     .as_ref()
                     .map(|k| state.stats.routed.of(k))
                     .unwrap_or_default(),
+                split: key
+                    .as_ref()
+                    .and_then(|k| in_force.get(k))
+                    .map(|f| SplitView {
+                        owner: f.published.owner.to_string(),
+                        moving: f.published.observed,
+                        weights: f
+                            .published
+                            .split
+                            .weights
+                            .iter()
+                            .map(|(cluster, weight)| BackendShare {
+                                cluster: cluster.to_string(),
+                                subset: None,
+                                weight: *weight,
+                            })
+                            .collect(),
+                    }),
                 report,
             }
         })
@@ -127,7 +191,45 @@ pub(crate) fn status(state: &State, catalogs: &Catalogs, now: SystemTime) -> Sta
         svid_expires_in_seconds: metrics.svid_expires_in(now),
         peers,
         services,
-        moves: Vec::new(),
+        moves: moves.iter().map(|m| view(m, now)).collect(),
+    }
+}
+
+fn view(m: &Move, now: SystemTime) -> MoveView {
+    let spec = &m.spec;
+    let reading = m.last_reading.as_ref();
+    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    MoveView {
+        service: spec.service.to_string(),
+        from: spec.blue.to_string(),
+        to: spec.green.to_string(),
+        strategy: match spec.strategy {
+            Strategy::Canary(_) => "canary",
+            Strategy::BlueGreen { .. } => "blue-green",
+        },
+        phase: m.phase.to_string(),
+        reason: match &m.phase {
+            Phase::Paused { reason } | Phase::RolledBack { reason } => Some(reason.clone()),
+            _ => None,
+        },
+        stage: m.stage,
+        shares: spec.shares(),
+        green_percent: m.split().map_or(0, |s| s.weight(&spec.green)),
+        hold_left_seconds: match m.is_active() {
+            true => m
+                .hold_ends()
+                .duration_since(now)
+                .unwrap_or_default()
+                .as_secs_f64(),
+            false => 0.0,
+        },
+        stage_requests: m.stage_window.requests,
+        min_requests: spec.gates.min_requests,
+        max_error_rate: spec.gates.max_error_rate,
+        max_p99_ms: spec.gates.max_p99.map(millis),
+        error_rate: reading.and_then(|r| r.error_rate),
+        p99_ms: reading.and_then(|r| r.p99).map(millis),
+        gate_failed: reading.and_then(|r| r.failed.clone()),
     }
 }
 

@@ -37,7 +37,8 @@ const CLUSTERS: [Cluster; 2] = [
         name: "west",
         trust_domain: "west.demo",
         ip: Ipv4Addr::new(127, 0, 2, 1),
-        services: &[("greeter", "demo", "v2")],
+        // checkout v2 in west is green: it takes no traffic until it is moved there.
+        services: &[("greeter", "demo", "v2"), ("checkout", "shop", "v2")],
     },
 ];
 
@@ -59,6 +60,20 @@ services:
         backends:
           - { cluster: east, subset: v1, weight: 80 }
           - { cluster: west, subset: v2, weight: 20 }
+  # checkout stays in east (blue) until `meshfed move` takes it to west (green).
+  - service: checkout.shop
+    routes:
+      - name: stay
+        backends: [{ cluster: east }]
+"#;
+
+/// West's traffic policy: checkout stays in east until it is moved.
+const WEST_POLICY: &str = r#"# meshfed demo: west's traffic policy (docs/config.md).
+services:
+  - service: checkout.shop
+    routes:
+      - name: stay
+        backends: [{ cluster: east }]
 "#;
 
 /// Runs the demo until Ctrl-C, its gateways sending spans to `otlp_endpoint` if given.
@@ -114,9 +129,11 @@ async fn demo(dir: &Path, otlp_endpoint: Option<&str>) -> anyhow::Result<()> {
                 services_stop.clone(),
             ));
         }
-        if cluster.name == "east" {
-            std::fs::write(dir.join("east-policy.yaml"), EAST_POLICY)?;
-        }
+        let policy = match cluster.name {
+            "east" => EAST_POLICY,
+            _ => WEST_POLICY,
+        };
+        std::fs::write(dir.join(format!("{}-policy.yaml", cluster.name)), policy)?;
         let path = dir.join(format!("{}.yaml", cluster.name));
         std::fs::write(&path, config_yaml(cluster, peer, &endpoints, otlp_endpoint))?;
         configs.push(path);
@@ -197,7 +214,7 @@ fn config_yaml(
          trust_domain: {td}\n\
          listeners:\n  http: {ip}:15080\n  federation: {ip}:15443\n  dns: {ip}:15053\n  admin: {ip}:15000\n\
          identity:\n  ca_dir: {name}/ca\n  svid_lifetime: 24h\n\
-         {policy}\
+         policy: {name}-policy.yaml\n\
          peers:\n  - name: {peer}\n    address: {peer_ip}:15443\n    trust_domain: {peer_td}\n    bundle: {name}/{peer}-bundle.pem\n\
          exports:\n",
         name = cluster.name,
@@ -205,10 +222,6 @@ fn config_yaml(
         peer = peer.name,
         peer_ip = peer.ip,
         peer_td = peer.trust_domain,
-        policy = match cluster.name {
-            "east" => "policy: east-policy.yaml\n",
-            _ => "",
-        },
     );
     for ((service, namespace, version), endpoint) in cluster.services.iter().zip(endpoints) {
         let _ = write!(
@@ -239,14 +252,15 @@ meshfed demo is running: two clusters, each with its own CA and trust domain.
 
   cluster  trust domain  gateway    services
   east     east.demo     127.0.1.1  greeter.demo (v1), checkout.shop (v1)
-  west     west.demo     127.0.2.1  greeter.demo (v2)
+  west     west.demo     127.0.2.1  greeter.demo (v2), checkout.shop (v2, no traffic until moved)
 
 Try these in another terminal.
 
   # greeter in west, called through east's gateway: it crosses to west over QUIC with mTLS
   curl -si -H 'Host: greeter.demo.west.meshfed.internal' http://127.0.1.1:15080/
 
-  # checkout runs only in east; west's gateway reaches it by its clusterset name
+  # checkout is served by east (west's v2 waits to be moved to); west's gateway reaches it
+  # by its clusterset name
   curl -s -H 'Host: checkout.shop.svc.clusterset.local' http://127.0.2.1:15080/
 
   # greeter runs in both clusters; east's policy (east-policy.yaml) splits it 80/20 between
@@ -272,6 +286,11 @@ What each gateway knows, from which clusters, with endpoint health:
 An experiment that ends by itself: for one minute, east answers half of greeter's requests
 with 503 (the response says `x-meshfed-fault: abort`); `meshfed fault list` shows it:
   meshfed fault set greeter.demo --abort 503 --abort-percent 50 --for 1m --admin 127.0.1.1:15000
+
+Move checkout from east to west in three steps, each held 10s and gated on the error rate of
+what every gateway sees (docs/moves.md); keep calling it meanwhile, and watch:
+  meshfed move start checkout.shop --from east --to west --canary 10:10s,50:10s,100:10s --admin 127.0.1.1:15000
+  meshfed move status --watch --admin 127.0.1.1:15000
 
 The federation at a glance, refreshing itself: open in a browser
   http://127.0.1.1:15000/   (east's view; west's is http://127.0.2.1:15000/)
