@@ -400,6 +400,25 @@ async fn blue_green_verifies_with_pinned_traffic_switches_and_rolls_back_at_once
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A second move of the service is refused while this one is under way.
+    let again = tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "move",
+                "start",
+                "checkout.shop",
+                "--from",
+                "east",
+                "--to",
+                "west",
+                "--canary",
+                "100:1s",
+            ],
+            addrs.admin,
+        )
+    });
+    let refused = again.err().map(|e| e.to_string()).unwrap_or_default();
+    assert!(refused.contains("already being moved by east"), "{refused}");
     let rolling = Instant::now();
     let rolled =
         tokio::task::block_in_place(|| cli(&["move", "rollback", "checkout.shop"], addrs.admin))?;
@@ -484,6 +503,13 @@ async fn a_restarted_owner_resumes_its_move_and_completes_it() -> anyhow::Result
         anyhow::ensure!(Instant::now() < deadline, "no second step");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // Paused, it holds; resumed, it goes on.
+    let paused =
+        tokio::task::block_in_place(|| cli(&["move", "pause", "checkout.shop"], addrs.admin))?;
+    assert!(paused.contains("paused"), "{paused}");
+    assert_eq!(status(&mut admin).await?.phase, "paused");
+    tokio::task::block_in_place(|| cli(&["move", "resume", "checkout.shop"], addrs.admin))?;
+    assert_eq!(status(&mut admin).await?.phase, "running");
     let before = status(&mut admin).await?;
     load.stop().await;
     federation.restart("east").await?;
