@@ -720,3 +720,77 @@ async fn echo(stream: &mut tokio::net::TcpStream, text: &[u8]) -> anyhow::Result
     anyhow::ensure!(back == text, "echoed {back:?}");
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_that_reaches_green_stays_there_through_every_step() -> anyhow::Result<()> {
+    let east_checkout = Echo::start("checkout in east").await?;
+    let west_checkout = Echo::start("checkout in west").await?;
+    tokio::task::block_in_place(binary::meshfed)?;
+    let federation = federation(&east_checkout, &west_checkout, false).await?;
+    let addrs = federation.gateway("east").addrs();
+    tokio::task::block_in_place(|| {
+        cli(
+            &[
+                "move",
+                "start",
+                "checkout.shop",
+                "--from",
+                "east",
+                "--to",
+                "west",
+                "--canary",
+                "20:1s,50:1s,80:1s,100:1s",
+                "--gate-interval",
+                "500ms",
+                "--session-header",
+                "x-user",
+            ],
+            addrs.admin,
+        )
+    })?;
+    let mut admin = admin(addrs.admin).await?;
+    // 40 users call in turn until the move completes; each user's answers in order.
+    let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
+    let mut seen: Vec<Vec<String>> = vec![Vec::new(); users.len()];
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        for (i, user) in users.iter().enumerate() {
+            let reply = client::send(
+                addrs.http,
+                http::Method::GET,
+                CHECKOUT,
+                "/",
+                &[("x-user", user.as_str())],
+                bytes::Bytes::new(),
+            )
+            .await?;
+            assert_eq!(reply.status, StatusCode::OK, "{reply:?}");
+            seen[i].push(reply.served_by());
+        }
+        if status(&mut admin).await?.phase == "completed" {
+            break;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the move did not complete");
+    }
+    for (user, answers) in users.iter().zip(&seen) {
+        let first_green = answers.iter().position(|a| a == served_by("west"));
+        let Some(first_green) = first_green else {
+            panic!("{user} never reached green: {answers:?}");
+        };
+        let back = answers[first_green..]
+            .iter()
+            .any(|a| a == served_by("east"));
+        assert!(!back, "{user} went back to blue: {answers:?}");
+    }
+    // Not everyone moved at the first step: the steps really moved sessions over time.
+    let moved_at_once = seen
+        .iter()
+        .filter(|answers| answers.first().map(String::as_str) == Some(served_by("west")))
+        .count();
+    assert!(
+        moved_at_once < users.len(),
+        "every session was on green from the start"
+    );
+    federation.shutdown().await;
+    Ok(())
+}
