@@ -106,6 +106,21 @@ fn cli(args: &[&str], admin: SocketAddr) -> anyhow::Result<String> {
     Ok(out)
 }
 
+/// `meshfed move start checkout.shop --from east --to west <how...>` at `admin`'s gateway.
+fn move_checkout(admin: SocketAddr, how: &[&str]) -> anyhow::Result<String> {
+    let mut args = vec![
+        "move",
+        "start",
+        "checkout.shop",
+        "--from",
+        "east",
+        "--to",
+        "west",
+    ];
+    args.extend_from_slice(how);
+    tokio::task::block_in_place(|| cli(&args, admin))
+}
+
 async fn admin(addr: SocketAddr) -> anyhow::Result<AdminClient<tonic::transport::Channel>> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .connect()
@@ -182,26 +197,17 @@ async fn a_canary_under_load_moves_every_request_with_the_split_of_each_step() -
     let load = Load::start(addrs.http, 6, &[]);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let started = tokio::task::block_in_place(|| {
-        cli(
-            &[
-                "move",
-                "start",
-                "checkout.shop",
-                "--from",
-                "east",
-                "--to",
-                "west",
-                "--canary",
-                "20:3s,50:3s,100:2s",
-                "--gate-interval",
-                "1s",
-                "--min-requests",
-                "50",
-            ],
-            addrs.admin,
-        )
-    })?;
+    let started = move_checkout(
+        addrs.admin,
+        &[
+            "--canary",
+            "20:3s,50:3s,100:2s",
+            "--gate-interval",
+            "1s",
+            "--min-requests",
+            "50",
+        ],
+    )?;
     assert!(
         started.contains("checkout.shop: east -> west (canary), running"),
         "{started}"
@@ -275,26 +281,17 @@ async fn a_failing_green_is_rolled_back_within_one_gate_interval() -> anyhow::Re
     let federation = federation(&east_checkout, &west_checkout, false).await?;
     let addrs = federation.gateway("east").addrs();
     let load = Load::start(addrs.http, 6, &[]);
-    tokio::task::block_in_place(|| {
-        cli(
-            &[
-                "move",
-                "start",
-                "checkout.shop",
-                "--from",
-                "east",
-                "--to",
-                "west",
-                "--canary",
-                "30:30s,100:30s",
-                "--gate-interval",
-                "1s",
-                "--max-error-rate",
-                "5",
-            ],
-            addrs.admin,
-        )
-    })?;
+    move_checkout(
+        addrs.admin,
+        &[
+            "--canary",
+            "30:30s,100:30s",
+            "--gate-interval",
+            "1s",
+            "--max-error-rate",
+            "5",
+        ],
+    )?;
     let mut admin = admin(addrs.admin).await?;
     // Healthy for a couple of gate intervals, then green fails every request.
     tokio::time::sleep(Duration::from_millis(2500)).await;
@@ -371,27 +368,18 @@ async fn blue_green_verifies_with_pinned_traffic_switches_and_rolls_back_at_once
     let users = Load::start(addrs.http, 3, &[]);
     // Testers pin green with the override header (east trusts local clients with it).
     let testers = Load::start(addrs.http, 2, &[("x-meshfed-cluster", "west")]);
-    tokio::task::block_in_place(|| {
-        cli(
-            &[
-                "move",
-                "start",
-                "checkout.shop",
-                "--from",
-                "east",
-                "--to",
-                "west",
-                "--blue-green",
-                "--verify",
-                "2s",
-                "--hold",
-                "60s",
-                "--gate-interval",
-                "1s",
-            ],
-            addrs.admin,
-        )
-    })?;
+    move_checkout(
+        addrs.admin,
+        &[
+            "--blue-green",
+            "--verify",
+            "2s",
+            "--hold",
+            "60s",
+            "--gate-interval",
+            "1s",
+        ],
+    )?;
     let mut admin = admin(addrs.admin).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
     let switched = loop {
@@ -404,22 +392,7 @@ async fn blue_green_verifies_with_pinned_traffic_switches_and_rolls_back_at_once
     };
     tokio::time::sleep(Duration::from_millis(1500)).await;
     // A second move of the service is refused while this one is under way.
-    let again = tokio::task::block_in_place(|| {
-        cli(
-            &[
-                "move",
-                "start",
-                "checkout.shop",
-                "--from",
-                "east",
-                "--to",
-                "west",
-                "--canary",
-                "100:1s",
-            ],
-            addrs.admin,
-        )
-    });
+    let again = move_checkout(addrs.admin, &["--canary", "100:1s"]);
     let refused = again.err().map(|e| e.to_string()).unwrap_or_default();
     assert!(refused.contains("already being moved by east"), "{refused}");
     let rolling = Instant::now();
@@ -479,26 +452,17 @@ async fn a_restarted_owner_resumes_its_move_and_completes_it() -> anyhow::Result
     tokio::task::block_in_place(binary::meshfed)?;
     let mut federation = federation(&east_checkout, &west_checkout, true).await?;
     let addrs = federation.gateway("east").addrs();
-    tokio::task::block_in_place(|| {
-        cli(
-            &[
-                "move",
-                "start",
-                "checkout.shop",
-                "--from",
-                "east",
-                "--to",
-                "west",
-                "--canary",
-                "10:1s,40:1s,100:1s",
-                "--gate-interval",
-                "500ms",
-                "--min-requests",
-                "20",
-            ],
-            addrs.admin,
-        )
-    })?;
+    move_checkout(
+        addrs.admin,
+        &[
+            "--canary",
+            "10:1s,40:1s,100:1s",
+            "--gate-interval",
+            "500ms",
+            "--min-requests",
+            "20",
+        ],
+    )?;
     let load = Load::start(addrs.http, 3, &[]);
     let mut admin = admin(addrs.admin).await?;
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -552,26 +516,17 @@ async fn three_gateways_apply_each_step_within_a_second_and_report_to_the_owner(
     let gateways = ["east", "north", "west"].map(|c| federation.gateway(c).addrs());
     // Only north sends traffic: east's gates advance on north's reports alone.
     let load = Load::start(gateways[1].http, 4, &[]);
-    tokio::task::block_in_place(|| {
-        cli(
-            &[
-                "move",
-                "start",
-                "checkout.shop",
-                "--from",
-                "east",
-                "--to",
-                "west",
-                "--canary",
-                "25:2s,60:2s,100:1s",
-                "--gate-interval",
-                "1s",
-                "--min-requests",
-                "30",
-            ],
-            gateways[0].admin,
-        )
-    })?;
+    move_checkout(
+        gateways[0].admin,
+        &[
+            "--canary",
+            "25:2s,60:2s,100:1s",
+            "--gate-interval",
+            "1s",
+            "--min-requests",
+            "30",
+        ],
+    )?;
     // When each gateway first applies each share of west.
     let mut clients = Vec::new();
     for g in &gateways {
@@ -728,26 +683,17 @@ async fn a_session_that_reaches_green_stays_there_through_every_step() -> anyhow
     tokio::task::block_in_place(binary::meshfed)?;
     let federation = federation(&east_checkout, &west_checkout, false).await?;
     let addrs = federation.gateway("east").addrs();
-    tokio::task::block_in_place(|| {
-        cli(
-            &[
-                "move",
-                "start",
-                "checkout.shop",
-                "--from",
-                "east",
-                "--to",
-                "west",
-                "--canary",
-                "20:1s,50:1s,80:1s,100:1s",
-                "--gate-interval",
-                "500ms",
-                "--session-header",
-                "x-user",
-            ],
-            addrs.admin,
-        )
-    })?;
+    move_checkout(
+        addrs.admin,
+        &[
+            "--canary",
+            "20:1s,50:1s,80:1s,100:1s",
+            "--gate-interval",
+            "500ms",
+            "--session-header",
+            "x-user",
+        ],
+    )?;
     let mut admin = admin(addrs.admin).await?;
     // 40 users call in turn until the move completes; each user's answers in order.
     let users: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();

@@ -5,8 +5,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use super::proto;
 use crate::config::parse_duration;
-use crate::moves::{Gates, Move, OnFailure, Phase, Published, Spec, Step, Strategy};
-use crate::policy::balance::HashOn;
+use crate::moves::{
+    Gates, Move, OnFailure, Phase, Published, Spec, Step, Strategy, millis, session_from,
+};
 
 /// The spec a start request asks for, or what is wrong with it.
 pub(crate) fn spec(request: &proto::StartMoveRequest) -> Result<Spec, String> {
@@ -64,19 +65,7 @@ pub(crate) fn spec(request: &proto::StartMoveRequest) -> Result<Spec, String> {
             text => duration("gate interval", text)?,
         },
     };
-    let session = match (
-        request.session_header.as_str(),
-        request.session_cookie.as_str(),
-    ) {
-        ("", "") => None,
-        (header, "") => {
-            Some(HashOn::Header(header.parse().map_err(|_| {
-                format!("session header {header:?} is not a header name")
-            })?))
-        }
-        ("", cookie) => Some(HashOn::Cookie(cookie.to_owned())),
-        _ => return Err("a session key is a header or a cookie, not both".into()),
-    };
+    let session = session_from(&request.session_header, &request.session_cookie)?;
     let spec = Spec {
         service,
         blue,
@@ -160,8 +149,4 @@ pub(crate) fn split(p: &Published) -> proto::SplitStatus {
             .collect(),
         moving: p.observed,
     }
-}
-
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use serde::Serialize;
 
 use crate::catalogs::Catalogs;
-use crate::moves::{Move, Phase, Strategy};
+use crate::moves::{Move, Phase, Strategy, millis};
 use crate::policy::Policy;
 use crate::services::ServiceReport;
 use crate::state::State;
@@ -198,7 +198,6 @@ pub(crate) fn status(
 fn view(m: &Move, now: SystemTime) -> MoveView {
     let spec = &m.spec;
     let reading = m.last_reading.as_ref();
-    let millis = |d: std::time::Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
     MoveView {
         service: spec.service.to_string(),
         from: spec.blue.to_string(),

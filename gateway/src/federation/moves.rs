@@ -16,8 +16,7 @@ use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::mover::{Mover, Observed};
-use crate::moves::{Published, Split, Window};
-use crate::policy::balance::HashOn;
+use crate::moves::{Published, Split, Window, millis, session_from, session_names};
 
 /// The generated messages, client and server.
 #[allow(missing_docs, unreachable_pub, clippy::all, clippy::pedantic)]
@@ -135,11 +134,7 @@ pub(crate) async fn follow(peer: &Label, channel: Channel, mover: &Mover) -> Str
 }
 
 fn to_wire(p: &Published) -> proto::PublishedSplit {
-    let (session_header, session_cookie) = match &p.session {
-        Some(HashOn::Header(name)) => (name.to_string(), String::new()),
-        Some(HashOn::Cookie(name)) => (String::new(), name.clone()),
-        Some(HashOn::Source) | None => (String::new(), String::new()),
-    };
+    let (session_header, session_cookie) = session_names(p.session.as_ref());
     proto::PublishedSplit {
         service: p.service.to_string(),
         weights: p
@@ -154,9 +149,7 @@ fn to_wire(p: &Published) -> proto::PublishedSplit {
         session_header,
         session_cookie,
         observed: p.observed,
-        drain_tcp_ms: p
-            .drain_tcp
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        drain_tcp_ms: p.drain_tcp.map_or(0, millis),
     }
 }
 
@@ -187,12 +180,7 @@ fn published_split(peer: &Label, s: &proto::PublishedSplit) -> Option<Published>
         .iter()
         .map(|w| Some((w.cluster.parse().ok()?, w.weight)))
         .collect::<Option<Vec<(Label, u32)>>>()?;
-    let session = match (s.session_header.as_str(), s.session_cookie.as_str()) {
-        ("", "") => None,
-        (header, "") => Some(HashOn::Header(header.parse().ok()?)),
-        ("", cookie) => Some(HashOn::Cookie(cookie.to_owned())),
-        _ => return None,
-    };
+    let session = session_from(&s.session_header, &s.session_cookie).ok()?;
     Some(Published {
         service: s.service.parse().ok()?,
         owner: peer.clone(),

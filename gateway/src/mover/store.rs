@@ -8,8 +8,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 use super::Owned;
-use crate::moves::{Gates, Move, OnFailure, Phase, Spec, Split, Step, Strategy, Window};
-use crate::policy::balance::HashOn;
+use crate::moves::{
+    Gates, Move, OnFailure, Phase, Spec, Split, Step, Strategy, Window, millis, session_from,
+    session_names,
+};
 
 /// The file's name in `state_dir`.
 pub(crate) const FILE: &str = "moves.json";
@@ -131,11 +133,11 @@ fn keep(m: &Move) -> KeptMove {
         Phase::RolledBack { reason } => ("rolled_back", Some(reason.clone())),
         Phase::Aborted => ("aborted", None),
     };
-    let (session_header, session_cookie) = match &spec.session {
-        Some(HashOn::Header(name)) => (Some(name.to_string()), None),
-        Some(HashOn::Cookie(name)) => (None, Some(name.clone())),
-        Some(HashOn::Source) | None => (None, None),
-    };
+    let (header, cookie) = session_names(spec.session.as_ref());
+    let (session_header, session_cookie) = (
+        (!header.is_empty()).then_some(header),
+        (!cookie.is_empty()).then_some(cookie),
+    );
     KeptMove {
         service: spec.service.to_string(),
         blue: spec.blue.to_string(),
@@ -175,15 +177,10 @@ fn restore(k: KeptMove) -> Result<Move, String> {
                 .collect(),
         ),
     };
-    let session = match (k.session_header, k.session_cookie) {
-        (Some(header), _) => Some(HashOn::Header(
-            header
-                .parse()
-                .map_err(|_| format!("bad header name {header:?}"))?,
-        )),
-        (None, Some(cookie)) => Some(HashOn::Cookie(cookie)),
-        (None, None) => None,
-    };
+    let session = session_from(
+        k.session_header.as_deref().unwrap_or_default(),
+        k.session_cookie.as_deref().unwrap_or_default(),
+    )?;
     let spec = Spec {
         service: k
             .service
@@ -239,10 +236,6 @@ fn restore(k: KeptMove) -> Result<Move, String> {
     Ok(m)
 }
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
 fn unix_millis(t: SystemTime) -> u64 {
     t.duration_since(UNIX_EPOCH).map_or(0, millis)
 }
@@ -250,6 +243,7 @@ fn unix_millis(t: SystemTime) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::balance::HashOn;
 
     #[test]
     fn moves_and_splits_survive_a_round_trip() {

@@ -111,6 +111,35 @@ pub enum OnFailure {
     Pause,
 }
 
+/// A session key as the names it is carried by (the admin API, the federation, `moves.json`):
+/// a header's or a cookie's, the other empty; both empty without one.
+pub fn session_names(session: Option<&HashOn>) -> (String, String) {
+    match session {
+        Some(HashOn::Header(name)) => (name.to_string(), String::new()),
+        Some(HashOn::Cookie(name)) => (String::new(), name.clone()),
+        Some(HashOn::Source) | None => (String::new(), String::new()),
+    }
+}
+
+/// The session key those names give: a header or a cookie, at most one; none if both are
+/// empty.
+pub fn session_from(header: &str, cookie: &str) -> Result<Option<HashOn>, String> {
+    match (header, cookie) {
+        ("", "") => Ok(None),
+        (header, "") => header
+            .parse()
+            .map(|name| Some(HashOn::Header(name)))
+            .map_err(|_| format!("session header {header:?} is not a header name")),
+        ("", cookie) => Ok(Some(HashOn::Cookie(cookie.to_owned()))),
+        _ => Err("a session key is a header or a cookie, not both".into()),
+    }
+}
+
+/// Whole milliseconds of `d`, saturating.
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 impl Spec {
     /// Green's share at each stage, in order.
     pub fn shares(&self) -> Vec<u8> {

@@ -163,18 +163,8 @@ async fn proxy(
     };
     let target = match moved {
         Some(moved) => {
-            let key = moved.published.session.as_ref().and_then(|on| {
-                balance::key(
-                    on,
-                    &RequestView {
-                        method: &parts.method,
-                        path: parts.uri.path(),
-                        query: parts.uri.query(),
-                        headers: &parts.headers,
-                        client,
-                    },
-                )
-            });
+            let session = moved.published.session.as_ref();
+            let key = session.and_then(|on| balance::key(on, &view));
             let any = Labels::new();
             let available =
                 |cluster: &meshfed_discovery::Label| routes.available(&service, cluster, &any);
