@@ -117,13 +117,15 @@ pub struct PeerLabels {
 /// What the metrics read of a peer's QUIC connection when scraped.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct PeerConnection {
+    /// QUIC connections open to the peer (at least one).
+    pub connections: u64,
     /// Streams open to the peer (requests in flight, tunnels).
     pub open_streams: u64,
-    /// The smoothed round-trip time.
+    /// The smoothed round-trip time (the least of the connections').
     pub rtt: Duration,
-    /// The congestion window, in bytes.
+    /// The congestion windows, in bytes, summed over the connections.
     pub congestion_window: u64,
-    /// Packets this connection has lost.
+    /// Packets the connections have lost, summed.
     pub lost_packets: u64,
 }
 
@@ -152,6 +154,7 @@ pub struct Metrics {
     /// When the SVID in use expires, in seconds since the Unix epoch.
     svid_not_after: AtomicU64,
     peer_connected: Family<PeerLabels, Gauge>,
+    peer_quic_connections: Family<PeerLabels, Gauge>,
     peer_rtt: Family<PeerLabels, Gauge<f64, AtomicU64>>,
     peer_congestion_window: Family<PeerLabels, Gauge>,
     peer_lost_packets: Family<PeerLabels, Gauge>,
@@ -240,27 +243,33 @@ impl Default for Metrics {
             svid_expiry.clone(),
         );
         let peer_connected = Family::<PeerLabels, Gauge>::default();
+        let peer_quic_connections = Family::<PeerLabels, Gauge>::default();
         let peer_rtt = Family::<PeerLabels, Gauge<f64, AtomicU64>>::default();
         let peer_congestion_window = Family::<PeerLabels, Gauge>::default();
         let peer_lost_packets = Family::<PeerLabels, Gauge>::default();
         registry.register(
             "peer_connected",
-            "Whether the QUIC connection to the peer gateway is up (1) or not (0)",
+            "Whether a QUIC connection to the peer gateway is up (1) or none is (0)",
             peer_connected.clone(),
         );
         registry.register(
+            "peer_quic_connections",
+            "QUIC connections open to the peer gateway (one per runtime thread when all are up)",
+            peer_quic_connections.clone(),
+        );
+        registry.register(
             "peer_rtt_seconds",
-            "Smoothed round-trip time of the QUIC connection to the peer gateway",
+            "Smoothed round-trip time to the peer gateway (the least of its QUIC connections')",
             peer_rtt.clone(),
         );
         registry.register(
             "peer_congestion_window_bytes",
-            "Congestion window of the QUIC connection to the peer gateway",
+            "Congestion windows of the QUIC connections to the peer gateway, summed",
             peer_congestion_window.clone(),
         );
         registry.register(
             "peer_connection_lost_packets",
-            "Packets lost by the current QUIC connection to the peer gateway",
+            "Packets lost by the current QUIC connections to the peer gateway, summed",
             peer_lost_packets.clone(),
         );
         let peer_open_streams = Family::<PeerLabels, Gauge>::default();
@@ -334,6 +343,7 @@ impl Default for Metrics {
             svid_expiry,
             svid_not_after: AtomicU64::new(0),
             peer_connected,
+            peer_quic_connections,
             peer_rtt,
             peer_congestion_window,
             peer_lost_packets,
@@ -541,10 +551,13 @@ impl Metrics {
             self.peer_connected
                 .get_or_create(&labels)
                 .set(i64::from(connection.is_some()));
+            let saturating = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+            self.peer_quic_connections
+                .get_or_create(&labels)
+                .set(saturating(connection.map_or(0, |c| c.connections)));
             let Some(connection) = connection else {
                 continue;
             };
-            let saturating = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
             self.peer_rtt
                 .get_or_create(&labels)
                 .set(connection.rtt.as_secs_f64());

@@ -49,9 +49,10 @@ pub(crate) async fn recheck(state: &State, trust: &Arc<TrustStore>, rejections: 
         }
     }
     for client in state.peers.values() {
-        let Some(connection) = client.live() else {
+        let connections = client.connections();
+        if connections.is_empty() {
             continue;
-        };
+        }
         let Some(trust_domain) = state.trust_domain_of(client.name()) else {
             continue;
         };
@@ -65,14 +66,16 @@ pub(crate) async fn recheck(state: &State, trust: &Arc<TrustStore>, rejections: 
         let Ok(name) = ServerName::try_from(trust_domain.to_string()) else {
             continue;
         };
-        let verified = chain(&connection).is_some_and(|(leaf, rest)| {
-            verifier
-                .verify_server_cert(&leaf, &rest, &name, &[], valid_moment(&leaf))
-                .is_ok()
-        });
-        if !verified {
-            tracing::info!(peer.cluster = %client.name(), "retiring a connection to a peer whose certificate no longer verifies");
-            client.retire(connection.stable_id());
+        for connection in connections {
+            let verified = chain(&connection).is_some_and(|(leaf, rest)| {
+                verifier
+                    .verify_server_cert(&leaf, &rest, &name, &[], valid_moment(&leaf))
+                    .is_ok()
+            });
+            if !verified {
+                tracing::info!(peer.cluster = %client.name(), "retiring a connection to a peer whose certificate no longer verifies");
+                client.retire(connection.stable_id());
+            }
         }
     }
 }

@@ -166,6 +166,8 @@ pub fn start(
                 &stats.peer_certificates_refused,
             )?,
             stats.clone(),
+            // One connection per runtime thread (docs/decisions/0003-data-plane.md).
+            tokio::runtime::Handle::current().metrics().num_workers(),
         );
         peers.insert(peer.name.clone(), client);
     }
@@ -234,14 +236,16 @@ pub fn start(
         )
         .map_err(tls::TlsError::from)?,
     ));
-    // A connection to every peer from the start, kept open and redialled when lost.
-    for name in state.peers.keys().cloned().collect::<Vec<_>>() {
-        let (state, shutdown) = (state.clone(), shutdown.clone());
-        tokio::spawn(async move {
-            if let Some(peer) = state.peers.get(&name) {
-                peer.keep_connected(shutdown).await;
-            }
-        });
+    // Connections to every peer from the start, each kept open and redialled when lost.
+    for (name, peer) in &state.peers {
+        for lane in 0..peer.lanes() {
+            let (state, name, shutdown) = (state.clone(), name.clone(), shutdown.clone());
+            tokio::spawn(async move {
+                if let Some(peer) = state.peers.get(&name) {
+                    peer.keep_connected(lane, shutdown).await;
+                }
+            });
+        }
     }
 
     let (zones_tx, zones_rx) = watch::channel(built.zones);

@@ -243,21 +243,26 @@ impl State {
         ]
     }
 
-    /// Each peer's QUIC connection as the metrics read it (`None` when not connected).
+    /// Each peer's QUIC connections as the metrics read them (`None` when none is open).
     pub(crate) fn peer_connections(
         &self,
     ) -> impl Iterator<Item = (&str, Option<crate::metrics::PeerConnection>)> {
         self.peers.iter().map(|(name, client)| {
-            let connection = client.live().map(|c| {
-                let stats = c.stats();
-                crate::metrics::PeerConnection {
+            let connections = client.connections();
+            let summary = connections.iter().fold(None, |summary, c| {
+                let path = c.stats().path;
+                let mut summary = summary.unwrap_or(crate::metrics::PeerConnection {
                     open_streams: client.open_streams(),
                     rtt: c.rtt(),
-                    congestion_window: stats.path.cwnd,
-                    lost_packets: stats.path.lost_packets,
-                }
+                    ..Default::default()
+                });
+                summary.connections += 1;
+                summary.rtt = summary.rtt.min(c.rtt());
+                summary.congestion_window += path.cwnd;
+                summary.lost_packets += path.lost_packets;
+                Some(summary)
             });
-            (name.as_str(), connection)
+            (name.as_str(), summary)
         })
     }
 
@@ -495,9 +500,8 @@ impl State {
             (&service, &self.cluster),
             1,
         );
-        let forwarded = self
-            .forward_local(&service, port, &selector, key, request)
-            .await;
+        // Boxed, as a local client's try is (proxy::forward): made once, never copied.
+        let forwarded = Box::pin(self.forward_local(&service, port, &selector, key, request)).await;
         span.done(&forwarded);
         match forwarded {
             Ok(response) => self.forwarded(response),

@@ -162,8 +162,13 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     // Every request is in the latency histogram too.
     let observed = "sum(meshfed_request_duration_seconds_count{direction=\"outbound\"})";
     prometheus.until(observed, f64::from(sent)).await?;
-    // Each gateway reports its QUIC connection to the other: up, with a round-trip time.
+    // Each gateway reports its QUIC connections to the other: up, with a round-trip time, one
+    // per runtime thread (tokio's default: one per CPU; at most 8).
     prometheus.until("sum(meshfed_peer_connected)", 2.0).await?;
+    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    prometheus
+        .until("sum(meshfed_peer_quic_connections)", 2.0 * lanes as f64)
+        .await?;
     let rtt_measured =
         "count(meshfed_peer_rtt_seconds > 0 and meshfed_peer_congestion_window_bytes > 0)";
     prometheus.until(rtt_measured, 2.0).await?;

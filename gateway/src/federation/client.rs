@@ -1,8 +1,9 @@
-//! The way out to one peer: one long-lived QUIC connection, reused by every request.
+//! The way out to one peer: a few long-lived QUIC connections (lanes), which requests take in
+//! turn.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -41,7 +42,10 @@ pub(crate) type SendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>
 /// The receiving half of a stream from a peer.
 pub(crate) type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 
-/// One peer gateway, and the connection to it when there is one.
+/// The most connections kept to one peer, whatever the number of runtime threads.
+pub(crate) const MAX_LANES: usize = 8;
+
+/// One peer gateway, and the connections to it.
 #[derive(Debug)]
 pub(crate) struct PeerClient {
     name: Label,
@@ -51,12 +55,16 @@ pub(crate) struct PeerClient {
     endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
     /// Replaced whole when the SVID or trust changes; read at each connect.
     config: std::sync::RwLock<quinn::ClientConfig>,
-    /// The connection requests use. Read on every request without waiting: a plain lock held
-    /// only to clone a handle, never across an await.
-    live: std::sync::RwLock<Option<Live>>,
-    /// Held across a handshake, so that concurrent requests (and the keeper) share one
-    /// connect; holds when the last connect failed.
-    dialing: Mutex<Option<Instant>>,
+    /// The connections to the peer, each dialled and kept open by a keeper of its own.
+    /// Requests take them in turn: one QUIC connection is driven by one task, so one
+    /// connection's packet work runs on one thread at a time, and a busy peer needs as many
+    /// connections as the runtime has threads to keep them all working.
+    lanes: Box<[Lane]>,
+    /// The lane the next request starts looking from.
+    next: AtomicUsize,
+    /// When a connect last failed, cleared by the next that succeeds. Within
+    /// [`FAILURE_HOLD_DOWN`] of it, requests that find no live connection fail at once.
+    failed: std::sync::Mutex<Option<Instant>>,
     stats: Arc<Stats>,
     /// Streams open to the peer now: requests until their response body ends, tunnels
     /// until they close.
@@ -80,6 +88,26 @@ impl Drop for OpenStream {
     }
 }
 
+/// One connection to the peer, when there is one.
+#[derive(Debug, Default)]
+struct Lane {
+    /// Read on every request without waiting: a plain lock held only to clone a handle, never
+    /// across an await.
+    live: std::sync::RwLock<Option<Live>>,
+    /// Held across a handshake, so that concurrent requests (and the keeper) share one connect.
+    dialing: Mutex<()>,
+}
+
+impl Lane {
+    /// A handle on the lane's connection, if it is open.
+    fn current(&self) -> Option<(SendRequest, quinn::Connection)> {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.as_ref()
+            .filter(|live| live.connection.close_reason().is_none())
+            .map(|live| (live.requests.clone(), live.connection.clone()))
+    }
+}
+
 struct Live {
     connection: quinn::Connection,
     requests: SendRequest,
@@ -94,6 +122,8 @@ impl std::fmt::Debug for Live {
 }
 
 impl PeerClient {
+    /// A client for the peer `name` at `address` that keeps `lanes` connections to it (at
+    /// least one, at most [`MAX_LANES`]) once [`PeerClient::keep_connected`] runs for each.
     pub(crate) fn new(
         name: Label,
         address: SocketAddr,
@@ -101,6 +131,7 @@ impl PeerClient {
         endpoint: quinn::Endpoint,
         config: quinn::ClientConfig,
         stats: Arc<Stats>,
+        lanes: usize,
     ) -> Self {
         PeerClient {
             name,
@@ -108,11 +139,19 @@ impl PeerClient {
             server_name,
             endpoint: std::sync::Mutex::new(Some(endpoint)),
             config: std::sync::RwLock::new(config),
-            live: std::sync::RwLock::new(None),
-            dialing: Mutex::new(None),
+            lanes: (0..lanes.clamp(1, MAX_LANES))
+                .map(|_| Lane::default())
+                .collect(),
+            next: AtomicUsize::new(0),
+            failed: std::sync::Mutex::new(None),
             stats,
             open_streams: Arc::default(),
         }
+    }
+
+    /// How many connections this client keeps to the peer.
+    pub(crate) fn lanes(&self) -> usize {
+        self.lanes.len()
     }
 
     /// The peer gateway's federation address.
@@ -232,37 +271,52 @@ impl PeerClient {
     /// reading it (it sent GOAWAY, or the connection had just died) is safe to send again,
     /// once, on a fresh connection.
     async fn open_retrying(&self, parts: &http::request::Parts) -> Result<RequestStream, Reason> {
-        match self.open(head(parts)).await {
+        // Awaited apart from the match: a scrutinee's temporaries live through the match, and
+        // the first try's future would take room beside the second's in every request.
+        let opened = self.open(head(parts)).await;
+        match opened {
             Err(Reason::PeerStreamFailed) => self.open(head(parts)).await,
             opened => opened,
         }
     }
 
-    /// Opens a request stream on the live connection. If the connection refuses it, the
+    /// Opens a request stream on a live connection. If the connection refuses it, the
     /// connection is retired (left to finish what it carries) so that the next try dials anew.
     async fn open(&self, head: Request<()>) -> Result<RequestStream, Reason> {
-        let (mut requests, connection) = self.requests().await?;
+        let (mut requests, connection) = self.handle().await?;
         match requests.send_request(head).await {
             Ok(stream) => Ok(stream),
             Err(error) => {
                 tracing::debug!(%error, "peer refused the stream; retiring the connection");
-                self.retire(connection);
+                self.retire(connection.stable_id());
                 Err(Reason::PeerStreamFailed)
             }
         }
     }
 
+    /// A handle on the next live connection in turn. With none live, the lane whose turn it
+    /// is dials (or the request waits for its dial already under way).
+    async fn handle(&self) -> Result<(SendRequest, quinn::Connection), Reason> {
+        let count = self.lanes.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..count {
+            if let Some(handle) = self.lanes[(start + i) % count].current() {
+                return Ok(handle);
+            }
+        }
+        self.live_or_connect(&self.lanes[start % count]).await
+    }
+
     /// Stops using the connection `id` for new requests. It stays open for what it carries,
     /// until the peer closes it or [`RETIRE_GRACE`] has passed.
     pub(crate) fn retire(&self, id: usize) {
-        let retired = {
-            let mut live = self.live.write().unwrap_or_else(|e| e.into_inner());
+        let Some(retired) = self.lanes.iter().find_map(|lane| {
+            let mut live = lane.live.write().unwrap_or_else(|e| e.into_inner());
             match &*live {
                 Some(current) if current.connection.stable_id() == id => live.take(),
                 _ => None,
             }
-        };
-        let Some(retired) = retired else {
+        }) else {
             return;
         };
         tokio::spawn(async move {
@@ -278,57 +332,57 @@ impl PeerClient {
         });
     }
 
-    /// A handle on the live connection (and its id), connecting first if there is none.
-    async fn requests(&self) -> Result<(SendRequest, usize), Reason> {
-        let live = self.live_or_connect().await?;
-        Ok((live.0, live.1.stable_id()))
-    }
-
-    /// The live connection, or a new one. Only one handshake is in progress at a time; a
-    /// request that finds none live waits for it. Within [`FAILURE_HOLD_DOWN`] of a failed
-    /// connect, fails at once instead.
-    async fn live_or_connect(&self) -> Result<(SendRequest, quinn::Connection), Reason> {
-        if let Some(handle) = self.current() {
+    /// `lane`'s live connection, or a new one. Only one handshake per lane is in progress at
+    /// a time; a request that finds none live waits for it. Within [`FAILURE_HOLD_DOWN`] of a
+    /// failed connect (on any lane), fails at once instead.
+    async fn live_or_connect(
+        &self,
+        lane: &Lane,
+    ) -> Result<(SendRequest, quinn::Connection), Reason> {
+        if let Some(handle) = lane.current() {
             return Ok(handle);
         }
-        let mut last_failure = self.dialing.lock().await;
+        let _dialing = lane.dialing.lock().await;
         // Another task may have connected while this one waited.
-        if let Some(handle) = self.current() {
+        if let Some(handle) = lane.current() {
             return Ok(handle);
         }
-        if last_failure.is_some_and(|at| at.elapsed() < FAILURE_HOLD_DOWN) {
+        if self
+            .failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < FAILURE_HOLD_DOWN)
+        {
             return Err(Reason::PeerUnavailable);
         }
-        match self.connect().await {
+        // Boxed: the handshake's future is large and rarely needed, and every request's future
+        // would otherwise carry room for it.
+        match Box::pin(self.connect()).await {
             Ok(live) => {
                 let handle = (live.requests.clone(), live.connection.clone());
-                *self.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live);
-                *last_failure = None;
+                *lane.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live);
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 Ok(handle)
             }
             Err(error) => {
                 tracing::info!(peer.cluster = %self.name, peer.addr = %self.address, %error, "cannot connect to peer");
-                *last_failure = Some(Instant::now());
+                *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = Some(Instant::now());
                 Err(Reason::PeerUnavailable)
             }
         }
     }
 
-    /// A handle on the live connection, if it is open.
-    fn current(&self) -> Option<(SendRequest, quinn::Connection)> {
-        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
-        live.as_ref()
-            .filter(|live| live.connection.close_reason().is_none())
-            .map(|live| (live.requests.clone(), live.connection.clone()))
-    }
-
-    /// Keeps a connection to the peer open until `shutdown`: dials at once, and again
-    /// whenever the connection is lost, backing off exponentially (with jitter) while the peer
-    /// cannot be reached. Requests never wait for the keeper; they use what it opened.
-    pub(crate) async fn keep_connected(&self, shutdown: CancellationToken) {
+    /// Keeps connection `lane` (of [`PeerClient::lanes`]) to the peer open until `shutdown`:
+    /// dials at once, and again whenever the connection is lost, backing off exponentially
+    /// (with jitter) while the peer cannot be reached. Requests never wait for the keeper; they
+    /// use what it opened.
+    pub(crate) async fn keep_connected(&self, lane: usize, shutdown: CancellationToken) {
+        let Some(lane) = self.lanes.get(lane) else {
+            return;
+        };
         let mut backoff = RECONNECT_MIN;
         loop {
-            let wait = match self.live_or_connect().await {
+            let wait = match self.live_or_connect(lane).await {
                 Ok((_, connection)) => {
                     backoff = RECONNECT_MIN;
                     tokio::select! {
@@ -356,10 +410,13 @@ impl PeerClient {
         &self.name
     }
 
-    /// The live connection to the peer, if there is one and it is open (a closed one stays
-    /// in place until the keeper dials anew).
-    pub(crate) fn live(&self) -> Option<quinn::Connection> {
-        self.current().map(|(_, connection)| connection)
+    /// The open connections to the peer (a closed one stays in its lane until the keeper
+    /// dials anew, but is not listed).
+    pub(crate) fn connections(&self) -> Vec<quinn::Connection> {
+        self.lanes
+            .iter()
+            .filter_map(|lane| lane.current().map(|(_, connection)| connection))
+            .collect()
     }
 
     /// Gives up the endpoint: no connection is made from now on.

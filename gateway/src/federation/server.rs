@@ -171,7 +171,8 @@ async fn request(
     peer: Label,
     state: Arc<State>,
 ) {
-    let (request, stream) = match resolver.resolve_request().await {
+    // Boxed: h3's future is large, and this one is copied whole into its task when spawned.
+    let (request, stream) = match Box::pin(resolver.resolve_request()).await {
         Ok(resolved) => resolved,
         Err(error) => {
             tracing::debug!(%error, "malformed request from peer");
@@ -179,7 +180,8 @@ async fn request(
         }
     };
     if request.method() == http::Method::CONNECT {
-        return tunnel(request, stream, &peer, &state).await;
+        // Boxed: a tunnel's future is large, and requests would carry room for it.
+        return Box::pin(tunnel(request, stream, &peer, &state)).await;
     }
     let (mut send, recv) = stream.split();
     let response = state.serve_peer(request, recv, &peer).await;

@@ -112,9 +112,12 @@ async fn try_within_limit(
     hop: &Hop<'_>,
     request: Request<Body>,
 ) -> (Result<Response<Body>, Reason>, Tried) {
+    // Boxed: the try's future (HTTP/3 or the upstream pool, several KB) is made once on the
+    // heap and never moved, instead of being copied into each enclosing future's state.
+    let forwarded = Box::pin(forward(state, hop, request));
     let tried = match hop.retries.per_try_timeout {
-        Some(limit) => tokio::time::timeout(limit, forward(state, hop, request)).await,
-        None => Ok(forward(state, hop, request).await),
+        Some(limit) => tokio::time::timeout(limit, forwarded).await,
+        None => Ok(forwarded.await),
     };
     match tried {
         Err(_) => {

@@ -232,12 +232,12 @@ async fn proxy(
             .unwrap_or(&default_retries),
         trace: exchange.span.as_ref(),
     };
-    let forwarded = forward::send(state, &hop, request);
+    // Each arm makes its own future, so that they share their room in this one's.
     let response = match decision.route.and_then(|r| r.timeout) {
-        Some(timeout) => tokio::time::timeout(timeout, forwarded)
+        Some(timeout) => tokio::time::timeout(timeout, forward::send(state, &hop, request))
             .await
             .map_err(|_| Reason::Timeout)?,
-        None => forwarded.await,
+        None => forward::send(state, &hop, request).await,
     };
     let mut response = state.forwarded(response?);
     if let Some(route) = decision.route {
