@@ -6,11 +6,13 @@
 //! The other direction carries on until it ends too. An error in either direction resets the
 //! stream and closes the TCP connection, so a truncated transfer never looks complete.
 
+use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
+use std::task::Poll;
 use std::time::Duration;
 
-use bytes::BytesMut;
+use bytes::{Buf, Bytes, BytesMut};
 use h3::error::Code;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
@@ -23,6 +25,10 @@ use crate::reason::Reason;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from a TCP connection at a time: one read fills several QUIC packets.
 const READ_CHUNK: usize = 64 * 1024;
+/// At most this many bytes already received on a stream are written to TCP in one write.
+/// Data arrives a QUIC packet (about 1,400 bytes) at a time; writing each alone would cost a
+/// system call per packet.
+const WRITE_BATCH: usize = 256 * 1024;
 
 /// Bytes carried each way by a finished tunnel.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -99,13 +105,112 @@ async fn tcp_to_stream(mut tcp: ReadHalf<'_>, mut stream: impl H3Send) -> io::Re
 
 async fn stream_to_tcp(mut stream: impl H3Recv, mut tcp: WriteHalf<'_>) -> io::Result<u64> {
     let mut total = 0u64;
+    let mut batch = Chunks::default();
     loop {
         let Some(data) = recv_data(&mut stream).await.map_err(io::Error::other)? else {
             tcp.shutdown().await?;
             return Ok(total);
         };
-        total += data.len() as u64;
+        batch.push(data);
+        // Whatever else has already arrived goes in the same write, without waiting for more.
+        let mut ended = false;
+        while batch.remaining() < WRITE_BATCH {
+            match std::future::poll_fn(|cx| Poll::Ready(stream.poll_recv_data(cx))).await {
+                Poll::Ready(Ok(Some(data))) => batch.push(data),
+                Poll::Ready(Ok(None)) => {
+                    ended = true;
+                    break;
+                }
+                Poll::Ready(Err(error)) => return Err(io::Error::other(error)),
+                Poll::Pending => break,
+            }
+        }
+        total += batch.remaining() as u64;
         // On a failed write the stream is dropped with the error, and quinn stops it.
-        tcp.write_all(&data).await?;
+        tcp.write_all_buf(&mut batch).await?;
+        if ended {
+            tcp.shutdown().await?;
+            return Ok(total);
+        }
+    }
+}
+
+/// Chunks received from a stream, written to TCP together (vectored).
+#[derive(Default)]
+struct Chunks {
+    chunks: VecDeque<Bytes>,
+    /// The bytes in `chunks`.
+    len: usize,
+}
+
+impl Chunks {
+    fn push(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.len += chunk.len();
+            self.chunks.push_back(chunk);
+        }
+    }
+}
+
+impl Buf for Chunks {
+    fn remaining(&self) -> usize {
+        self.len
+    }
+
+    fn chunk(&self) -> &[u8] {
+        self.chunks.front().map_or(&[], |chunk| chunk)
+    }
+
+    fn chunks_vectored<'a>(&'a self, slices: &mut [io::IoSlice<'a>]) -> usize {
+        let mut filled = 0;
+        for (slice, chunk) in slices.iter_mut().zip(&self.chunks) {
+            *slice = io::IoSlice::new(chunk);
+            filled += 1;
+        }
+        filled
+    }
+
+    fn advance(&mut self, count: usize) {
+        let mut left = count.min(self.len);
+        self.len -= left;
+        while left > 0 {
+            let Some(front) = self.chunks.front_mut() else {
+                return;
+            };
+            if left < front.len() {
+                front.advance(left);
+                return;
+            }
+            left -= front.len();
+            self.chunks.pop_front();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use bytes::{Buf, Bytes};
+
+    use super::Chunks;
+
+    #[test]
+    fn chunks_advance_across_and_within_chunks() {
+        let mut chunks = Chunks::default();
+        for part in ["abc", "", "defg", "h"] {
+            chunks.push(Bytes::from(part));
+        }
+        assert_eq!(chunks.remaining(), 8);
+        let mut slices = [std::io::IoSlice::new(&[]); 8];
+        assert_eq!(
+            chunks.chunks_vectored(&mut slices),
+            3,
+            "the empty chunk is not kept"
+        );
+        chunks.advance(4);
+        assert_eq!((chunks.remaining(), chunks.chunk()), (4, &b"efg"[..]));
+        assert_eq!(chunks.copy_to_bytes(4), Bytes::from("efgh"));
+        assert_eq!(chunks.remaining(), 0);
+        chunks.advance(1);
+        assert_eq!(chunks.chunk(), b"");
     }
 }
