@@ -36,6 +36,10 @@ use crate::stats::{Outcome, Stats};
 const FOREIGN_ORIGIN_RULE: &str = "origin_outside_peer_trust_domain";
 /// The rule name under which a denial for matching none of the `allow` rules is counted.
 const NO_ALLOW_RULE: &str = "no_allow_rule_matched";
+/// The most QUIC connections one peer may have open to us: its lanes
+/// ([`crate::federation::client::MAX_LANES`]) and as many again retiring beside their
+/// replacements.
+pub(crate) const MAX_INBOUND_PER_PEER: usize = 2 * crate::federation::client::MAX_LANES;
 
 /// What a peer asks for, as authorization needs it.
 #[derive(Clone, Copy, Debug)]
@@ -216,10 +220,21 @@ impl State {
     }
 
     /// Registers a peer's connection to us until the returned guard drops.
-    pub(crate) fn register(&self, inbound: Inbound) -> Registered<'_> {
+    ///
+    /// `None` when the peer already has [`MAX_INBOUND_PER_PEER`] connections: each may hold a
+    /// connection window of buffered data, so their number is what bounds a peer's memory.
+    pub(crate) fn register(&self, inbound: Inbound) -> Option<Registered<'_>> {
         let id = inbound.connection.stable_id();
-        self.inbound_lock().insert(id, inbound);
-        Registered { state: self, id }
+        let mut registered = self.inbound_lock();
+        let from_peer = registered
+            .values()
+            .filter(|other| other.peer == inbound.peer)
+            .count();
+        if from_peer >= MAX_INBOUND_PER_PEER {
+            return None;
+        }
+        registered.insert(id, inbound);
+        Some(Registered { state: self, id })
     }
 
     /// The peers' connections to us.

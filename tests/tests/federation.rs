@@ -107,6 +107,28 @@ async fn one_quic_connection_per_peer_is_reused() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On a runtime of two threads, a gateway keeps two connections to its peer (one per thread),
+/// both accepted, and requests flow over them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_gets_a_connection_per_runtime_thread() -> anyhow::Result<()> {
+    let (federation, _upstream) = east_west().await?;
+    let east = federation.gateway("east");
+    let requests = (0..40).map(|_| client::get(east.addrs().http, GREETER, "/"));
+    for reply in join_all(requests).await {
+        assert_eq!(reply?.status, StatusCode::OK);
+    }
+    let west = federation.gateway("west");
+    let opened = east.stats().peer_connections_opened.load(Ordering::Relaxed);
+    let accepted = west
+        .stats()
+        .peer_connections_accepted
+        .load(Ordering::Relaxed);
+    let served = west.stats().peer_requests.load(Ordering::Relaxed);
+    assert_eq!((opened, accepted, served), (2, 2, 40));
+    federation.shutdown().await;
+    Ok(())
+}
+
 #[tokio::test]
 async fn services_not_exported_to_a_peer_are_not_reachable() -> anyhow::Result<()> {
     let secret = Echo::start("secret in west").await?;

@@ -163,9 +163,12 @@ async fn prometheus_scrapes_both_gateways_and_counts_every_request() -> anyhow::
     let observed = "sum(meshfed_request_duration_seconds_count{direction=\"outbound\"})";
     prometheus.until(observed, f64::from(sent)).await?;
     // Each gateway reports its QUIC connections to the other: up, with a round-trip time, one
-    // per runtime thread (tokio's default: one per CPU; at most 8).
+    // per thread of the runtime the gateways run on (this test's).
     prometheus.until("sum(meshfed_peer_connected)", 2.0).await?;
-    let lanes = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+    let lanes = tokio::runtime::Handle::current()
+        .metrics()
+        .num_workers()
+        .min(8);
     prometheus
         .until("sum(meshfed_peer_quic_connections)", 2.0 * lanes as f64)
         .await?;

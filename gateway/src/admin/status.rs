@@ -66,7 +66,8 @@ pub(crate) struct PeerStatus {
     pub(crate) name: String,
     pub(crate) trust_domain: String,
     pub(crate) address: String,
-    /// Whether this gateway's QUIC connection to it is up.
+    /// Whether one of this gateway's QUIC connections to it is up (the round-trip time is the
+    /// least of theirs, lost packets their sum).
     pub(crate) connected: bool,
     pub(crate) rtt_ms: Option<f64>,
     pub(crate) lost_packets: Option<u64>,

@@ -44,6 +44,11 @@ pub(crate) type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes
 
 /// The most connections kept to one peer, whatever the number of runtime threads.
 pub(crate) const MAX_LANES: usize = 8;
+/// Streams a lane takes before new ones go to the next: lanes fill in order, as an HTTP/2
+/// connection pool fills a connection before using the next. Light traffic thus stays on one
+/// connection, whose packets come often enough for loss to be detected by the packets after
+/// it rather than by a timeout (the lossy-link tail); heavy traffic spreads over all of them.
+const LANE_STREAMS_BEFORE_NEXT: u64 = 16;
 
 /// One peer gateway, and the connections to it.
 #[derive(Debug)]
@@ -56,11 +61,11 @@ pub(crate) struct PeerClient {
     /// Replaced whole when the SVID or trust changes; read at each connect.
     config: std::sync::RwLock<quinn::ClientConfig>,
     /// The connections to the peer, each dialled and kept open by a keeper of its own.
-    /// Requests take them in turn: one QUIC connection is driven by one task, so one
-    /// connection's packet work runs on one thread at a time, and a busy peer needs as many
-    /// connections as the runtime has threads to keep them all working.
+    /// Requests fill them in order ([`LANE_STREAMS_BEFORE_NEXT`]): one QUIC connection is
+    /// driven by one task, so one connection's packet work runs on one thread at a time, and a
+    /// busy peer needs as many connections as the runtime has threads to keep them all working.
     lanes: Box<[Lane]>,
-    /// The lane the next request starts looking from.
+    /// Turns among lanes, for the one to dial when none is live.
     next: AtomicUsize,
     /// When a connect last failed, cleared by the next that succeeds. Within
     /// [`FAILURE_HOLD_DOWN`] of it, requests that find no live connection fail at once.
@@ -71,20 +76,25 @@ pub(crate) struct PeerClient {
     open_streams: Arc<AtomicU64>,
 }
 
-/// Counts a stream as open until dropped.
+/// Counts a stream as open, to the peer and on its lane, until dropped.
 #[derive(Debug)]
-pub(crate) struct OpenStream(Arc<AtomicU64>);
+pub(crate) struct OpenStream([Arc<AtomicU64>; 2]);
 
 impl OpenStream {
-    fn new(count: &Arc<AtomicU64>) -> OpenStream {
-        count.fetch_add(1, Ordering::Relaxed);
-        OpenStream(count.clone())
+    fn new(peer: &Arc<AtomicU64>, lane: &Lane) -> OpenStream {
+        let counts = [peer.clone(), lane.open_streams.clone()];
+        for count in &counts {
+            count.fetch_add(1, Ordering::Relaxed);
+        }
+        OpenStream(counts)
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+        for count in &self.0 {
+            count.fetch_sub(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -96,9 +106,21 @@ struct Lane {
     live: std::sync::RwLock<Option<Live>>,
     /// Held across a handshake, so that concurrent requests (and the keeper) share one connect.
     dialing: Mutex<()>,
+    /// Signalled when the lane's connection is retired, so that its keeper dials anew at once
+    /// rather than when the retired connection finally closes.
+    retired: tokio::sync::Notify,
+    /// Streams open on the lane (on its connection, and on retired ones still finishing).
+    open_streams: Arc<AtomicU64>,
 }
 
 impl Lane {
+    /// Whether the lane has an open connection.
+    fn is_live(&self) -> bool {
+        let live = self.live.read().unwrap_or_else(|e| e.into_inner());
+        live.as_ref()
+            .is_some_and(|live| live.connection.close_reason().is_none())
+    }
+
     /// A handle on the lane's connection, if it is open.
     fn current(&self) -> Option<(SendRequest, quinn::Connection)> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
@@ -186,8 +208,8 @@ impl PeerClient {
             .map_err(|_| Reason::UnknownService)?;
         parts.version = Version::HTTP_3;
         parts.headers.remove(header::HOST);
-        let stream = self.open_retrying(&parts).await?;
-        let open = OpenStream::new(&self.open_streams);
+        let (stream, lane) = self.open_retrying(&parts).await?;
+        let open = OpenStream::new(&self.open_streams, lane);
         let (mut send, mut recv) = stream.split();
         if body.is_end_stream() {
             // No body (most GETs): finish the stream here rather than spawn a pump for nothing.
@@ -244,8 +266,8 @@ impl PeerClient {
         {
             parts.headers.insert(wire::ORIGIN, origin);
         }
-        let mut stream = self.open_retrying(&parts).await?;
-        let open = OpenStream::new(&self.open_streams);
+        let (mut stream, lane) = self.open_retrying(&parts).await?;
+        let open = OpenStream::new(&self.open_streams, lane);
         let response = tokio::time::timeout(RESPONSE_TIMEOUT, stream.recv_response())
             .await
             .map_err(|_| Reason::PeerStreamFailed)?
@@ -267,23 +289,27 @@ impl PeerClient {
         Ok((send, recv, open))
     }
 
-    /// Opens a stream for a request with head `parts`. A request the peer refused before
-    /// reading it (it sent GOAWAY, or the connection had just died) is safe to send again,
-    /// once, on a fresh connection.
-    async fn open_retrying(&self, parts: &http::request::Parts) -> Result<RequestStream, Reason> {
-        // Awaited apart from the match: a scrutinee's temporaries live through the match, and
-        // the first try's future would take room beside the second's in every request.
-        let opened = self.open(head(parts)).await;
-        match opened {
-            Err(Reason::PeerStreamFailed) => self.open(head(parts)).await,
+    /// Opens a stream for a request with head `parts`, on the lane [`PeerClient::next_lane`]
+    /// picks.
+    /// A request the peer refused before reading it (it sent GOAWAY, or the connection had just
+    /// died) is safe to send again, once: on a fresh connection dialled in the same lane, not
+    /// on another live one, which a draining peer has most likely sent GOAWAY on too.
+    async fn open_retrying(
+        &self,
+        parts: &http::request::Parts,
+    ) -> Result<(RequestStream, &Lane), Reason> {
+        let lane = self.next_lane().await?;
+        let stream = match self.open(lane, head(parts)).await {
+            Err(Reason::PeerStreamFailed) => self.open(lane, head(parts)).await,
             opened => opened,
-        }
+        }?;
+        Ok((stream, lane))
     }
 
-    /// Opens a request stream on a live connection. If the connection refuses it, the
-    /// connection is retired (left to finish what it carries) so that the next try dials anew.
-    async fn open(&self, head: Request<()>) -> Result<RequestStream, Reason> {
-        let (mut requests, connection) = self.handle().await?;
+    /// Opens a request stream on `lane`'s connection, dialling one if it has none. If the
+    /// connection refuses the stream, it is retired (left to finish what it carries).
+    async fn open(&self, lane: &Lane, head: Request<()>) -> Result<RequestStream, Reason> {
+        let (mut requests, connection) = self.live_or_connect(lane, true).await?;
         match requests.send_request(head).await {
             Ok(stream) => Ok(stream),
             Err(error) => {
@@ -294,17 +320,26 @@ impl PeerClient {
         }
     }
 
-    /// A handle on the next live connection in turn. With none live, the lane whose turn it
-    /// is dials (or the request waits for its dial already under way).
-    async fn handle(&self) -> Result<(SendRequest, quinn::Connection), Reason> {
-        let count = self.lanes.len();
-        let start = self.next.fetch_add(1, Ordering::Relaxed);
-        for i in 0..count {
-            if let Some(handle) = self.lanes[(start + i) % count].current() {
-                return Ok(handle);
+    /// The lane for the next stream: the first live lane (in order) with fewer than
+    /// [`LANE_STREAMS_BEFORE_NEXT`] streams open, else the live lane with the fewest. With none
+    /// live, the next lane in turn, once it has dialled (or the dial under way has ended).
+    async fn next_lane(&self) -> Result<&Lane, Reason> {
+        let mut least: Option<(&Lane, u64)> = None;
+        for lane in self.lanes.iter().filter(|lane| lane.is_live()) {
+            let open = lane.open_streams.load(Ordering::Relaxed);
+            if open < LANE_STREAMS_BEFORE_NEXT {
+                return Ok(lane);
+            }
+            if least.is_none_or(|(_, fewest)| open < fewest) {
+                least = Some((lane, open));
             }
         }
-        self.live_or_connect(&self.lanes[start % count]).await
+        if let Some((lane, _)) = least {
+            return Ok(lane);
+        }
+        let lane = &self.lanes[self.next.fetch_add(1, Ordering::Relaxed) % self.lanes.len()];
+        self.live_or_connect(lane, true).await?;
+        Ok(lane)
     }
 
     /// Stops using the connection `id` for new requests. It stays open for what it carries,
@@ -312,10 +347,14 @@ impl PeerClient {
     pub(crate) fn retire(&self, id: usize) {
         let Some(retired) = self.lanes.iter().find_map(|lane| {
             let mut live = lane.live.write().unwrap_or_else(|e| e.into_inner());
-            match &*live {
+            let retired = match &*live {
                 Some(current) if current.connection.stable_id() == id => live.take(),
                 _ => None,
+            };
+            if retired.is_some() {
+                lane.retired.notify_one();
             }
+            retired
         }) else {
             return;
         };
@@ -333,11 +372,13 @@ impl PeerClient {
     }
 
     /// `lane`'s live connection, or a new one. Only one handshake per lane is in progress at
-    /// a time; a request that finds none live waits for it. Within [`FAILURE_HOLD_DOWN`] of a
-    /// failed connect (on any lane), fails at once instead.
+    /// a time; a request that finds none live waits for it. With `hold_down` (requests, not
+    /// keepers, which have their own backoff), fails at once within [`FAILURE_HOLD_DOWN`] of a
+    /// failed connect on any lane instead.
     async fn live_or_connect(
         &self,
         lane: &Lane,
+        hold_down: bool,
     ) -> Result<(SendRequest, quinn::Connection), Reason> {
         if let Some(handle) = lane.current() {
             return Ok(handle);
@@ -347,11 +388,12 @@ impl PeerClient {
         if let Some(handle) = lane.current() {
             return Ok(handle);
         }
-        if self
-            .failed
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|at| at.elapsed() < FAILURE_HOLD_DOWN)
+        if hold_down
+            && self
+                .failed
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .is_some_and(|at| at.elapsed() < FAILURE_HOLD_DOWN)
         {
             return Err(Reason::PeerUnavailable);
         }
@@ -373,21 +415,22 @@ impl PeerClient {
     }
 
     /// Keeps connection `lane` (of [`PeerClient::lanes`]) to the peer open until `shutdown`:
-    /// dials at once, and again whenever the connection is lost, backing off exponentially
-    /// (with jitter) while the peer cannot be reached. Requests never wait for the keeper; they
-    /// use what it opened.
+    /// dials at once, and again whenever the connection is lost or retired, backing off
+    /// exponentially (with jitter) while the peer cannot be reached. Requests never wait for
+    /// the keeper; they use what it opened.
     pub(crate) async fn keep_connected(&self, lane: usize, shutdown: CancellationToken) {
         let Some(lane) = self.lanes.get(lane) else {
             return;
         };
         let mut backoff = RECONNECT_MIN;
         loop {
-            let wait = match self.live_or_connect(lane).await {
+            let wait = match self.live_or_connect(lane, false).await {
                 Ok((_, connection)) => {
                     backoff = RECONNECT_MIN;
                     tokio::select! {
                         () = shutdown.cancelled() => return,
                         _ = connection.closed() => {}
+                        () = lane.retired.notified() => {}
                     }
                     // A connection that closes at once must not make a busy loop.
                     RECONNECT_MIN

@@ -13,10 +13,11 @@ use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 /// quinn-proto 0.11 keeps a stream's unread data in at most 2,048 pieces (one per packet) and
 /// closes the whole connection past that (quinn issue #2809), which a window above about
 /// 2 MB reaches on a fast, lossless link whenever the reader lags. A peer's aggregate rate
-/// comes from many streams and several connections, bounded by the connection window.
+/// comes from many streams and several connections, each bounded by its connection window.
 const STREAM_RECEIVE_WINDOW: u32 = 1024 * 1024;
 /// Flow-control window of a whole connection. quinn's default is unbounded; a peer must not be
-/// able to make us buffer without limit.
+/// able to make us buffer without limit. A peer has several connections, at most
+/// [`crate::state::MAX_INBOUND_PER_PEER`], so it can make us buffer that many windows.
 const CONNECTION_RECEIVE_WINDOW: u32 = 16 * 1024 * 1024;
 /// Concurrent requests and TCP tunnels a peer may have open on one connection. Tunnels are
 /// long-lived (a database pool across clusters), so this is high; memory stays bounded by the

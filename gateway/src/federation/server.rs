@@ -25,6 +25,8 @@ const CLOSE_UNKNOWN_PEER: u32 = 0x0101; // H3_GENERAL_PROTOCOL_ERROR
 /// Bounds on how long a closing connection waits for its last bytes to be acknowledged.
 const LINGER_MIN: Duration = Duration::from_millis(10);
 const LINGER_MAX: Duration = Duration::from_secs(1);
+/// QUIC application error code sent when a peer opens more connections than it may.
+const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x0107; // H3_EXCESSIVE_LOAD
 /// QUIC application error code for an orderly close.
 pub(crate) const CLOSE_NO_ERROR: u32 = 0x0100; // H3_NO_ERROR
 
@@ -90,11 +92,15 @@ async fn connection(
     tracing::Span::current().record("peer.cluster", tracing::field::display(&peer));
     // Cancelled by a trust re-check that finds the peer's certificate no longer good.
     let drain = CancellationToken::new();
-    let _registered = state.register(Inbound {
+    let Some(_registered) = state.register(Inbound {
         peer: peer.clone(),
         connection: connection.clone(),
         drain: drain.clone(),
-    });
+    }) else {
+        tracing::info!(peer.cluster = %peer, limit = crate::state::MAX_INBOUND_PER_PEER, "refusing a connection: the peer has as many open as it may");
+        connection.close(CLOSE_TOO_MANY_CONNECTIONS.into(), b"too many connections");
+        return;
+    };
     state
         .stats
         .peer_connections_accepted

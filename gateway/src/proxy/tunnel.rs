@@ -25,9 +25,10 @@ use crate::reason::Reason;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from a TCP connection at a time: one read fills several QUIC packets.
 const READ_CHUNK: usize = 64 * 1024;
-/// At most this many bytes already received on a stream are written to TCP in one write.
+/// At most this many bytes already received on a stream are taken before writing them to TCP.
 /// Data arrives a QUIC packet (about 1,400 bytes) at a time; writing each alone would cost a
-/// system call per packet.
+/// system call per packet. They go in vectored writes of up to 64 chunks (tokio's limit), about
+/// 90 KB each.
 const WRITE_BATCH: usize = 256 * 1024;
 
 /// Bytes carried each way by a finished tunnel.
@@ -105,12 +106,14 @@ async fn tcp_to_stream(mut tcp: ReadHalf<'_>, mut stream: impl H3Send) -> io::Re
 
 async fn stream_to_tcp(mut stream: impl H3Recv, mut tcp: WriteHalf<'_>) -> io::Result<u64> {
     let mut total = 0u64;
-    let mut batch = Chunks::default();
     loop {
         let Some(data) = recv_data(&mut stream).await.map_err(io::Error::other)? else {
             tcp.shutdown().await?;
             return Ok(total);
         };
+        // Made afresh for each batch and dropped after its write: an idle tunnel holds no
+        // buffer.
+        let mut batch = Chunks::default();
         batch.push(data);
         // Whatever else has already arrived goes in the same write, without waiting for more.
         let mut ended = false;
