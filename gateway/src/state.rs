@@ -264,18 +264,19 @@ impl State {
     ) -> impl Iterator<Item = (&str, Option<crate::metrics::PeerConnection>)> {
         self.peers.iter().map(|(name, client)| {
             let connections = client.connections();
-            let summary = connections.iter().fold(None, |summary, c| {
-                let path = c.stats().path;
-                let mut summary = summary.unwrap_or(crate::metrics::PeerConnection {
-                    open_streams: client.open_streams(),
-                    rtt: c.rtt(),
-                    ..Default::default()
-                });
-                summary.connections += 1;
-                summary.rtt = summary.rtt.min(c.rtt());
-                summary.congestion_window += path.cwnd;
-                summary.lost_packets += path.lost_packets;
-                Some(summary)
+            let summary = (!connections.is_empty()).then(|| crate::metrics::PeerConnection {
+                connections: connections.len() as u64,
+                open_streams: client.open_streams(),
+                rtt: connections
+                    .iter()
+                    .map(|c| c.rtt())
+                    .min()
+                    .unwrap_or_default(),
+                congestion_window: connections.iter().map(|c| c.stats().path.cwnd).sum(),
+                lost_packets: connections
+                    .iter()
+                    .map(|c| c.stats().path.lost_packets)
+                    .sum(),
             });
             (name.as_str(), summary)
         })

@@ -75,6 +75,8 @@ async fn large_bodies_stream_intact_both_ways() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// On a single-threaded runtime a gateway keeps one connection to its peer, and every request
+/// reuses it.
 #[tokio::test]
 async fn one_quic_connection_per_peer_is_reused() -> anyhow::Result<()> {
     let (federation, _upstream) = east_west().await?;
