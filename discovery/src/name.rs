@@ -2,12 +2,16 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 /// One DNS label as Kubernetes restricts it (RFC 1123): 1 to 63 of `[a-z0-9-]`, starting and
 /// ending with a letter or digit. Cluster names, service names and namespaces are all labels,
 /// because each becomes one label of a DNS name.
+///
+/// Shared, not owned: labels are cloned onto every request (its service, its clusters, its
+/// metric labels), and a clone is a reference count, not an allocation.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Label(String);
+pub struct Label(Arc<str>);
 
 /// Why a string is not a DNS label.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
@@ -56,7 +60,7 @@ impl Label {
     /// A label from text the caller has built to the rules; checked again in debug builds.
     pub(crate) fn from_checked(text: String) -> Label {
         debug_assert!(text.parse::<Label>().is_ok(), "{text:?} is not a label");
-        Label(text)
+        Label(text.into())
     }
 
     /// The label's text.
@@ -84,7 +88,7 @@ impl FromStr for Label {
         if s.starts_with('-') || s.ends_with('-') {
             return Err(LabelError::Hyphen);
         }
-        Ok(Label(s.to_owned()))
+        Ok(Label(s.into()))
     }
 }
 

@@ -8,7 +8,8 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use prometheus_client::encoding::EncodeLabelSet;
+use meshfed_discovery::{Label, ServiceKey};
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue, LabelValueEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -27,17 +28,26 @@ pub enum Direction {
     Inbound,
 }
 
+/// A cluster as a label value: its name, or empty for none. It shares the request's
+/// [`Label`]: recording a request's metrics copies no strings.
+#[derive(Clone, Debug, Default, Hash, PartialEq, Eq)]
+pub struct ClusterValue(pub Option<Label>);
+
+/// A service as a label value, `<name>.<namespace>`, shared as [`ClusterValue`] is.
+#[derive(Clone, Debug, Hash, PartialEq, Eq)]
+pub struct ServiceValue(pub ServiceKey);
+
 /// The labels of a request's metrics.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `outbound` (from a local client) or `inbound` (from a peer gateway).
     pub direction: &'static str,
     /// The cluster the request came from.
-    pub source_cluster: String,
+    pub source_cluster: ClusterValue,
     /// The service, `<name>.<namespace>`.
-    pub destination_service: String,
+    pub destination_service: ServiceValue,
     /// The cluster that served it (empty when no cluster was chosen).
-    pub destination_cluster: String,
+    pub destination_cluster: ClusterValue,
     /// The response's status code.
     pub response_code: u16,
     /// `http`, `grpc`.
@@ -50,11 +60,25 @@ pub struct TcpLabels {
     /// `outbound` (from a local client) or `inbound` (a tunnel from a peer gateway).
     pub direction: &'static str,
     /// The cluster the connection came from.
-    pub source_cluster: String,
+    pub source_cluster: ClusterValue,
     /// The service, `<name>.<namespace>`.
-    pub destination_service: String,
+    pub destination_service: ServiceValue,
     /// The cluster that served it.
-    pub destination_cluster: String,
+    pub destination_cluster: ClusterValue,
+}
+
+impl EncodeLabelValue for ClusterValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        encoder.write_str(self.0.as_ref().map_or("", Label::as_str))
+    }
+}
+
+impl EncodeLabelValue for ServiceValue {
+    fn encode(&self, encoder: &mut LabelValueEncoder<'_>) -> Result<(), std::fmt::Error> {
+        use std::fmt::Write as _;
+        write!(encoder, "{}", self.0)
+    }
 }
 
 /// The labels of a split's weights.
@@ -612,9 +636,9 @@ mod tests {
         let metrics = Metrics::default();
         let labels = RequestLabels {
             direction: Direction::Outbound.label(),
-            source_cluster: "east".into(),
-            destination_service: "greeter.demo".into(),
-            destination_cluster: "west".into(),
+            source_cluster: ClusterValue("east".parse().ok()),
+            destination_service: ServiceValue("greeter.demo".parse().expect("service")),
+            destination_cluster: ClusterValue("west".parse().ok()),
             response_code: 200,
             protocol: "http",
         };

@@ -14,7 +14,7 @@ use meshfed_discovery::{Label, ServiceKey};
 use meshfed_trust::SpiffeId;
 
 use crate::access_log::{self, Timestamp};
-use crate::metrics::{Direction, RequestLabels, TcpLabels};
+use crate::metrics::{ClusterValue, Direction, RequestLabels, ServiceValue, TcpLabels};
 use crate::proxy::forward::ATTEMPTS_HEADER;
 use crate::proxy::local::FAULT_HEADER;
 use crate::reason::{ERROR_HEADER, Reason};
@@ -76,6 +76,11 @@ impl Exchange {
         authority: &str,
     ) -> Exchange {
         let method = head.method().clone();
+        // The authority and path go only to the access log and spans: not kept without them.
+        let kept = |s: &str| match state.access_log.is_some() || state.tracer.is_some() {
+            true => clip(s),
+            false => String::new(),
+        };
         let span = state
             .tracer
             .as_ref()
@@ -87,8 +92,8 @@ impl Exchange {
             start: SystemTime::now(),
             started: Instant::now(),
             method,
-            authority: clip(authority),
-            path: clip(head.uri().path()),
+            authority: kept(authority),
+            path: kept(head.uri().path()),
             protocol: crate::metrics::protocol_of(head.headers()),
             client: None,
             source_cluster,
@@ -119,13 +124,9 @@ impl Exchange {
         if let Some(service) = &self.service {
             let labels = RequestLabels {
                 direction: self.direction.label(),
-                source_cluster: self.source_cluster.to_string(),
-                destination_service: service.to_string(),
-                destination_cluster: self
-                    .destination_cluster
-                    .as_ref()
-                    .map(ToString::to_string)
-                    .unwrap_or_default(),
+                source_cluster: ClusterValue(Some(self.source_cluster.clone())),
+                destination_service: ServiceValue(service.clone()),
+                destination_cluster: ClusterValue(self.destination_cluster.clone()),
                 response_code: status,
                 protocol: self.protocol,
             };
@@ -362,13 +363,9 @@ impl TcpExchange {
     fn labels(&self) -> TcpLabels {
         TcpLabels {
             direction: self.direction.label(),
-            source_cluster: self.source_cluster.to_string(),
-            destination_service: self.service.to_string(),
-            destination_cluster: self
-                .destination_cluster
-                .as_ref()
-                .map(ToString::to_string)
-                .unwrap_or_default(),
+            source_cluster: ClusterValue(Some(self.source_cluster.clone())),
+            destination_service: ServiceValue(self.service.clone()),
+            destination_cluster: ClusterValue(self.destination_cluster.clone()),
         }
     }
 

@@ -8,6 +8,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use bytes::Bytes;
 use http::{HeaderValue, Request, Response, header};
 use meshfed_discovery::{Label, ServiceKey};
 use meshfed_trust::{SpiffeId, TrustDomain};
@@ -59,7 +60,7 @@ pub(crate) struct State {
     /// This cluster's trust domain.
     pub(crate) trust_domain: TrustDomain,
     /// How this gateway names itself in `Via`.
-    pub(crate) pseudonym: String,
+    pub(crate) via: headers::Via,
     /// Swapped whole when the catalogs change; a request routes on the table it read.
     routes: std::sync::RwLock<Arc<RouteTable>>,
     pub(crate) peers: BTreeMap<Label, PeerClient>,
@@ -132,7 +133,7 @@ impl State {
         State {
             cluster: config.cluster.clone(),
             trust_domain: config.trust_domain.clone(),
-            pseudonym: format!("meshfed-{}", config.cluster),
+            via: headers::Via::new(&format!("meshfed-{}", config.cluster)),
             routes: std::sync::RwLock::new(routes),
             peers,
             stats: telemetry.stats,
@@ -337,7 +338,9 @@ impl State {
         if port.endpoints.is_empty() || !route::selects(selector, &export.labels) {
             return Err(Reason::NoReadyEndpoints);
         }
-        if let Ok(host) = HeaderValue::from_str(&wire::authority(service, None)) {
+        if let Ok(host) =
+            HeaderValue::from_maybe_shared(Bytes::from(wire::authority(service, None)))
+        {
             request.headers_mut().insert(header::HOST, host);
         }
         let policy = self.policy();
@@ -507,7 +510,7 @@ impl State {
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_untrusted(&mut parts.headers);
         headers::set_client_identity(&mut parts.headers, &source);
-        headers::append_via(&mut parts.headers, parts.version, &self.pseudonym);
+        self.via.append(&mut parts.headers, parts.version);
         let mut request = Request::from_parts(parts, body::from_h3(body));
         let span = observe::try_span(
             self,
@@ -622,7 +625,7 @@ impl State {
     pub(crate) fn forwarded(&self, mut response: Response<Body>) -> Response<Body> {
         let version = response.version();
         headers::strip_hop_by_hop(response.headers_mut());
-        headers::append_via(response.headers_mut(), version, &self.pseudonym);
+        self.via.append(response.headers_mut(), version);
         response
     }
 }

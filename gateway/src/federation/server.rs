@@ -139,7 +139,11 @@ async fn connection(
         };
         match accepted {
             Ok(Some(resolver)) => {
-                let request = request(resolver, peer.clone(), state.clone()).in_current_span();
+                // The task holds only the resolver: the request's future (a few KB) is made
+                // on the heap when it first runs, not copied into the task's cell.
+                let (peer, state) = (peer.clone(), state.clone());
+                let request =
+                    async move { Box::pin(request(resolver, peer, state)).await }.in_current_span();
                 tracker.spawn(requests.track_future(request));
             }
             Ok(None) => break,

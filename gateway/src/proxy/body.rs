@@ -264,13 +264,36 @@ impl<S: H3Recv> http_body::Body for H3Body<S> {
 
 impl<S: H3Recv> Drop for H3Body<S> {
     fn drop(&mut self) {
-        if self.state != Reading::Done
-            && let Some(stream) = self.stream.take()
-            && let Ok(runtime) = tokio::runtime::Handle::try_current()
-        {
+        if self.state == Reading::Done {
+            return;
+        }
+        let Some(mut stream) = self.stream.take() else {
+            return;
+        };
+        // Usually the stream's end has already arrived (a body whose length the reader knew,
+        // a request without one): read up to it here rather than start a task to.
+        if ended_already(&mut stream) {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(abandon(stream));
         }
     }
+}
+
+/// Reads what `stream` has received without waiting, up to [`ABANDON_READ_LIMIT`]: whether
+/// it reached the stream's end (or the stream failed, which ends it too).
+fn ended_already<S: H3Recv>(stream: &mut S) -> bool {
+    let mut cx = Context::from_waker(std::task::Waker::noop());
+    let mut read = 0;
+    while read <= ABANDON_READ_LIMIT {
+        match stream.poll_recv_data(&mut cx) {
+            Poll::Ready(Ok(Some(data))) => read += data.len(),
+            Poll::Ready(Ok(None) | Err(_)) => return true,
+            Poll::Pending => return false,
+        }
+    }
+    false
 }
 
 // === impl H3Recv, H3Send for h3's stream halves ===

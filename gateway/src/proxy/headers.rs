@@ -17,6 +17,10 @@ const HOP_BY_HOP: [HeaderName; 6] = [
 /// Removes hop-by-hop headers, including any named in `Connection`. `TE: trailers` survives:
 /// gRPC needs it end to end, and HTTP/2 and HTTP/3 allow it.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages have none: one pass over the names instead of a lookup for each.
+    if !headers.keys().any(|name| HOP_BY_HOP.contains(name)) {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -56,7 +60,7 @@ pub(crate) fn strip_untrusted(headers: &mut HeaderMap) {
 /// [`strip_untrusted`], so that this is the only one.
 pub(crate) fn set_client_identity(headers: &mut HeaderMap, id: &meshfed_trust::SpiffeId) {
     // A SPIFFE ID has only URI-safe characters, none of which XFCC must quote.
-    if let Ok(value) = HeaderValue::from_str(&format!("URI={id}")) {
+    if let Ok(value) = HeaderValue::from_maybe_shared(bytes::Bytes::from(format!("URI={id}"))) {
         headers.insert("x-forwarded-client-cert", value);
     }
 }
@@ -79,16 +83,34 @@ pub(crate) fn section_size(request: &http::request::Parts) -> u64 {
         + pseudo
 }
 
-/// Appends this gateway to `Via`, as every forwarding intermediary must (RFC 9110 section 7.6.3).
-pub(crate) fn append_via(headers: &mut HeaderMap, received: Version, pseudonym: &str) {
-    let protocol = match received {
-        Version::HTTP_10 => "1.0",
-        Version::HTTP_2 => "2",
-        Version::HTTP_3 => "3",
-        _ => "1.1",
-    };
-    if let Ok(value) = HeaderValue::from_str(&format!("{protocol} {pseudonym}")) {
-        headers.append(header::VIA, value);
+/// This gateway's `Via` entries, one per protocol it receives, made once: every forwarding
+/// intermediary appends itself to `Via` (RFC 9110 section 7.6.3).
+#[derive(Debug)]
+pub(crate) struct Via {
+    /// For HTTP/1.0, 1.1, 2 and 3, in that order.
+    values: [Option<HeaderValue>; 4],
+}
+
+impl Via {
+    /// The entries for a gateway called `pseudonym`.
+    pub(crate) fn new(pseudonym: &str) -> Via {
+        let value = |protocol: &str| HeaderValue::from_str(&format!("{protocol} {pseudonym}")).ok();
+        Via {
+            values: [value("1.0"), value("1.1"), value("2"), value("3")],
+        }
+    }
+
+    /// Appends this gateway to `headers`' `Via`, for a message `received` in that version.
+    pub(crate) fn append(&self, headers: &mut HeaderMap, received: Version) {
+        let index = match received {
+            Version::HTTP_10 => 0,
+            Version::HTTP_2 => 2,
+            Version::HTTP_3 => 3,
+            _ => 1,
+        };
+        if let Some(value) = &self.values[index] {
+            headers.append(header::VIA, value.clone());
+        }
     }
 }
 
@@ -143,8 +165,8 @@ mod tests {
     #[test]
     fn via_names_the_protocol_received() {
         let mut headers = HeaderMap::new();
-        append_via(&mut headers, Version::HTTP_11, "meshfed-east");
-        append_via(&mut headers, Version::HTTP_3, "meshfed-west");
+        Via::new("meshfed-east").append(&mut headers, Version::HTTP_11);
+        Via::new("meshfed-west").append(&mut headers, Version::HTTP_3);
         let via: Vec<&str> = headers
             .get_all(header::VIA)
             .iter()

@@ -114,7 +114,7 @@ async fn proxy(
     let origin = client.and_then(|ip| policy.origin_of(ip));
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_untrusted(&mut parts.headers);
-    headers::append_via(&mut parts.headers, parts.version, &state.pseudonym);
+    state.via.append(&mut parts.headers, parts.version);
     if headers::section_size(&parts) > wire::MAX_FIELD_SECTION_SIZE {
         return Err(Reason::HeadersTooLarge);
     }

@@ -6,6 +6,7 @@ pub(crate) mod balancer;
 pub mod body;
 pub(crate) mod forward;
 pub(crate) mod headers;
+pub(crate) mod http1;
 pub(crate) mod local;
 pub mod serve;
 pub(crate) mod tcp;

@@ -90,7 +90,9 @@ pub async fn serve_http<F, Fut>(
         let handler = handler.clone();
         let service = service_fn(move |mut request: Request<Incoming>| {
             request.extensions_mut().insert(ClientAddr(remote));
-            let response = handler(request);
+            // Boxed: the handler's future (a few KB) is made once on the heap, not copied
+            // into this future and then into hyper's connection state.
+            let response = Box::pin(handler(request));
             async move { Ok::<_, Infallible>(response.await) }
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());

@@ -1,5 +1,5 @@
-//! Connections to a service's local endpoints: pooled HTTP/1.1 keep-alive, or HTTP/2 (h2c,
-//! prior knowledge) with every request multiplexed on one connection per endpoint.
+//! Connections to a service's local endpoints: pooled HTTP/1.1 keep-alive ([`http1`]), or
+//! HTTP/2 (h2c, prior knowledge) with every request multiplexed on one connection per endpoint.
 //!
 //! A request whose endpoint refuses the connection moves on to the next endpoint: that is
 //! safe because nothing of it was sent. The body is handed to hyper through a [`Deferred`]
@@ -23,21 +23,20 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::balancer::Balancer;
 use super::body::{self, Body, BoxError};
+use super::http1;
 use crate::config::Protocol;
 use crate::policy::outlier::OutlierDetection;
 use crate::reason::Reason;
 
 /// A local endpoint that does not accept a connection within this time is unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
-/// Idle pooled connections are closed after this long.
-const POOL_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// HTTP/2 keep-alive to endpoints, so that a dead connection is found before a request is.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// The client side towards local endpoints.
 #[derive(Clone, Debug)]
 pub(crate) struct Upstream {
-    http1: Client<HttpConnector, Body>,
+    http1: Arc<http1::Pool>,
     http2: Client<HttpConnector, Body>,
 }
 
@@ -49,15 +48,16 @@ impl Upstream {
         let mut builder = Client::builder(TokioExecutor::new());
         builder
             .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(POOL_IDLE_TIMEOUT);
-        let http1 = builder.build(connector.clone());
-        builder
+            .pool_idle_timeout(http1::IDLE_TIMEOUT)
             .http2_only(true)
             .timer(TokioTimer::new())
             .http2_keep_alive_interval(H2_KEEP_ALIVE)
             .http2_keep_alive_while_idle(true);
         let http2 = builder.build(connector);
-        Upstream { http1, http2 }
+        Upstream {
+            http1: Arc::default(),
+            http2,
+        }
     }
 
     /// Sends `request` to the first of `endpoints` (in the balancer's order), moving on while
@@ -78,36 +78,35 @@ impl Upstream {
             .path_and_query()
             .cloned()
             .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        let (client, version) = match protocol {
-            Protocol::Http2 | Protocol::Grpc => (&self.http2, Version::HTTP_2),
-            Protocol::Http | Protocol::Tcp => (&self.http1, Version::HTTP_11),
+        let multiplexed = matches!(protocol, Protocol::Http2 | Protocol::Grpc);
+        head.version = match multiplexed {
+            true => Version::HTTP_2,
+            false => Version::HTTP_11,
         };
-        head.version = version;
         let slot = Arc::new(Mutex::new(Some(body)));
         for &endpoint in endpoints {
             let mut request = Request::from_parts(head.clone(), Deferred::new(&slot).boxed());
-            *request.uri_mut() = Uri::builder()
-                .scheme(Scheme::HTTP)
-                .authority(endpoint.to_string())
-                .path_and_query(path.clone())
-                .build()
-                .map_err(|_| Reason::UpstreamFailed)?;
             let mut in_flight = balancer.start(endpoint);
-            let answer = client.request(request).await;
+            let answer = match multiplexed {
+                true => self.send_http2(endpoint, request, &path).await,
+                false => {
+                    // Origin form: the `Host` header names the service.
+                    *request.uri_mut() = Uri::from(path.clone());
+                    self.http1.send(endpoint, request).await
+                }
+            };
             let ok = matches!(&answer, Ok(response) if !response.status().is_server_error());
             in_flight.answered(ok, outlier);
             match answer {
-                Ok(response) => {
-                    return Ok(response.map(|b| body::guarded(body::incoming(b), in_flight)));
-                }
-                Err(error) if error.is_connect() && Deferred::untouched(&slot) => {
+                Ok(response) => return Ok(response.map(|b| body::guarded(b, in_flight))),
+                Err(SendError::Connect(error)) if Deferred::untouched(&slot) => {
                     tracing::debug!(%endpoint, %error, "endpoint refused the connection; trying the next");
                 }
-                Err(error) if error.is_connect() => {
+                Err(SendError::Connect(error)) => {
                     tracing::debug!(%endpoint, %error, "endpoint unavailable");
                     return Err(Reason::UpstreamUnavailable);
                 }
-                Err(error) => {
+                Err(SendError::Failed(error)) => {
                     tracing::debug!(%endpoint, %error, "endpoint failed");
                     return Err(Reason::UpstreamFailed);
                 }
@@ -115,6 +114,35 @@ impl Upstream {
         }
         Err(Reason::UpstreamUnavailable)
     }
+
+    /// Sends `request` to `endpoint` over HTTP/2, multiplexed on hyper's pooled connection.
+    async fn send_http2(
+        &self,
+        endpoint: SocketAddr,
+        mut request: Request<Body>,
+        path: &PathAndQuery,
+    ) -> Result<Response<Body>, SendError> {
+        *request.uri_mut() = Uri::builder()
+            .scheme(Scheme::HTTP)
+            .authority(endpoint.to_string())
+            .path_and_query(path.clone())
+            .build()
+            .map_err(|e| SendError::Failed(e.into()))?;
+        match self.http2.request(request).await {
+            Ok(response) => Ok(response.map(body::incoming)),
+            Err(error) if error.is_connect() => Err(SendError::Connect(error.into())),
+            Err(error) => Err(SendError::Failed(error.into())),
+        }
+    }
+}
+
+/// Why a request could not be sent to an endpoint.
+#[derive(Debug)]
+pub(crate) enum SendError {
+    /// No connection could be made: nothing of the request was sent.
+    Connect(BoxError),
+    /// The connection failed while the request was sent or its response head awaited.
+    Failed(BoxError),
 }
 
 /// A body that stays in a shared slot until it is first polled.
