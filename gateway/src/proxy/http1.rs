@@ -43,7 +43,15 @@ const MAX_IDLE_PER_ENDPOINT: usize = 256;
 /// Idle HTTP/1.1 connections, by endpoint.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    idle: Mutex<HashMap<SocketAddr, Vec<Idle>>>,
+    idle: Mutex<IdleConns>,
+}
+
+#[derive(Debug, Default)]
+struct IdleConns {
+    /// Oldest first.
+    by_endpoint: HashMap<SocketAddr, Vec<Idle>>,
+    /// When connections past their time were last closed for every endpoint.
+    swept: Option<Instant>,
 }
 
 #[derive(Debug)]
@@ -57,9 +65,9 @@ struct Idle {
 #[derive(Debug)]
 struct Conn {
     send: SendRequest<Body>,
-    io: Connection<TokioIo<TcpStream>, Body>,
-    /// The I/O has finished (the connection closed or failed): it must not be polled again.
-    closed: bool,
+    /// `None` once finished (the connection closed or failed): dropping it hands a request
+    /// still queued on it back, unsent.
+    io: Option<Connection<TokioIo<TcpStream>, Body>>,
 }
 
 impl Pool {
@@ -88,7 +96,10 @@ impl Pool {
                         tracing::debug!(%endpoint, error = %error.error(), "pooled connection was closed; opening another");
                         request = unsent;
                     }
-                    _ => return Err(Error::Failed(error.into_error().into())),
+                    // A new connection the endpoint closed at once: nothing was sent, as
+                    // when it refuses, so the request may go to another endpoint.
+                    Some(_) => return Err(Error::Connect(error.into_error().into())),
+                    None => return Err(Error::Failed(error.into_error().into())),
                 },
             }
         }
@@ -101,6 +112,7 @@ impl Pool {
                 .idle
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
+                .by_endpoint
                 .get_mut(&endpoint)?
                 .pop()?;
             // Polling reads an EOF the endpoint sent while the connection was idle.
@@ -113,13 +125,20 @@ impl Pool {
     fn checkin(&self, endpoint: SocketAddr, conn: Conn) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
-        let list = idle.entry(endpoint).or_default();
-        // The oldest are at the front: drop those past their time, then keep within bounds.
-        let expired = list
-            .iter()
-            .take_while(|i| now.duration_since(i.since) >= IDLE_TIMEOUT)
-            .count();
-        list.drain(..expired);
+        // Now and then, close what is past its time for every endpoint, including endpoints
+        // no longer used (gone in a rollout): their connections are not polled, and an
+        // endpoint's close would otherwise leave them half-closed for good.
+        if idle
+            .swept
+            .is_none_or(|swept| now.duration_since(swept) >= IDLE_TIMEOUT / 4)
+        {
+            idle.swept = Some(now);
+            idle.by_endpoint.retain(|_, list| {
+                list.retain(|i| now.duration_since(i.since) < IDLE_TIMEOUT);
+                !list.is_empty()
+            });
+        }
+        let list = idle.by_endpoint.entry(endpoint).or_default();
         if list.len() < MAX_IDLE_PER_ENDPOINT {
             list.push(Idle { conn, since: now });
         }
@@ -138,20 +157,18 @@ async fn connect(endpoint: SocketAddr) -> Result<Conn, Error> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Error::Failed(e.into()))?;
-    Ok(Conn {
-        send,
-        io,
-        closed: false,
-    })
+    Ok(Conn { send, io: Some(io) })
 }
 
 impl Conn {
     /// Polls the connection's I/O: whether it is still open.
     fn poll_io(&mut self, cx: &mut Context<'_>) -> bool {
-        if !self.closed && Pin::new(&mut self.io).poll(cx).is_ready() {
-            self.closed = true;
+        if let Some(io) = &mut self.io
+            && Pin::new(io).poll(cx).is_ready()
+        {
+            self.io = None;
         }
-        !self.closed
+        self.io.is_some()
     }
 
     /// Polls the connection's I/O once, waiting for nothing: whether it is still open.
@@ -361,6 +378,23 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
+    }
+
+    #[tokio::test]
+    async fn an_endpoint_that_closes_at_once_fails_the_request_without_a_hang() {
+        let (endpoint, accepted) = answering(0, KEEP_ALIVE).await;
+        let pool = Arc::new(Pool::default());
+        for _ in 0..20 {
+            let request = Request::get("/")
+                .header(http::header::HOST, "web.shop")
+                .body(super::super::body::empty())
+                .expect("request");
+            let sent = tokio::time::timeout(Duration::from_secs(5), pool.send(endpoint, request))
+                .await
+                .expect("an answer, not a hang");
+            assert!(sent.is_err());
+        }
+        assert_eq!(accepted.load(Ordering::SeqCst), 20);
     }
 
     #[tokio::test]
