@@ -58,7 +58,7 @@ def main():
                 start(run, binary, env)
                 rps, p50, cpu = measure(run, "meshfed", args)
                 stop(run)
-                results[name].append((rps / haproxy[0], cpu, rps))
+                results[name].append((rps / haproxy[0], cpu))
                 line += f" | {name} {rps:,.0f} ({rps / haproxy[0]:.2f}x) p50 {p50 * 1000:.2f} ms cpu {cpu:.2f}"
             print(line, flush=True)
         print("median: " + " | ".join(

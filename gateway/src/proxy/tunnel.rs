@@ -21,8 +21,6 @@ use tokio::net::tcp::{ReadHalf, WriteHalf};
 use super::body::{H3Recv, H3Send, recv_data};
 use crate::reason::Reason;
 
-/// A TCP endpoint that does not accept a connection within this time is unavailable.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// Bytes read from a TCP connection at a time: one read fills several QUIC packets.
 const READ_CHUNK: usize = 64 * 1024;
 /// At most this many bytes already received on a stream are taken before writing them to TCP.
@@ -44,13 +42,9 @@ pub(crate) struct Carried {
 /// refuses: no byte has been sent, so that is always safe.
 pub(crate) async fn connect(endpoints: &[SocketAddr]) -> Result<TcpStream, Reason> {
     for &endpoint in endpoints {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(endpoint)).await {
-            Ok(Ok(stream)) => {
-                let _ = stream.set_nodelay(true);
-                return Ok(stream);
-            }
-            Ok(Err(error)) => tracing::debug!(%endpoint, %error, "TCP endpoint refused"),
-            Err(_) => tracing::debug!(%endpoint, "TCP endpoint did not answer in time"),
+        match super::upstream::connect(endpoint).await {
+            Ok(stream) => return Ok(stream),
+            Err(error) => tracing::debug!(%endpoint, %error, "TCP endpoint unavailable"),
         }
     }
     Err(Reason::UpstreamUnavailable)

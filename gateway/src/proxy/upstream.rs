@@ -30,6 +30,16 @@ use crate::reason::Reason;
 
 /// A local endpoint that does not accept a connection within this time is unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// A TCP connection to a local endpoint (for HTTP/1.1 or a tunnel), within [`CONNECT_TIMEOUT`],
+/// with Nagle's algorithm off: what the gateway writes is already whole.
+pub(crate) async fn connect(endpoint: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(endpoint))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
+}
 /// HTTP/2 keep-alive to endpoints, so that a dead connection is found before a request is.
 const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
