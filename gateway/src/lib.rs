@@ -31,6 +31,7 @@ pub(crate) mod state;
 pub mod stats;
 pub mod telemetry;
 pub(crate) mod trace;
+pub(crate) mod workers;
 
 pub use bind::Bound;
 pub use config::Config;

@@ -4,7 +4,9 @@
 //! that can fail for a reason an operator must fix fails before anything serves. What runs:
 //!
 //! - the local HTTP listener (applications call services here);
-//! - the QUIC federation endpoint (peers deliver here; we dial peers from the same socket);
+//! - the QUIC federation endpoint (peers deliver here), and an endpoint on an ephemeral port per
+//!   worker that dials peers;
+//! - the data plane's worker threads (`workers.rs`), which serve what those accept;
 //! - the DNS server for the clusterset and cluster-pinned zones;
 //! - the admin listener.
 //!
@@ -34,7 +36,7 @@ use crate::config::FetchProfile;
 use crate::config::{Config, Listeners, TcpService};
 use crate::credentials::{Credentials, gateway_id_of};
 use crate::endpoints::{Endpoints, Registry};
-use crate::federation::client::PeerClient;
+use crate::federation::client::{MAX_LANES, PeerClient};
 use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
@@ -42,12 +44,13 @@ use crate::mover::Mover;
 use crate::policy::Policy;
 use crate::policy_file::{self, PolicyFile};
 use crate::proxy::local;
-use crate::proxy::serve::{Versions, serve_http};
+use crate::proxy::serve::{Versions, serve_http, serve_http_on};
 use crate::proxy::tcp;
 use crate::rotation::Rotation;
 use crate::state::{State, Telemetry};
 use crate::stats::Stats;
 use crate::trace::{self, Tracer};
+use crate::workers::Workers;
 use crate::{bundles, credentials, rotation};
 
 /// How long the QUIC endpoint may take to tell peers it is closing. CONNECTION_CLOSE goes out
@@ -86,6 +89,9 @@ pub enum StartError {
     /// The policy file has problems.
     #[error("{0}")]
     Policy(#[from] crate::config::ConfigErrors),
+    /// The data plane's threads could not be started.
+    #[error("cannot start the data plane's worker threads: {0}")]
+    Workers(std::io::Error),
     /// The system's random source failed.
     #[error("cannot seed the traffic policy's random choices")]
     Random,
@@ -116,9 +122,13 @@ pub struct Running {
     state: Arc<State>,
     catalogs: Arc<Catalogs>,
     endpoint: quinn::Endpoint,
+    /// The endpoints connections to peers are dialled from, one per worker.
+    dialers: Arc<[quinn::Endpoint]>,
     dns: DnsServer,
     /// The span exporter, told to send its last batch once requests have drained.
     exporter: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
+    /// The data plane's threads, stopped (when this is dropped) once everything has closed.
+    workers: Arc<Workers>,
 }
 
 /// How long the span exporter may take to send its last batch at shutdown.
@@ -148,17 +158,30 @@ pub fn start(
 
     let shutdown = CancellationToken::new();
     let tracker = TaskTracker::new();
-    let endpoint = endpoint::endpoint(
-        bound.federation,
-        tls::server(&svid, &trust, &stats.peer_certificates_refused)?,
-    )?;
+    let workers = Arc::new(Workers::configured(config.workers).map_err(StartError::Workers)?);
+    // The endpoint's driver (receiving for every connection) runs on the first worker.
+    let endpoint = {
+        let _worker = workers.handle(0).enter();
+        endpoint::endpoint(
+            bound.federation,
+            tls::server(&svid, &trust, &stats.peer_certificates_refused)?,
+        )?
+    };
+    // A dialling endpoint for each worker that keeps connections to peers (the first
+    // MAX_LANES): its driver runs on that worker, beside the connections it dials.
+    let dialers: Arc<[quinn::Endpoint]> = (0..workers.len().min(MAX_LANES))
+        .map(|worker| {
+            let _worker = workers.handle(worker).enter();
+            endpoint::dialer(addrs.federation.ip())
+        })
+        .collect::<Result<_, _>>()?;
     let mut peers = BTreeMap::new();
     for peer in &config.peers {
         let client = PeerClient::new(
             peer.name.clone(),
             peer.address,
             peer.trust_domain.to_string(),
-            endpoint.clone(),
+            dialers.clone(),
             tls::client(
                 &svid,
                 &trust,
@@ -166,8 +189,6 @@ pub fn start(
                 &stats.peer_certificates_refused,
             )?,
             stats.clone(),
-            // One connection per runtime thread (docs/decisions/0003-data-plane.md).
-            tokio::runtime::Handle::current().metrics().num_workers(),
         );
         peers.insert(peer.name.clone(), client);
     }
@@ -236,11 +257,13 @@ pub fn start(
         )
         .map_err(tls::TlsError::from)?,
     ));
-    // Connections to every peer from the start, each kept open and redialled when lost.
+    // Connections to every peer from the start, each kept open and redialled when lost, each
+    // by a keeper on the worker whose requests it carries first (and where quinn then runs
+    // its connection).
     for (name, peer) in &state.peers {
         for lane in 0..peer.lanes() {
             let (state, name, shutdown) = (state.clone(), name.clone(), shutdown.clone());
-            tokio::spawn(async move {
+            workers.handle(lane).spawn(async move {
                 if let Some(peer) = state.peers.get(&name) {
                     peer.keep_connected(lane, shutdown).await;
                 }
@@ -279,18 +302,20 @@ pub fn start(
     let grace = config.shutdown_grace;
 
     let local_state = state.clone();
-    tracker.spawn(serve_http(
+    tracker.spawn(serve_http_on(
         tokio::net::TcpListener::from_std(bound.http)?,
         Versions::Http1And2,
         move |request| local::handle(local_state.clone(), request),
         shutdown.clone(),
         grace,
+        Some(workers.clone()),
     ));
     tracker.spawn(server::serve(
         endpoint.clone(),
         state.clone(),
         shutdown.clone(),
         tracker.clone(),
+        workers.clone(),
     ));
     let mut tcp_services = Vec::new();
     for (service, listener) in tcp_listeners {
@@ -305,6 +330,7 @@ pub fn start(
             state.clone(),
             shutdown.clone(),
             tracker.clone(),
+            workers.clone(),
         ));
     }
     let admin = Admin::new(
@@ -409,8 +435,10 @@ pub fn start(
         state,
         catalogs,
         endpoint,
+        dialers,
         dns,
         exporter,
+        workers,
     })
 }
 
@@ -490,13 +518,18 @@ impl Running {
                 tracing::warn!("the last spans could not be exported in time");
             }
         }
-        self.endpoint
-            .close(server::CLOSE_NO_ERROR.into(), b"shutting down");
+        for endpoint in std::iter::once(&self.endpoint).chain(self.dialers.iter()) {
+            endpoint.close(server::CLOSE_NO_ERROR.into(), b"shutting down");
+        }
         // Tasks cut at the deadline may still hold the peer clients; the socket must close anyway.
         for peer in self.state.peers.values() {
             peer.release();
         }
-        let _ = tokio::time::timeout(ENDPOINT_CLOSE_TIMEOUT, self.endpoint.wait_idle()).await;
+        let deadline = tokio::time::Instant::now() + ENDPOINT_CLOSE_TIMEOUT;
+        for endpoint in std::iter::once(&self.endpoint).chain(self.dialers.iter()) {
+            let _ = tokio::time::timeout_at(deadline, endpoint.wait_idle()).await;
+        }
+        self.workers.stop();
         self.admin_shutdown.cancel();
         tracing::info!("stopped");
     }

@@ -5,7 +5,7 @@ measure HAProxy too are what tell two builds apart (docs/benchmarks.md).
 
     python3 tests/bench/alternate.py --rounds 8 before=/tmp/meshfed-old after=target/release/meshfed
 
-A build may carry environment variables: `one=target/release/meshfed,TOKIO_WORKER_THREADS=1`.
+A build may carry environment variables: `traced=target/release/meshfed,MESHFED_LOG=debug`.
 Each round: HAProxy, then each build (both gateways restarted on it), wrk at --connections for
 --duration seconds; it prints requests/s, the ratio to that round's HAProxy, p50 and both
 gateways' CPU s per 100k requests, then the medians.

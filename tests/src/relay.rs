@@ -1,18 +1,19 @@
 //! A lossy UDP relay: a WAN link made in user space, since this kernel has no `tc netem`.
 //!
-//! It sits between one client and one server (a gateway and its peer's federation port) and,
-//! in both directions, drops datagrams, delays them, and holds some back longer so that they
+//! It sits between clients and one server (a gateway's dialling sockets, one per worker, and
+//! its peer's federation port) and, in both directions, drops datagrams, delays them, and holds some back longer so that they
 //! arrive after later ones. Randomness comes from a seeded generator, so a run can be repeated.
 //! TCP on the same port is passed through unimpaired: the federation port's control channel
 //! (catalog exchange) goes to the same address as QUIC, and only the data plane is under test.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::Mutex;
+
 use tokio_util::sync::CancellationToken;
 
 /// What the link does to each datagram.
@@ -49,8 +50,9 @@ pub struct LossyRelay {
 }
 
 impl LossyRelay {
-    /// Relays datagrams sent to [`LossyRelay::addr`] to `server`, and the server's answers back
-    /// to whoever sent last, impaired by `impairment`, with randomness from `seed`.
+    /// Relays datagrams sent to [`LossyRelay::addr`] to `server`, and the server's answers back,
+    /// impaired by `impairment`, with randomness from `seed`. As a NAT does, each client gets a
+    /// socket of its own towards the server, so that answers go back to the client they are for.
     pub async fn start(
         server: SocketAddr,
         impairment: Impairment,
@@ -89,12 +91,9 @@ impl LossyRelay {
                 Err(error) => return Err(error),
             }
         };
-        let back = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
-        back.connect(server).await?;
         let addr = front.local_addr()?;
         let stats = Arc::new(RelayStats::default());
         let stop = CancellationToken::new();
-        let client = Arc::new(Mutex::new(None::<SocketAddr>));
         let dice = Arc::new(std::sync::Mutex::new(Dice(seed | 1)));
         let (freeze, frozen) = tokio::sync::watch::channel(false);
         let link = Link {
@@ -104,16 +103,11 @@ impl LossyRelay {
             frozen: frozen.clone(),
         };
 
-        // Client to server.
+        // Client to server, each client from a socket of its own.
         tokio::spawn({
-            let (front, back, client, link, stop) = (
-                front.clone(),
-                back.clone(),
-                client.clone(),
-                link.clone(),
-                stop.clone(),
-            );
+            let (front, link, stop) = (front.clone(), link.clone(), stop.clone());
             async move {
+                let mut clients: HashMap<SocketAddr, Arc<UdpSocket>> = HashMap::new();
                 let mut buffer = vec![0u8; 65_536];
                 loop {
                     let (len, from) = tokio::select! {
@@ -123,35 +117,26 @@ impl LossyRelay {
                             Err(_) => continue,
                         },
                     };
-                    *client.lock().await = Some(from);
+                    let back = match clients.get(&from) {
+                        Some(back) => back.clone(),
+                        None if clients.len() < MAX_CLIENTS => {
+                            let Ok(back) = towards(server).await else {
+                                continue;
+                            };
+                            tokio::spawn(answers(
+                                back.clone(),
+                                (front.clone(), from),
+                                link.clone(),
+                                stop.clone(),
+                            ));
+                            clients.insert(from, back.clone());
+                            back
+                        }
+                        None => continue,
+                    };
                     let datagram = buffer[..len].to_vec();
-                    let back = back.clone();
                     link.carry(datagram, move |datagram| async move {
                         let _ = back.send(&datagram).await;
-                    });
-                }
-            }
-        });
-        // Server to client.
-        tokio::spawn({
-            let stop = stop.clone();
-            async move {
-                let mut buffer = vec![0u8; 65_536];
-                loop {
-                    let len = tokio::select! {
-                        () = stop.cancelled() => return,
-                        received = back.recv(&mut buffer) => match received {
-                            Ok(len) => len,
-                            Err(_) => continue,
-                        },
-                    };
-                    let Some(to) = *client.lock().await else {
-                        continue;
-                    };
-                    let datagram = buffer[..len].to_vec();
-                    let front = front.clone();
-                    link.carry(datagram, move |datagram| async move {
-                        let _ = front.send_to(&datagram, to).await;
                     });
                 }
             }
@@ -212,6 +197,40 @@ impl LossyRelay {
 impl Drop for LossyRelay {
     fn drop(&mut self) {
         self.stop.cancel();
+    }
+}
+
+/// The most clients a relay carries: a gateway dials from one socket per worker.
+const MAX_CLIENTS: usize = 64;
+
+/// A socket of a client's own towards `server`.
+async fn towards(server: SocketAddr) -> std::io::Result<Arc<UdpSocket>> {
+    let back = UdpSocket::bind("127.0.0.1:0").await?;
+    back.connect(server).await?;
+    Ok(Arc::new(back))
+}
+
+/// Carries the server's answers on `back` to the client `to`, through the relay's `front`.
+async fn answers(
+    back: Arc<UdpSocket>,
+    (front, to): (Arc<UdpSocket>, SocketAddr),
+    link: Link,
+    stop: CancellationToken,
+) {
+    let mut buffer = vec![0u8; 65_536];
+    loop {
+        let len = tokio::select! {
+            () = stop.cancelled() => return,
+            received = back.recv(&mut buffer) => match received {
+                Ok(len) => len,
+                Err(_) => continue,
+            },
+        };
+        let datagram = buffer[..len].to_vec();
+        let front = front.clone();
+        link.carry(datagram, move |datagram| async move {
+            let _ = front.send_to(&datagram, to).await;
+        });
     }
 }
 

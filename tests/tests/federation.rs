@@ -23,6 +23,21 @@ async fn east_west() -> anyhow::Result<(Federation, Echo)> {
     Ok((Federation::start(vec![east, west]).await?, upstream))
 }
 
+/// As [`east_west`], each gateway with `workers` data-plane threads, and so that many
+/// connections to its peer.
+async fn east_west_with_workers(workers: usize) -> anyhow::Result<(Federation, Echo)> {
+    let upstream = Echo::start("greeter in west").await?;
+    let east = Cluster::new("east")?;
+    let west = Cluster::new("west")?.export("greeter.demo", upstream.addr(), &["east"]);
+    let workers = format!("workers: {workers}");
+    let federation = Federation::builder(vec![east, west])
+        .config("east", &workers)
+        .config("west", &workers)
+        .start()
+        .await?;
+    Ok((federation, upstream))
+}
+
 fn via(reply: &Reply) -> Vec<String> {
     reply
         .headers
@@ -75,11 +90,10 @@ async fn large_bodies_stream_intact_both_ways() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// On a single-threaded runtime a gateway keeps one connection to its peer, and every request
-/// reuses it.
+/// With one worker a gateway keeps one connection to its peer, and every request reuses it.
 #[tokio::test]
 async fn one_quic_connection_per_peer_is_reused() -> anyhow::Result<()> {
-    let (federation, _upstream) = east_west().await?;
+    let (federation, _upstream) = east_west_with_workers(1).await?;
     let east = federation.gateway("east");
     let requests = (0..20).map(|_| client::get(east.addrs().http, GREETER, "/"));
     for reply in join_all(requests).await {
@@ -436,7 +450,7 @@ async fn a_peer_workload_that_is_not_its_gateway_is_refused() -> anyhow::Result<
 
 #[tokio::test]
 async fn a_restarted_peer_is_reached_again_on_a_new_connection() -> anyhow::Result<()> {
-    let (mut federation, _upstream) = east_west().await?;
+    let (mut federation, _upstream) = east_west_with_workers(1).await?;
     let east = federation.gateway("east").addrs().http;
     assert_eq!(
         client::get(east, GREETER, "/").await?.status,
@@ -462,7 +476,8 @@ async fn a_restarted_peer_is_reached_again_on_a_new_connection() -> anyhow::Resu
 #[tokio::test]
 async fn peers_are_dialled_at_start_and_again_when_lost_without_waiting_for_a_request()
 -> anyhow::Result<()> {
-    let (mut federation, _upstream) = east_west().await?;
+    // Two workers: each keeps a connection of its own.
+    let (mut federation, _upstream) = east_west_with_workers(2).await?;
     let opened = |federation: &Federation| {
         federation
             .gateway("east")
@@ -472,17 +487,26 @@ async fn peers_are_dialled_at_start_and_again_when_lost_without_waiting_for_a_re
     };
     until(
         Duration::from_secs(10),
-        "east to dial west at start",
-        || opened(&federation) == 1,
+        "east to dial west at start, once from each worker",
+        || opened(&federation) == 2,
     )
     .await?;
     federation.restart("west").await?;
     until(
         Duration::from_secs(10),
-        "east to dial the restarted west",
-        || opened(&federation) == 2,
+        "east to dial the restarted west from each worker",
+        || opened(&federation) == 4,
     )
     .await?;
+    let accepted = federation
+        .gateway("west")
+        .stats()
+        .peer_connections_accepted
+        .load(Ordering::Relaxed);
+    assert_eq!(
+        accepted, 2,
+        "the restarted west accepted both of east's connections"
+    );
     assert_eq!(west_stats_requests(&federation), 0, "no request was sent");
     federation.shutdown().await;
     Ok(())

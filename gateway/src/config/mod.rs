@@ -60,6 +60,8 @@ pub struct Config {
     pub state_dir: Option<PathBuf>,
     /// How long in-flight requests may take to finish once shutdown begins.
     pub shutdown_grace: Duration,
+    /// The data plane's threads; `None`: one per core (at most [`MAX_WORKERS`]).
+    pub workers: Option<usize>,
     /// The traffic policy file (routes, splits, faults, overrides), read again when it changes.
     pub policy_file: Option<PathBuf>,
     /// Where spans go, if traces are recorded.
@@ -67,6 +69,9 @@ pub struct Config {
     /// Where one JSON line per request and per TCP connection goes, if anywhere.
     pub access_log: Option<AccessLog>,
 }
+
+/// The most data-plane threads a gateway runs: past this, its bottleneck is not its thread count.
+pub const MAX_WORKERS: usize = 64;
 
 /// Recording traces and exporting them to an OpenTelemetry collector.
 #[derive(Clone, Debug, PartialEq)]

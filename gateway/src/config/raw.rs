@@ -24,6 +24,7 @@ pub(crate) struct RawConfig {
     pub(crate) bundle_endpoint: Option<RawBundleEndpoint>,
     pub(crate) state_dir: Option<Text>,
     pub(crate) shutdown_grace: Option<Text>,
+    pub(crate) workers: Option<Text>,
     pub(crate) policy: Option<Text>,
     pub(crate) tracing: Option<RawTracing>,
     pub(crate) access_log: Option<RawAccessLog>,

@@ -34,6 +34,26 @@ fn errors(text: &str) -> Vec<ConfigError> {
 }
 
 #[test]
+fn the_data_plane_has_one_to_sixty_four_workers() {
+    let base = "cluster: east\ntrust_domain: east.example\nidentity: { ca_dir: ca }\n";
+    let parsed = |extra: &str| Config::parse(&format!("{base}{extra}"), Path::new("/"));
+    assert_eq!(parsed("").expect("valid").workers, None, "one per core");
+    assert_eq!(parsed("workers: 3\n").expect("valid").workers, Some(3));
+    assert_eq!(parsed("workers: 64\n").expect("valid").workers, Some(64));
+    for bad in ["0", "65", "-1", "two", "1.5"] {
+        let got = errors(&format!("{base}workers: {bad}\n"));
+        assert_eq!(got.len(), 1, "{bad}: {got:#?}");
+        assert_eq!(got[0].path, "workers", "{bad}");
+        assert_eq!(got[0].value.as_deref(), Some(bad), "{bad}");
+        assert!(
+            got[0].reason.contains("from 1 to 64"),
+            "{bad}: {}",
+            got[0].reason
+        );
+    }
+}
+
+#[test]
 fn good_config_parses_with_defaults_filled_in() {
     let config = Config::parse(GOOD, Path::new("/cfg")).expect("valid");
     assert_eq!(config.cluster.as_str(), "east");

@@ -183,6 +183,10 @@ impl Checker {
             DEFAULT_SHUTDOWN_GRACE,
             duration::parse,
         );
+        let workers = raw
+            .workers
+            .as_ref()
+            .map(|w| self.value("workers", w, parse_workers));
 
         let policy_file = raw
             .policy
@@ -206,6 +210,7 @@ impl Checker {
             bundle_endpoint: bundle_endpoint.map_or(Some(None), |b| b.map(Some))?,
             state_dir: state_dir.map_or(Some(None), |d| d.map(Some))?,
             shutdown_grace: shutdown_grace?,
+            workers: workers.map_or(Some(None), |w| w.map(Some))?,
             policy_file: policy_file.map_or(Some(None), |p| p.map(Some))?,
             tracing: tracing.map_or(Some(None), |t| t.map(Some))?,
             access_log: access_log.map_or(Some(None), |a| a.map(Some))?,
@@ -565,6 +570,16 @@ pub(super) fn parse_port(s: &str) -> Result<u16, String> {
     match s.parse::<u16>() {
         Ok(0) | Err(_) => Err("expected a port number from 1 to 65535".into()),
         Ok(port) => Ok(port),
+    }
+}
+
+fn parse_workers(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=super::MAX_WORKERS) => Ok(n),
+        _ => Err(format!(
+            "expected a number of threads from 1 to {}",
+            super::MAX_WORKERS
+        )),
     }
 }
 

@@ -19,6 +19,7 @@ use super::wire;
 use crate::proxy::body::{self, Body};
 use crate::reason::Reason;
 use crate::stats::Stats;
+use crate::workers::Workers;
 
 /// A handshake that takes longer than this fails, so that a dead peer gives a fast 503.
 pub(super) const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -42,7 +43,7 @@ pub(crate) type SendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>
 /// The receiving half of a stream from a peer.
 pub(crate) type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 
-/// The most connections kept to one peer, whatever the number of runtime threads.
+/// The most connections kept to one peer, whatever the number of workers.
 pub(crate) const MAX_LANES: usize = 8;
 /// Streams a lane takes before new ones go to the next: lanes fill in order, as an HTTP/2
 /// connection pool fills a connection before using the next. Light traffic thus stays on one
@@ -56,14 +57,17 @@ pub(crate) struct PeerClient {
     name: Label,
     address: SocketAddr,
     server_name: String,
-    /// Taken away at shutdown, so that the socket closes even if a task still holds this client.
-    endpoint: std::sync::Mutex<Option<quinn::Endpoint>>,
+    /// The endpoints lanes dial from, lane `i` from the `i`th: each worker's own, whose driver
+    /// runs on that worker beside the lane's connection. Taken away at shutdown, so that the
+    /// sockets close even if a task still holds this client.
+    dialers: std::sync::Mutex<Option<Arc<[quinn::Endpoint]>>>,
     /// Replaced whole when the SVID or trust changes; read at each connect.
     config: std::sync::RwLock<quinn::ClientConfig>,
     /// The connections to the peer, each dialled and kept open by a keeper of its own.
-    /// Requests fill them in order ([`LANE_STREAMS_BEFORE_NEXT`]): one QUIC connection is
-    /// driven by one task, so one connection's packet work runs on one thread at a time, and a
-    /// busy peer needs as many connections as the runtime has threads to keep them all working.
+    /// Requests fill them in order ([`LANE_STREAMS_BEFORE_NEXT`]), each worker its own lane
+    /// first once it carries streams ([`PeerClient::next_lane`]): one QUIC connection is driven
+    /// by one task, so one connection's packet work runs on one thread at a time, and a busy
+    /// peer needs a connection per worker to keep them all working.
     lanes: Box<[Lane]>,
     /// Turns among lanes, for the one to dial when none is live.
     next: AtomicUsize,
@@ -101,6 +105,8 @@ impl Drop for OpenStream {
 /// One connection to the peer, when there is one.
 #[derive(Debug, Default)]
 struct Lane {
+    /// Which lane this is: it dials from the dialer of the same index.
+    index: usize,
     /// Read on every request without waiting: a plain lock held only to clone a handle, never
     /// across an await.
     live: std::sync::RwLock<Option<Live>>,
@@ -144,25 +150,29 @@ impl std::fmt::Debug for Live {
 }
 
 impl PeerClient {
-    /// A client for the peer `name` at `address` that keeps `lanes` connections to it (at
-    /// least one, at most [`MAX_LANES`]) once [`PeerClient::keep_connected`] runs for each.
+    /// A client for the peer `name` at `address` that keeps a connection to it from each of
+    /// `dialers` (at most [`MAX_LANES`]; at least one lane, even with none, which then cannot
+    /// dial) once [`PeerClient::keep_connected`] runs for each.
     pub(crate) fn new(
         name: Label,
         address: SocketAddr,
         server_name: String,
-        endpoint: quinn::Endpoint,
+        dialers: Arc<[quinn::Endpoint]>,
         config: quinn::ClientConfig,
         stats: Arc<Stats>,
-        lanes: usize,
     ) -> Self {
+        let lanes = dialers.len().clamp(1, MAX_LANES);
         PeerClient {
             name,
             address,
             server_name,
-            endpoint: std::sync::Mutex::new(Some(endpoint)),
+            dialers: std::sync::Mutex::new(Some(dialers)),
             config: std::sync::RwLock::new(config),
-            lanes: (0..lanes.clamp(1, MAX_LANES))
-                .map(|_| Lane::default())
+            lanes: (0..lanes)
+                .map(|index| Lane {
+                    index,
+                    ..Lane::default()
+                })
                 .collect(),
             next: AtomicUsize::new(0),
             failed: std::sync::Mutex::new(None),
@@ -320,10 +330,24 @@ impl PeerClient {
         }
     }
 
-    /// The lane for the next stream: the first live lane (in order) with fewer than
-    /// [`LANE_STREAMS_BEFORE_NEXT`] streams open, else the live lane with the fewest. With none
-    /// live, the next lane in turn, once it has dialled (or the dial under way has ended).
+    /// The lane for the next stream:
+    ///
+    /// - this worker's own lane (lane `i` is kept from worker `i`, and its connection runs
+    ///   there), if it is live and already carries streams, but fewer than
+    ///   [`LANE_STREAMS_BEFORE_NEXT`]: a request then never leaves its thread;
+    /// - else the first live lane (in order) with fewer than [`LANE_STREAMS_BEFORE_NEXT`]
+    ///   streams open, else the live lane with the fewest. Light traffic thus stays on one
+    ///   connection whichever worker it comes from, and a worker's lane takes its requests
+    ///   once traffic has spilled onto it;
+    /// - with none live, the next lane in turn, once it has dialled (or the dial under way has
+    ///   ended).
     async fn next_lane(&self) -> Result<&Lane, Reason> {
+        if let Some(own) = Workers::current().and_then(|worker| self.lanes.get(worker))
+            && own.is_live()
+            && (1..LANE_STREAMS_BEFORE_NEXT).contains(&own.open_streams.load(Ordering::Relaxed))
+        {
+            return Ok(own);
+        }
         let mut least: Option<(&Lane, u64)> = None;
         for lane in self.lanes.iter().filter(|lane| lane.is_live()) {
             let open = lane.open_streams.load(Ordering::Relaxed);
@@ -399,7 +423,7 @@ impl PeerClient {
         }
         // Boxed: the handshake's future is large and rarely needed, and every request's future
         // would otherwise carry room for it.
-        match Box::pin(self.connect()).await {
+        match Box::pin(self.connect(lane.index)).await {
             Ok(live) => {
                 let handle = (live.requests.clone(), live.connection.clone());
                 *lane.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live);
@@ -462,9 +486,9 @@ impl PeerClient {
             .collect()
     }
 
-    /// Gives up the endpoint: no connection is made from now on.
+    /// Gives up the dialers: no connection is made from now on.
     pub(crate) fn release(&self) {
-        self.endpoint
+        self.dialers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
@@ -475,17 +499,18 @@ impl PeerClient {
         *self.config.write().unwrap_or_else(|e| e.into_inner()) = config;
     }
 
-    async fn connect(&self) -> Result<Live, ConnectError> {
+    async fn connect(&self, lane: usize) -> Result<Live, ConnectError> {
         let config = self
             .config
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         let endpoint = self
-            .endpoint
+            .dialers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .and_then(|dialers| dialers.get(lane % dialers.len().max(1)).cloned())
             .ok_or(ConnectError::ShuttingDown)?;
         let connecting = endpoint.connect_with(config, self.address, &self.server_name)?;
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)

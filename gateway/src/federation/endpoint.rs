@@ -49,28 +49,48 @@ pub enum EndpointError {
     Io(#[from] std::io::Error),
 }
 
-/// A quinn endpoint on `socket` that accepts peers with `server`.
+/// A quinn endpoint on `socket` that accepts peers with `server`. Its driver (and so the
+/// receiving for every connection on it) runs on the runtime this is called in.
 pub(crate) fn endpoint(
     socket: std::net::UdpSocket,
     server: quinn::ServerConfig,
+) -> Result<quinn::Endpoint, EndpointError> {
+    new(socket, Some(server))
+}
+
+/// A quinn endpoint on a port of its own at `ip`, for dialling peers only. Its driver runs on
+/// the runtime this is called in: one per worker, so that a worker's connections to peers
+/// receive on that worker.
+pub(crate) fn dialer(ip: std::net::IpAddr) -> Result<quinn::Endpoint, EndpointError> {
+    new(
+        crate::bind::udp(std::net::SocketAddr::new(ip, 0), false)?,
+        None,
+    )
+}
+
+fn new(
+    socket: std::net::UdpSocket,
+    server: Option<quinn::ServerConfig>,
 ) -> Result<quinn::Endpoint, EndpointError> {
     let runtime = Arc::new(Batching(quinn::TokioRuntime));
     let mut config = quinn::EndpointConfig::default();
     config
         .max_udp_payload_size(MAX_UDP_PAYLOAD)
         .map_err(|_| EndpointError::Config("max_udp_payload_size"))?;
-    Ok(quinn::Endpoint::new(config, Some(server), socket, runtime)?)
+    Ok(quinn::Endpoint::new(config, server, socket, runtime)?)
 }
 
 /// quinn's tokio runtime, except that its drivers (the endpoint's and each connection's) run
 /// after the tasks already waiting to run, not before them.
 ///
-/// A request task that writes to a stream wakes its connection's driver, and tokio runs a task
-/// woken by a running task next, on the same thread (its LIFO slot). The driver would then
-/// send each request in a packet (and a `sendmsg`) of its own while the next dozen requests
-/// wait behind it. Deferred once per wake-up, it runs after them and sends them together:
-/// several requests per packet, and several packets per `sendmsg` (GSO). An idle runtime
-/// runs it at once, so a lone request waits for nothing.
+/// A request task that writes to a stream wakes its connection's driver. On tokio's
+/// multi-threaded runtime the woken task runs next (its LIFO slot); on a worker's
+/// single-threaded runtime it is queued behind the tasks already waiting, but ahead of those
+/// they wake in turn. Either way the driver would send a request or two in a packet (and a
+/// `sendmsg`) of its own while the next requests wait behind it. Deferred once more when its
+/// turn comes, it runs after them and sends them together: several requests per packet, and
+/// several packets per `sendmsg` (GSO). An idle runtime runs it at once, so a lone request
+/// waits for nothing.
 #[derive(Debug)]
 struct Batching(quinn::TokioRuntime);
 

@@ -19,6 +19,7 @@ use crate::observe::TcpExchange;
 use crate::proxy::{body, tunnel};
 use crate::reason::Reason;
 use crate::state::{Inbound, PeerRequest, State};
+use crate::workers::Workers;
 
 /// QUIC application error code sent when closing a connection from an unknown peer.
 const CLOSE_UNKNOWN_PEER: u32 = 0x0101; // H3_GENERAL_PROTOCOL_ERROR
@@ -30,12 +31,16 @@ const CLOSE_TOO_MANY_CONNECTIONS: u32 = 0x0107; // H3_EXCESSIVE_LOAD
 /// QUIC application error code for an orderly close.
 pub(crate) const CLOSE_NO_ERROR: u32 = 0x0100; // H3_NO_ERROR
 
-/// Accepts peers on `endpoint` until `shutdown`.
+/// Accepts peers on `endpoint` until `shutdown`. Each connection is accepted on, and served
+/// from, the worker carrying the fewest connections: quinn runs a connection's driver on the
+/// runtime that accepts it, so the connection, its streams and the upstream connections they
+/// use all live on that worker.
 pub(crate) async fn serve(
     endpoint: quinn::Endpoint,
     state: Arc<State>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    workers: Arc<Workers>,
 ) {
     loop {
         let incoming = tokio::select! {
@@ -61,9 +66,15 @@ pub(crate) async fn serve(
             peer.addr = %incoming.remote_address(),
             peer.cluster = tracing::field::Empty,
         );
-        tracker.spawn(
-            connection(incoming, state.clone(), shutdown.clone(), tracker.clone()).instrument(span),
-        );
+        let (state, shutdown, tracker) = (state.clone(), shutdown.clone(), tracker.clone());
+        let tracked = tracker.token();
+        workers.place(move || {
+            let connection = connection(incoming, state, shutdown, tracker).instrument(span);
+            async move {
+                let _tracked = tracked;
+                connection.await;
+            }
+        });
     }
 }
 

@@ -32,13 +32,16 @@ use tokio::net::TcpStream;
 
 use super::body::{Body, BoxError};
 use super::upstream::SendError as Error;
+use crate::workers::Workers;
 
 /// Idle connections are closed after this long (endpoints commonly keep them 60 s or more).
 pub(crate) const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
-/// The most idle connections kept to one endpoint; more are closed as they come back.
+/// The most idle connections kept to one endpoint from one worker; more are closed as they
+/// come back.
 const MAX_IDLE_PER_ENDPOINT: usize = 256;
 
-/// Idle HTTP/1.1 connections, by endpoint.
+/// Idle HTTP/1.1 connections, by endpoint and worker thread: a connection's socket is watched
+/// by the runtime it was opened on, so it is handed only to requests on that worker.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
     idle: Mutex<IdleConns>,
@@ -47,7 +50,7 @@ pub(crate) struct Pool {
 #[derive(Debug, Default)]
 struct IdleConns {
     /// Oldest first.
-    by_endpoint: HashMap<SocketAddr, Vec<Idle>>,
+    by_endpoint: HashMap<(SocketAddr, Option<usize>), Vec<Idle>>,
     /// When connections past their time were last closed for every endpoint.
     swept: Option<Instant>,
 }
@@ -111,7 +114,7 @@ impl Pool {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner())
                 .by_endpoint
-                .get_mut(&endpoint)?
+                .get_mut(&(endpoint, Workers::current()))?
                 .pop()?;
             // Polling reads an EOF the endpoint sent while the connection was idle.
             if since.elapsed() < IDLE_TIMEOUT && conn.poll_io_now() && conn.send.is_ready() {
@@ -136,7 +139,10 @@ impl Pool {
                 !list.is_empty()
             });
         }
-        let list = idle.by_endpoint.entry(endpoint).or_default();
+        let list = idle
+            .by_endpoint
+            .entry((endpoint, Workers::current()))
+            .or_default();
         if list.len() < MAX_IDLE_PER_ENDPOINT {
             list.push(Idle { conn, since: now });
         }

@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -22,6 +23,7 @@ use tracing::Instrument;
 
 use super::body::Body;
 use super::local::ClientAddr;
+use crate::workers::Workers;
 
 /// A client must send its whole request head within this time (slowloris).
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,12 +56,28 @@ pub enum Versions {
 }
 
 /// Serves `handler` on `listener` until `shutdown` is cancelled, then drains for up to `grace`.
+/// Connections are served on the runtime this runs on.
 pub async fn serve_http<F, Fut>(
     listener: TcpListener,
     versions: Versions,
     handler: F,
     shutdown: CancellationToken,
     grace: Duration,
+) where
+    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    Fut: Future<Output = Response<Body>> + Send + 'static,
+{
+    serve_http_on(listener, versions, handler, shutdown, grace, None).await;
+}
+
+/// As [`serve_http`], with each connection served on one of `workers`, if given.
+pub(crate) async fn serve_http_on<F, Fut>(
+    listener: TcpListener,
+    versions: Versions,
+    handler: F,
+    shutdown: CancellationToken,
+    grace: Duration,
+    workers: Option<Arc<Workers>>,
 ) where
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
@@ -97,15 +115,19 @@ pub async fn serve_http<F, Fut>(
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());
         let span = tracing::debug_span!("conn", client.addr = %remote);
-        tokio::spawn(
+        let serve = |stream| {
             async move {
                 let connection = builder.serve_connection(TokioIo::new(stream), service);
                 if let Err(error) = watcher.watch(connection).await {
                     tracing::debug!(%error, "connection ended with an error");
                 }
             }
-            .instrument(span),
-        );
+            .instrument(span)
+        };
+        match &workers {
+            None => drop(tokio::spawn(serve(stream))),
+            Some(workers) => place(workers, stream, serve),
+        }
     }
     drop(listener);
     if tokio::time::timeout(grace, graceful.shutdown())
@@ -117,6 +139,28 @@ pub async fn serve_http<F, Fut>(
             "connections still open at the end of the grace period were cut"
         );
     }
+}
+
+/// Serves an accepted connection with `serve` on the worker carrying the fewest connections:
+/// the socket moves to that worker's runtime, where its readiness is then watched.
+pub(crate) fn place<S, F>(workers: &Workers, stream: tokio::net::TcpStream, serve: S)
+where
+    S: FnOnce(tokio::net::TcpStream) -> F + Send + 'static,
+    F: Future<Output = ()> + Send + 'static,
+{
+    let stream = match stream.into_std() {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand an accepted connection to a worker");
+            return;
+        }
+    };
+    workers.place(move || async move {
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(stream) => serve(stream).await,
+            Err(error) => tracing::warn!(%error, "a worker cannot take an accepted connection"),
+        }
+    });
 }
 
 /// The next connection on `listener`, or `None` once `shutdown` is cancelled. A failed accept

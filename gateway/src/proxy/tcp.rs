@@ -17,15 +17,18 @@ use crate::observe::TcpExchange;
 use crate::reason::Reason;
 use crate::route::Destination;
 use crate::state::State;
+use crate::workers::Workers;
 
-/// Accepts connections for `service` on `listener` until `shutdown`. Tunnels already open
-/// carry on; the runtime waits for them up to the shutdown grace.
+/// Accepts connections for `service` on `listener` until `shutdown`, each served on one of
+/// `workers`. Tunnels already open carry on; the runtime waits for them up to the shutdown
+/// grace.
 pub(crate) async fn serve(
     listener: TcpListener,
     service: TcpService,
     state: Arc<State>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
+    workers: Arc<Workers>,
 ) {
     let service = Arc::new(service);
     while let Some((stream, remote)) = super::serve::accept(&listener, &shutdown).await {
@@ -36,8 +39,14 @@ pub(crate) async fn serve(
             port = service.port,
             peer.cluster = tracing::field::Empty,
         );
-        let connection = connection(stream, remote, service.clone(), state.clone());
-        tracker.spawn(connection.instrument(span));
+        let (service, state, tracked) = (service.clone(), state.clone(), tracker.token());
+        super::serve::place(&workers, stream, move |stream| {
+            let connection = connection(stream, remote, service, state).instrument(span);
+            async move {
+                let _tracked = tracked;
+                connection.await;
+            }
+        });
     }
 }
 
