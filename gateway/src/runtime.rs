@@ -36,7 +36,7 @@ use crate::config::FetchProfile;
 use crate::config::{Config, Listeners, TcpService};
 use crate::credentials::{Credentials, gateway_id_of};
 use crate::endpoints::{Endpoints, Registry};
-use crate::federation::client::{MAX_LANES, PeerClient};
+use crate::federation::client::{Dialer, MAX_LANES, PeerClient};
 use crate::federation::control::{self, ControlConfigs, ControlTls};
 use crate::federation::endpoint::{self, EndpointError};
 use crate::federation::{server, tls};
@@ -123,7 +123,7 @@ pub struct Running {
     catalogs: Arc<Catalogs>,
     endpoint: quinn::Endpoint,
     /// The endpoints connections to peers are dialled from, one per worker.
-    dialers: Arc<[quinn::Endpoint]>,
+    dialers: Arc<[Dialer]>,
     dns: DnsServer,
     /// The span exporter, told to send its last batch once requests have drained.
     exporter: Option<(CancellationToken, tokio::task::JoinHandle<()>)>,
@@ -157,6 +157,9 @@ pub fn start(
     let tcp_listeners = crate::bind::tcp_services(&config.tcp_services)?;
 
     let shutdown = CancellationToken::new();
+    // Cancelled if start-up fails after tasks were started: they end, and with them the
+    // workers they hold.
+    let starting = shutdown.clone().drop_guard();
     let tracker = TaskTracker::new();
     let workers = Arc::new(Workers::configured(config.workers).map_err(StartError::Workers)?);
     // The endpoint's driver (receiving for every connection) runs on the first worker.
@@ -169,10 +172,12 @@ pub fn start(
     };
     // A dialling endpoint for each worker that keeps connections to peers (the first
     // MAX_LANES): its driver runs on that worker, beside the connections it dials.
-    let dialers: Arc<[quinn::Endpoint]> = (0..workers.len().min(MAX_LANES))
+    let dialers: Arc<[Dialer]> = (0..workers.len().min(MAX_LANES))
         .map(|worker| {
-            let _worker = workers.handle(worker).enter();
-            endpoint::dialer(addrs.federation.ip())
+            let worker = workers.handle(worker).clone();
+            let _worker = worker.enter();
+            let endpoint = endpoint::dialer(addrs.federation.ip())?;
+            Ok::<_, StartError>(Dialer { endpoint, worker })
         })
         .collect::<Result<_, _>>()?;
     let mut peers = BTreeMap::new();
@@ -423,6 +428,7 @@ pub fn start(
         exports = config.exports.len(),
         "gateway started"
     );
+    starting.disarm();
     Ok(Running {
         addrs,
         tcp_services,
@@ -518,7 +524,8 @@ impl Running {
                 tracing::warn!("the last spans could not be exported in time");
             }
         }
-        for endpoint in std::iter::once(&self.endpoint).chain(self.dialers.iter()) {
+        let dialers = self.dialers.iter().map(|dialer| &dialer.endpoint);
+        for endpoint in std::iter::once(&self.endpoint).chain(dialers) {
             endpoint.close(server::CLOSE_NO_ERROR.into(), b"shutting down");
         }
         // Tasks cut at the deadline may still hold the peer clients; the socket must close anyway.
@@ -526,7 +533,8 @@ impl Running {
             peer.release();
         }
         let deadline = tokio::time::Instant::now() + ENDPOINT_CLOSE_TIMEOUT;
-        for endpoint in std::iter::once(&self.endpoint).chain(self.dialers.iter()) {
+        let dialers = self.dialers.iter().map(|dialer| &dialer.endpoint);
+        for endpoint in std::iter::once(&self.endpoint).chain(dialers) {
             let _ = tokio::time::timeout_at(deadline, endpoint.wait_idle()).await;
         }
         self.workers.stop();

@@ -30,6 +30,9 @@ thread_local! {
 #[derive(Debug)]
 pub(crate) struct Workers {
     workers: Box<[Worker]>,
+    /// Where the next placement starts looking, so that ties go round rather than to the first
+    /// worker (which also receives for the federation port).
+    next: AtomicUsize,
     stop: CancellationToken,
 }
 
@@ -55,7 +58,11 @@ impl Workers {
             .map(|index| Worker::start(index, stop.clone()))
             .collect::<std::io::Result<_>>();
         match workers {
-            Ok(workers) => Ok(Workers { workers, stop }),
+            Ok(workers) => Ok(Workers {
+                workers,
+                next: AtomicUsize::new(0),
+                stop,
+            }),
             Err(error) => {
                 // Those already started end with this.
                 stop.cancel();
@@ -92,9 +99,15 @@ impl Workers {
         S: FnOnce() -> F + Send + 'static,
         F: Future<Output = ()> + 'static + Send,
     {
+        // Not atomic with the count's increment: placements racing from several accept loops
+        // may pick the same worker, an imbalance of one that the next placements even out.
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
         let Some(worker) = self
             .workers
             .iter()
+            .cycle()
+            .skip(start % self.workers.len().max(1))
+            .take(self.workers.len())
             .min_by_key(|worker| worker.carrying.load(Ordering::Relaxed))
         else {
             return;
@@ -108,18 +121,31 @@ impl Workers {
 }
 
 impl Worker {
-    /// Worker `index` on a thread of its own, running until `stop`.
+    /// Worker `index` on a thread of its own, running until `stop`. The runtime is made on
+    /// that thread and never leaves it: a runtime dropped where the caller is (inside another
+    /// runtime) would panic, and a failed thread start would drop it there.
     fn start(index: usize, stop: CancellationToken) -> std::io::Result<Worker> {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
-        let handle = runtime.handle().clone();
+        let (started, handle) = std::sync::mpsc::sync_channel(1);
         std::thread::Builder::new()
             .name(format!("meshfed-worker-{index}"))
             .spawn(move || {
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(runtime) => runtime,
+                    Err(error) => {
+                        let _ = started.send(Err(error));
+                        return;
+                    }
+                };
+                let _ = started.send(Ok(runtime.handle().clone()));
                 CURRENT.set(Some(index));
                 runtime.block_on(stop.cancelled());
             })?;
+        let handle = handle
+            .recv()
+            .map_err(|_| std::io::Error::other("a worker thread ended as it started"))??;
         Ok(Worker {
             handle,
             carrying: Arc::default(),

@@ -51,6 +51,16 @@ pub(crate) const MAX_LANES: usize = 8;
 /// it rather than by a timeout (the lossy-link tail); heavy traffic spreads over all of them.
 const LANE_STREAMS_BEFORE_NEXT: u64 = 16;
 
+/// An endpoint that dials peers, and the worker its driver runs on, where the connections it
+/// dials run too.
+#[derive(Clone, Debug)]
+pub(crate) struct Dialer {
+    /// The endpoint, on an ephemeral port of its own.
+    pub(crate) endpoint: quinn::Endpoint,
+    /// The worker's runtime.
+    pub(crate) worker: tokio::runtime::Handle,
+}
+
 /// One peer gateway, and the connections to it.
 #[derive(Debug)]
 pub(crate) struct PeerClient {
@@ -60,7 +70,7 @@ pub(crate) struct PeerClient {
     /// The endpoints lanes dial from, lane `i` from the `i`th: each worker's own, whose driver
     /// runs on that worker beside the lane's connection. Taken away at shutdown, so that the
     /// sockets close even if a task still holds this client.
-    dialers: std::sync::Mutex<Option<Arc<[quinn::Endpoint]>>>,
+    dialers: std::sync::Mutex<Option<Arc<[Dialer]>>>,
     /// Replaced whole when the SVID or trust changes; read at each connect.
     config: std::sync::RwLock<quinn::ClientConfig>,
     /// The connections to the peer, each dialled and kept open by a keeper of its own.
@@ -157,7 +167,7 @@ impl PeerClient {
         name: Label,
         address: SocketAddr,
         server_name: String,
-        dialers: Arc<[quinn::Endpoint]>,
+        dialers: Arc<[Dialer]>,
         config: quinn::ClientConfig,
         stats: Arc<Stats>,
     ) -> Self {
@@ -505,14 +515,22 @@ impl PeerClient {
             .read()
             .unwrap_or_else(|e| e.into_inner())
             .clone();
-        let endpoint = self
+        let dialer = self
             .dialers
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
             .and_then(|dialers| dialers.get(lane % dialers.len().max(1)).cloned())
             .ok_or(ConnectError::ShuttingDown)?;
-        let connecting = endpoint.connect_with(config, self.address, &self.server_name)?;
+        // quinn spawns the connection's driver on the runtime it is called in: the lane's
+        // worker's, whoever dials (its keeper, or a request on another worker that found no
+        // live lane), so that the lane's connection always runs beside its dialler.
+        let connecting = {
+            let _worker = dialer.worker.enter();
+            dialer
+                .endpoint
+                .connect_with(config, self.address, &self.server_name)?
+        };
         let connection = tokio::time::timeout(CONNECT_TIMEOUT, connecting)
             .await
             .map_err(|_| ConnectError::Timeout)??;
@@ -522,7 +540,7 @@ impl PeerClient {
             .await?;
         let peer = self.name.clone();
         let quic = connection.clone();
-        tokio::spawn(async move {
+        dialer.worker.spawn(async move {
             let error = driver.wait_idle().await;
             let path = quic.stats().path;
             tracing::debug!(

@@ -33,8 +33,9 @@ pub(crate) const CLOSE_NO_ERROR: u32 = 0x0100; // H3_NO_ERROR
 
 /// Accepts peers on `endpoint` until `shutdown`. Each connection is accepted on, and served
 /// from, the worker carrying the fewest connections: quinn runs a connection's driver on the
-/// runtime that accepts it, so the connection, its streams and the upstream connections they
-/// use all live on that worker.
+/// runtime that accepts it, so the connection, its streams and the HTTP/1.1 and TCP
+/// connections they open to endpoints all live on that worker (an HTTP/2 endpoint's
+/// connection is shared by every worker).
 pub(crate) async fn serve(
     endpoint: quinn::Endpoint,
     state: Arc<State>,
