@@ -525,7 +525,8 @@ impl Running {
             }
         }
         let dialers = self.dialers.iter().map(|dialer| &dialer.endpoint);
-        for endpoint in std::iter::once(&self.endpoint).chain(dialers) {
+        let endpoints: Vec<_> = std::iter::once(&self.endpoint).chain(dialers).collect();
+        for endpoint in &endpoints {
             endpoint.close(server::CLOSE_NO_ERROR.into(), b"shutting down");
         }
         // Tasks cut at the deadline may still hold the peer clients; the socket must close anyway.
@@ -533,8 +534,7 @@ impl Running {
             peer.release();
         }
         let deadline = tokio::time::Instant::now() + ENDPOINT_CLOSE_TIMEOUT;
-        let dialers = self.dialers.iter().map(|dialer| &dialer.endpoint);
-        for endpoint in std::iter::once(&self.endpoint).chain(dialers) {
+        for endpoint in endpoints {
             let _ = tokio::time::timeout_at(deadline, endpoint.wait_idle()).await;
         }
         self.workers.stop();

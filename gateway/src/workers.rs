@@ -17,9 +17,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::MAX_WORKERS;
-use tokio_util::sync::CancellationToken;
 
 thread_local! {
     /// The index of the worker this thread is, if it is one.

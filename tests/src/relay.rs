@@ -1,8 +1,8 @@
 //! A lossy UDP relay: a WAN link made in user space, since this kernel has no `tc netem`.
 //!
 //! It sits between clients and one server (a gateway's dialling sockets, one per worker, and
-//! its peer's federation port) and, in both directions, drops datagrams, delays them, and holds some back longer so that they
-//! arrive after later ones. Randomness comes from a seeded generator, so a run can be repeated.
+//! its peer's federation port) and, in both directions, drops datagrams, delays them, and
+//! holds some back longer so that they arrive after later ones. Randomness comes from a seeded generator, so a run can be repeated.
 //! TCP on the same port is passed through unimpaired: the federation port's control channel
 //! (catalog exchange) goes to the same address as QUIC, and only the data plane is under test.
 
@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-
 use tokio_util::sync::CancellationToken;
 
 /// What the link does to each datagram.

@@ -520,7 +520,7 @@ impl PeerClient {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .and_then(|dialers| dialers.get(lane % dialers.len().max(1)).cloned())
+            .and_then(|dialers| dialers.get(lane).cloned())
             .ok_or(ConnectError::ShuttingDown)?;
         // quinn spawns the connection's driver on the runtime it is called in: the lane's
         // worker's, whoever dials (its keeper, or a request on another worker that found no

@@ -31,6 +31,9 @@ use crate::reason::Reason;
 /// A local endpoint that does not accept a connection within this time is unavailable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// HTTP/2 keep-alive to endpoints, so that a dead connection is found before a request is.
+const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
+
 /// A TCP connection to a local endpoint (for HTTP/1.1 or a tunnel), within [`CONNECT_TIMEOUT`],
 /// with Nagle's algorithm off: what the gateway writes is already whole.
 pub(crate) async fn connect(endpoint: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
@@ -40,8 +43,6 @@ pub(crate) async fn connect(endpoint: SocketAddr) -> std::io::Result<tokio::net:
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
-/// HTTP/2 keep-alive to endpoints, so that a dead connection is found before a request is.
-const H2_KEEP_ALIVE: Duration = Duration::from_secs(20);
 
 /// The client side towards local endpoints.
 #[derive(Clone, Debug)]
