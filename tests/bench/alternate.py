@@ -28,19 +28,8 @@ def main():
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("builds", nargs="+", help="name=binary[,VAR=value...]")
     args = parser.parse_args()
-    builds = []
-    for spec in args.builds:
-        name, rest = spec.split("=", 1)
-        binary, *pairs = rest.split(",")
-        builds.append((name, os.path.abspath(binary), dict(p.split("=", 1) for p in pairs)))
-    bench.MESHFED = builds[0][1]  # for `meshfed ca init`
-
-    class Options:
-        duration = args.duration
-        tunnels = 0
-        only = []
-
-    run = bench.Bench(tempfile.mkdtemp(prefix="meshfed-alternate-"), Options())
+    builds = parse_builds(args.builds)
+    run = harness(builds, args.duration, "meshfed-alternate-")
     results = {name: [] for name, _, _ in builds}
     haproxy_cpu = []
     try:
@@ -66,6 +55,28 @@ def main():
             for name, rows in results.items()) + f" | HAProxy cpu {statistics.median(haproxy_cpu):.2f}")
     finally:
         run.stop()
+
+
+def parse_builds(specs):
+    """`name=binary[,VAR=value...]` specs as (name, absolute binary path, environment)."""
+    builds = []
+    for spec in specs:
+        name, rest = spec.split("=", 1)
+        binary, *pairs = rest.split(",")
+        builds.append((name, os.path.abspath(binary), dict(p.split("=", 1) for p in pairs)))
+    return builds
+
+
+def harness(builds, duration, prefix):
+    """bench.py's harness in a new directory, its certificates made by the first build."""
+    bench.MESHFED = builds[0][1]  # for `meshfed ca init`
+
+    class Options:
+        tunnels = 0
+        only = []
+
+    Options.duration = duration
+    return bench.Bench(tempfile.mkdtemp(prefix=prefix), Options())
 
 
 def start(run, binary, env):

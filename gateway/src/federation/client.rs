@@ -15,8 +15,9 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::probe::{Probed, TailProbe};
 use super::wire;
-use crate::proxy::body::{self, Body};
+use crate::proxy::body::{self, Body, H3Send as _};
 use crate::reason::Reason;
 use crate::stats::Stats;
 use crate::workers::Workers;
@@ -39,7 +40,7 @@ const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 type SendRequest = h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>;
 type RequestStream = h3::client::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>;
 /// The sending half of a stream to a peer.
-pub(crate) type SendHalf = h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
+pub(crate) type SendHalf = Probed<h3::client::RequestStream<h3_quinn::SendStream<Bytes>, Bytes>>;
 /// The receiving half of a stream from a peer.
 pub(crate) type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes>;
 
@@ -138,17 +139,20 @@ impl Lane {
     }
 
     /// A handle on the lane's connection, if it is open.
-    fn current(&self) -> Option<(SendRequest, quinn::Connection)> {
+    fn current(&self) -> Option<Live> {
         let live = self.live.read().unwrap_or_else(|e| e.into_inner());
         live.as_ref()
             .filter(|live| live.connection.close_reason().is_none())
-            .map(|live| (live.requests.clone(), live.connection.clone()))
+            .cloned()
     }
 }
 
+/// A lane's connection: handles on it, cheap to clone.
+#[derive(Clone)]
 struct Live {
     connection: quinn::Connection,
     requests: SendRequest,
+    probe: TailProbe,
 }
 
 impl std::fmt::Debug for Live {
@@ -228,9 +232,10 @@ impl PeerClient {
             .map_err(|_| Reason::UnknownService)?;
         parts.version = Version::HTTP_3;
         parts.headers.remove(header::HOST);
-        let (stream, lane) = self.open_retrying(&parts).await?;
+        let (stream, lane, probe) = self.open_retrying(&parts).await?;
         let open = OpenStream::new(&self.open_streams, lane);
-        let (mut send, mut recv) = stream.split();
+        let (send, mut recv) = stream.split();
+        let mut send = Probed::new(send, probe);
         if body.is_end_stream() {
             // No body (most GETs): finish the stream here rather than spawn a pump for nothing.
             if let Err(error) = send.finish().await {
@@ -286,7 +291,7 @@ impl PeerClient {
         {
             parts.headers.insert(wire::ORIGIN, origin);
         }
-        let (mut stream, lane) = self.open_retrying(&parts).await?;
+        let (mut stream, lane, probe) = self.open_retrying(&parts).await?;
         let open = OpenStream::new(&self.open_streams, lane);
         let response = tokio::time::timeout(RESPONSE_TIMEOUT, stream.recv_response())
             .await
@@ -306,7 +311,7 @@ impl PeerClient {
             return Err(reason);
         }
         let (send, recv) = stream.split();
-        Ok((send, recv, open))
+        Ok((Probed::new(send, probe), recv, open))
     }
 
     /// Opens a stream for a request with head `parts`, on the lane [`PeerClient::next_lane`]
@@ -317,21 +322,29 @@ impl PeerClient {
     async fn open_retrying(
         &self,
         parts: &http::request::Parts,
-    ) -> Result<(RequestStream, &Lane), Reason> {
+    ) -> Result<(RequestStream, &Lane, TailProbe), Reason> {
         let lane = self.next_lane().await?;
-        let stream = match self.open(lane, head(parts)).await {
+        let (stream, probe) = match self.open(lane, head(parts)).await {
             Err(Reason::PeerStreamFailed) => self.open(lane, head(parts)).await,
             opened => opened,
         }?;
-        Ok((stream, lane))
+        Ok((stream, lane, probe))
     }
 
     /// Opens a request stream on `lane`'s connection, dialling one if it has none. If the
     /// connection refuses the stream, it is retired (left to finish what it carries).
-    async fn open(&self, lane: &Lane, head: Request<()>) -> Result<RequestStream, Reason> {
-        let (mut requests, connection) = self.live_or_connect(lane, true).await?;
+    async fn open(
+        &self,
+        lane: &Lane,
+        head: Request<()>,
+    ) -> Result<(RequestStream, TailProbe), Reason> {
+        let Live {
+            connection,
+            mut requests,
+            probe,
+        } = self.live_or_connect(lane, true).await?;
         match requests.send_request(head).await {
-            Ok(stream) => Ok(stream),
+            Ok(stream) => Ok((stream, probe)),
             Err(error) => {
                 tracing::debug!(%error, "peer refused the stream; retiring the connection");
                 self.retire(connection.stable_id());
@@ -409,11 +422,7 @@ impl PeerClient {
     /// a time; a request that finds none live waits for it. With `hold_down` (requests, not
     /// keepers, which have their own backoff), fails at once within [`FAILURE_HOLD_DOWN`] of a
     /// failed connect on any lane instead.
-    async fn live_or_connect(
-        &self,
-        lane: &Lane,
-        hold_down: bool,
-    ) -> Result<(SendRequest, quinn::Connection), Reason> {
+    async fn live_or_connect(&self, lane: &Lane, hold_down: bool) -> Result<Live, Reason> {
         if let Some(handle) = lane.current() {
             return Ok(handle);
         }
@@ -435,7 +444,7 @@ impl PeerClient {
         // would otherwise carry room for it.
         match Box::pin(self.connect(lane.index)).await {
             Ok(live) => {
-                let handle = (live.requests.clone(), live.connection.clone());
+                let handle = live.clone();
                 *lane.live.write().unwrap_or_else(|e| e.into_inner()) = Some(live);
                 *self.failed.lock().unwrap_or_else(|e| e.into_inner()) = None;
                 Ok(handle)
@@ -459,7 +468,7 @@ impl PeerClient {
         let mut backoff = RECONNECT_MIN;
         loop {
             let wait = match self.live_or_connect(lane, false).await {
-                Ok((_, connection)) => {
+                Ok(Live { connection, .. }) => {
                     backoff = RECONNECT_MIN;
                     tokio::select! {
                         () = shutdown.cancelled() => return,
@@ -492,7 +501,7 @@ impl PeerClient {
     pub(crate) fn connections(&self) -> Vec<quinn::Connection> {
         self.lanes
             .iter()
-            .filter_map(|lane| lane.current().map(|(_, connection)| connection))
+            .filter_map(|lane| lane.current().map(|live| live.connection))
             .collect()
     }
 
@@ -540,8 +549,13 @@ impl PeerClient {
             .await?;
         let peer = self.name.clone();
         let quic = connection.clone();
+        let probe = TailProbe::default();
+        let prober = probe.clone();
         dialer.worker.spawn(async move {
-            let error = driver.wait_idle().await;
+            let error = tokio::select! {
+                error = driver.wait_idle() => error,
+                () = prober.run(&quic) => return, // never: it probes for as long as it is polled
+            };
             let path = quic.stats().path;
             tracing::debug!(
                 peer.cluster = %peer,
@@ -559,6 +573,7 @@ impl PeerClient {
         Ok(Live {
             connection,
             requests,
+            probe,
         })
     }
 }

@@ -191,6 +191,9 @@ fn transport() -> Arc<TransportConfig> {
             IDLE_TIMEOUT.as_millis() as u32,
         ))))
         .keep_alive_interval(Some(KEEP_ALIVE))
+        // Room for a few tail-loss probes, never read (`probe.rs`); quinn's default would
+        // let a peer park 1.25 MB of datagrams on every connection.
+        .datagram_receive_buffer_size(Some(super::probe::DATAGRAM_RECEIVE_BUFFER))
         .initial_mtu(INITIAL_MTU)
         .mtu_discovery_config(Some(mtu_discovery))
         // BBR, not quinn's default Cubic: a loss-based controller halves its window at each

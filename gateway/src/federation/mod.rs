@@ -11,6 +11,7 @@ pub(crate) mod client;
 pub mod control;
 pub(crate) mod endpoint;
 pub(crate) mod moves;
+pub(crate) mod probe;
 pub(crate) mod server;
 pub mod tls;
 pub mod wire;

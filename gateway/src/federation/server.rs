@@ -13,9 +13,11 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
+use super::probe::{Probed, TailProbe};
 use super::wire;
 use crate::metrics::Direction;
 use crate::observe::TcpExchange;
+use crate::proxy::body::H3Send as _;
 use crate::proxy::{body, tunnel};
 use crate::reason::Reason;
 use crate::state::{Inbound, PeerRequest, State};
@@ -131,13 +133,31 @@ async fn connection(
             return;
         }
     };
+    let probe = TailProbe::default();
+    tokio::select! {
+        () = accept_requests(&mut h3, &peer, &state, &probe, (&shutdown, &drain), &tracker) => {}
+        () = probe.run(&quic) => {} // never: it probes for as long as it is polled
+    }
+    linger(&quic).await;
+}
+
+/// Serves `peer`'s requests on `h3` until the connection ends, or until shutdown or a drain
+/// (GOAWAY, then the requests already sent) has finished.
+async fn accept_requests(
+    h3: &mut h3::server::Connection<h3_quinn::Connection, Bytes>,
+    peer: &Label,
+    state: &Arc<State>,
+    probe: &TailProbe,
+    (shutdown, drain): (&CancellationToken, &CancellationToken),
+    tracker: &TaskTracker,
+) {
     // This connection's requests, so that shutdown can wait for exactly them.
     let requests = TaskTracker::new();
     let mut draining = false;
     loop {
         let accepted = tokio::select! {
             accepted = h3.accept() => accepted,
-            () = first(&shutdown, &drain), if !draining => {
+            () = first(shutdown, drain), if !draining => {
                 // GOAWAY: the peer opens no new requests; every request up to the last one
                 // accepted is served. Keep accepting meanwhile, for requests already on their way.
                 draining = true;
@@ -153,9 +173,9 @@ async fn connection(
             Ok(Some(resolver)) => {
                 // The task holds only the resolver: the request's future (a few KB) is made
                 // on the heap when it first runs, not copied into the task's cell.
-                let (peer, state) = (peer.clone(), state.clone());
-                let request =
-                    async move { Box::pin(request(resolver, peer, state)).await }.in_current_span();
+                let (peer, state, probe) = (peer.clone(), state.clone(), probe.clone());
+                let request = async move { Box::pin(request(resolver, peer, state, probe)).await }
+                    .in_current_span();
                 tracker.spawn(requests.track_future(request));
             }
             Ok(None) => break,
@@ -169,7 +189,6 @@ async fn connection(
     }
     requests.close();
     requests.wait().await;
-    linger(&quic).await;
 }
 
 /// Resolves when either token is cancelled.
@@ -192,6 +211,7 @@ async fn request(
     resolver: h3::server::RequestResolver<h3_quinn::Connection, Bytes>,
     peer: Label,
     state: Arc<State>,
+    probe: TailProbe,
 ) {
     // Boxed: h3's future is large, and this one is copied whole into its task when spawned.
     let (request, stream) = match Box::pin(resolver.resolve_request()).await {
@@ -203,7 +223,7 @@ async fn request(
     };
     if request.method() == http::Method::CONNECT {
         // Boxed: a tunnel's future is large, and requests would carry room for it.
-        return Box::pin(tunnel(request, stream, &peer, &state)).await;
+        return Box::pin(tunnel(request, stream, &peer, &state, probe)).await;
     }
     let (mut send, recv) = stream.split();
     let response = state.serve_peer(request, recv, &peer).await;
@@ -212,7 +232,7 @@ async fn request(
         tracing::debug!(%error, "could not send response head to peer");
         return;
     }
-    if let Err(error) = body::send_to_h3(body, send).await {
+    if let Err(error) = body::send_to_h3(body, Probed::new(send, probe)).await {
         tracing::debug!(%error, "response body to peer failed");
     }
 }
@@ -224,6 +244,7 @@ async fn tunnel(
     stream: h3::server::RequestStream<h3_quinn::BidiStream<Bytes>, Bytes>,
     peer: &Label,
     state: &State,
+    probe: TailProbe,
 ) {
     state.stats.peer_requests.fetch_add(1, Ordering::Relaxed);
     let target = request
@@ -272,7 +293,7 @@ async fn tunnel(
                 .await
                 .is_ok()
             {
-                let _ = send.finish().await;
+                let _ = Probed::new(send, probe).finish().await;
             }
             return;
         }
@@ -284,7 +305,7 @@ async fn tunnel(
         exchange.finish(state, (0, 0), Some(Reason::PeerStreamFailed));
         return;
     }
-    match tunnel::splice(upstream, send, recv).await {
+    match tunnel::splice(upstream, Probed::new(send, probe), recv).await {
         Ok(carried) => {
             tracing::debug!(
                 sent = carried.sent,
