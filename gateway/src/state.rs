@@ -428,6 +428,10 @@ impl State {
         peer: &Label,
     ) -> Response<Body> {
         self.stats.peer_requests.fetch_add(1, Ordering::Relaxed);
+        // A body from here on, even for a request refused unread: dropped, it reads on to the
+        // stream's end (its FIN may still be on its way) rather than stopping the stream, which
+        // the peer's client would take for a failed request rather than for the refusal.
+        let body = body::from_h3(body);
         let authority = request
             .uri()
             .authority()
@@ -455,7 +459,7 @@ impl State {
     async fn serve_exported(
         &self,
         request: Request<()>,
-        body: h3::server::RequestStream<h3_quinn::RecvStream, bytes::Bytes>,
+        body: Body,
         peer: &Label,
         (service, port): (ServiceKey, Option<u16>),
         exchange: &mut Exchange,
@@ -511,7 +515,7 @@ impl State {
         headers::strip_untrusted(&mut parts.headers);
         headers::set_client_identity(&mut parts.headers, &source);
         self.via.append(&mut parts.headers, parts.version);
-        let mut request = Request::from_parts(parts, body::from_h3(body));
+        let mut request = Request::from_parts(parts, body);
         let span = observe::try_span(
             self,
             exchange.span.as_ref(),

@@ -678,12 +678,22 @@ impl H3Client {
         let mut stream = requests.send_request(request).await?;
         stream.finish().await?;
         let response = stream.recv_response().await?;
-        let mut body = Vec::new();
-        while let Some(mut chunk) = stream.recv_data().await? {
-            use bytes::Buf as _;
-            body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-        }
-        Ok(response.map(|()| String::from_utf8_lossy(&body).into_owned()))
+        read_body(stream, response).await
+    }
+
+    /// Like [`H3Client::send`], but ends the request stream only once the response head has
+    /// come, as a client does whose FIN is still on its way when the gateway answers (a
+    /// refusal, made without reading). Ending it must still succeed: the gateway must not have
+    /// stopped the stream.
+    pub async fn send_ending_late(
+        &self,
+        request: http::Request<()>,
+    ) -> anyhow::Result<http::Response<String>> {
+        let mut requests = self.requests.clone();
+        let mut stream = requests.send_request(request).await?;
+        let response = stream.recv_response().await?;
+        stream.finish().await?;
+        read_body(stream, response).await
     }
 
     /// Closes cleanly, so that the gateway is not left holding a connection to a vanished
@@ -693,6 +703,19 @@ impl H3Client {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(2), self.endpoint.wait_idle())
             .await;
     }
+}
+
+/// Reads the body of `response` from `stream`, as text.
+async fn read_body(
+    mut stream: h3::client::RequestStream<h3_quinn::BidiStream<bytes::Bytes>, bytes::Bytes>,
+    response: http::Response<()>,
+) -> anyhow::Result<http::Response<String>> {
+    let mut body = Vec::new();
+    while let Some(mut chunk) = stream.recv_data().await? {
+        use bytes::Buf as _;
+        body.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
+    }
+    Ok(response.map(|()| String::from_utf8_lossy(&body).into_owned()))
 }
 
 fn start(path: &Path, bound: Bound) -> anyhow::Result<Running> {

@@ -144,6 +144,12 @@ async fn the_receiving_gateway_authorizes_by_source_destination_and_canonical_pa
             }
         }
     }
+    // A refusal is made without reading the request: a client whose FIN was still on its way
+    // must be able to end its stream after the answer, not find it stopped.
+    let refused = client
+        .send_ending_late(http::Request::get("https://hidden.demo.svc.clusterset.local/").body(())?)
+        .await?;
+    assert_eq!(refused.status(), NOT_FOUND, "{refused:?}");
     client.close().await;
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     let allowed = table.iter().filter(|c| c.5 == OK).count() as u64;
