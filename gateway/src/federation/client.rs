@@ -46,10 +46,9 @@ pub(crate) type RecvHalf = h3::client::RequestStream<h3_quinn::RecvStream, Bytes
 
 /// The most connections kept to one peer, whatever the number of workers.
 pub(crate) const MAX_LANES: usize = 8;
-/// Streams a lane takes before new ones go to the next: lanes fill in order, as an HTTP/2
-/// connection pool fills a connection before using the next. Light traffic thus stays on one
-/// connection, whose packets come often enough for loss to be detected by the packets after
-/// it rather than by a timeout (the lossy-link tail); heavy traffic spreads over all of them.
+/// For a request that has no lane of its own (off the workers, on a worker past the eighth, or
+/// its worker's lane down): the streams a lane takes before new ones go to the next. Lanes
+/// fill in order, as an HTTP/2 connection pool fills a connection before using the next.
 const LANE_STREAMS_BEFORE_NEXT: u64 = 16;
 
 /// An endpoint that dials peers, and the worker its driver runs on, where the connections it
@@ -75,8 +74,8 @@ pub(crate) struct PeerClient {
     /// Replaced whole when the SVID or trust changes; read at each connect.
     config: std::sync::RwLock<quinn::ClientConfig>,
     /// The connections to the peer, each dialled and kept open by a keeper of its own.
-    /// Requests fill them in order ([`LANE_STREAMS_BEFORE_NEXT`]), each worker its own lane
-    /// first once it carries streams ([`PeerClient::next_lane`]): one QUIC connection is driven
+    /// A request takes its worker's own lane, and others fill them in order
+    /// ([`PeerClient::next_lane`]): one QUIC connection is driven
     /// by one task, so one connection's packet work runs on one thread at a time, and a busy
     /// peer needs a connection per worker to keep them all working.
     lanes: Box<[Lane]>,
@@ -356,18 +355,14 @@ impl PeerClient {
     /// The lane for the next stream:
     ///
     /// - this worker's own lane (lane `i` is kept from worker `i`, and its connection runs
-    ///   there), if it is live and already carries streams, but fewer than
-    ///   [`LANE_STREAMS_BEFORE_NEXT`]: a request then never leaves its thread;
+    ///   there), if it is live: a request then never leaves its thread;
     /// - else the first live lane (in order) with fewer than [`LANE_STREAMS_BEFORE_NEXT`]
-    ///   streams open, else the live lane with the fewest. Light traffic thus stays on one
-    ///   connection whichever worker it comes from, and a worker's lane takes its requests
-    ///   once traffic has spilled onto it;
+    ///   streams open, else the live lane with the fewest;
     /// - with none live, the next lane in turn, once it has dialled (or the dial under way has
     ///   ended).
     async fn next_lane(&self) -> Result<&Lane, Reason> {
         if let Some(own) = Workers::current().and_then(|worker| self.lanes.get(worker))
             && own.is_live()
-            && (1..LANE_STREAMS_BEFORE_NEXT).contains(&own.open_streams.load(Ordering::Relaxed))
         {
             return Ok(own);
         }
