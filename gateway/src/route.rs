@@ -9,6 +9,7 @@
 //! many of their endpoints are ready; choosing among them is the policy's (`State::spread`,
 //! by locality and outlier detection, or a route's weighted backends).
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 
 use meshfed_discovery::{Label, ServiceKey};
@@ -301,12 +302,21 @@ pub fn selects(selector: &Labels, labels: &Labels) -> bool {
 }
 
 /// Lower-cases and drops a port and a trailing dot.
-fn normalize(authority: &str) -> String {
+fn normalize(authority: &str) -> Cow<'_, str> {
     let host = match authority.rsplit_once(':') {
         Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
         _ => authority,
     };
-    host.trim_end_matches('.').to_ascii_lowercase()
+    lowercase(host.trim_end_matches('.'))
+}
+
+/// `name` in ASCII lower case, copied only if it has an upper-case letter (names on the wire
+/// almost never do, and this runs for every request).
+pub(crate) fn lowercase(name: &str) -> Cow<'_, str> {
+    match name.bytes().any(|b| b.is_ascii_uppercase()) {
+        true => Cow::Owned(name.to_ascii_lowercase()),
+        false => Cow::Borrowed(name),
+    }
 }
 
 /// The part of `host` before `zone`, if `host` is in `zone` (empty for the apex itself).

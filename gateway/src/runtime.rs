@@ -310,7 +310,7 @@ pub fn start(
     tracker.spawn(serve_http_on(
         tokio::net::TcpListener::from_std(bound.http)?,
         Versions::Http1And2,
-        move |request| local::handle(local_state.clone(), request),
+        move |request, client| local::handle(local_state.clone(), request, client),
         shutdown.clone(),
         grace,
         Some(workers.clone()),

@@ -503,7 +503,6 @@ impl State {
             Ok(source) => source,
             Err(reason) => return reason.response(),
         };
-        exchange.source = Some(source.clone());
         let key = self.policy().service(&service).key(&RequestView {
             method: &parts.method,
             path: parts.uri.path(),
@@ -514,6 +513,7 @@ impl State {
         headers::strip_hop_by_hop(&mut parts.headers);
         headers::strip_untrusted(&mut parts.headers);
         headers::set_client_identity(&mut parts.headers, &source);
+        exchange.source = Some(source);
         self.via.append(&mut parts.headers, parts.version);
         let mut request = Request::from_parts(parts, body);
         let span = observe::try_span(

@@ -231,7 +231,8 @@ impl PeerClient {
             .map_err(|_| Reason::UnknownService)?;
         parts.version = Version::HTTP_3;
         parts.headers.remove(header::HOST);
-        let (stream, lane, probe) = self.open_retrying(&parts).await?;
+        // Boxed: opening (dialling, if need be) is a large future, and so would this be.
+        let (stream, lane, probe) = Box::pin(self.open_retrying(&parts)).await?;
         let open = OpenStream::new(&self.open_streams, lane);
         let (send, mut recv) = stream.split();
         let mut send = Probed::new(send, probe);

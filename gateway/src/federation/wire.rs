@@ -1,6 +1,7 @@
 //! What crosses between gateways, in one place. `docs/protocol.md` is the prose of this file.
 
 use std::collections::BTreeMap;
+use std::fmt::Write as _;
 
 use meshfed_discovery::ServiceKey;
 
@@ -43,11 +44,17 @@ const WIRE_SUFFIX: &str = ".svc.clusterset.local";
 /// The `:authority` of a request for `service`: `<svc>.<ns>.svc.clusterset.local`, with the
 /// service port when the request names one (always, for a `CONNECT`).
 pub fn authority(service: &ServiceKey, port: Option<u16>) -> String {
-    match port {
-        Some(port) => format!("{service}{WIRE_SUFFIX}:{port}"),
-        None => format!("{service}{WIRE_SUFFIX}"),
-    }
+    // Sized once (`format!` grows its string a few times): this runs for every request.
+    let mut authority = String::with_capacity(AUTHORITY_CAPACITY);
+    let _ = match port {
+        Some(port) => write!(authority, "{service}{WIRE_SUFFIX}:{port}"),
+        None => write!(authority, "{service}{WIRE_SUFFIX}"),
+    };
+    authority
 }
+
+/// Room for the wire name of a service with labels of common length, and a port.
+const AUTHORITY_CAPACITY: usize = 96;
 
 /// The service an `:authority` names, and the port if it has one, if it is a well-formed wire
 /// authority.
@@ -56,7 +63,7 @@ pub fn service_of(authority: &str) -> Option<(ServiceKey, Option<u16>)> {
         Some((host, port)) => (host, Some(port.parse::<u16>().ok().filter(|p| *p != 0)?)),
         None => (authority, None),
     };
-    let host = host.to_ascii_lowercase();
+    let host = crate::route::lowercase(host);
     let service = host.strip_suffix(WIRE_SUFFIX)?.parse().ok()?;
     Some((service, port))
 }

@@ -102,13 +102,18 @@ pub fn eligible<'h>(
         .into_iter()
         .map(|h| !h.is_some_and(|h| h.is_ejected(now)))
         .collect();
-    let total = up.len();
     let kept = up.iter().filter(|u| **u).count();
-    let min_kept = total * usize::from(100 - config.max_ejected_percent.min(100));
-    match kept == 0 || kept * 100 < min_kept {
-        true => vec![true; total],
-        false => up,
+    match ejections_hold(up.len(), kept, config) {
+        true => up,
+        false => vec![true; up.len()],
     }
+}
+
+/// Whether ejections hold in a set of `total` of which `kept` are not ejected: not if that
+/// would leave none, or fewer than `100 - max_ejected_percent` percent of the set.
+pub fn ejections_hold(total: usize, kept: usize, config: &OutlierDetection) -> bool {
+    let min_kept = total * usize::from(100 - config.max_ejected_percent.min(100));
+    kept > 0 && kept * 100 >= min_kept
 }
 
 #[cfg(test)]

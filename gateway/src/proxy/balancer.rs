@@ -200,37 +200,38 @@ impl Balancer {
         };
         let mut table = self.endpoints();
         let limit = policy.circuit_breaker.max_connections;
-        let endpoints: Vec<SocketAddr> = endpoints
+        // One vector, which becomes the order: this runs for every request.
+        let mut order: Vec<SocketAddr> = endpoints
             .iter()
             .filter(|e| !one_per_request || table.get(e).is_none_or(|t| t.load.pending < limit))
             .copied()
             .collect();
-        if endpoints.is_empty() {
+        if order.is_empty() {
             tracing::debug!("circuit breaker: every endpoint has max_connections in flight");
             return Err(Reason::Overloaded);
         }
-        let eligible = match &policy.outlier_detection {
-            Some(config) => outlier::eligible(
-                endpoints.iter().map(|e| table.get(e).map(|t| &t.health)),
-                now,
-                config,
-            ),
-            None => vec![true; endpoints.len()],
-        };
-        let (mut up, mut out) = (Vec::new(), Vec::new());
-        for (endpoint, eligible) in endpoints.iter().zip(eligible) {
-            match eligible {
-                true => up.push(*endpoint),
-                false => out.push(*endpoint),
+        let ejected = |e: &SocketAddr| table.get(e).is_some_and(|t| t.health.is_ejected(now));
+        // How many lead the order as eligible; the ejected follow, in their own order.
+        let up = match &policy.outlier_detection {
+            Some(config) => {
+                let kept = order.iter().filter(|e| !ejected(e)).count();
+                match kept < order.len() && outlier::ejections_hold(order.len(), kept, config) {
+                    true => {
+                        order.sort_by_key(ejected);
+                        kept
+                    }
+                    false => order.len(),
+                }
             }
-        }
+            None => order.len(),
+        };
         // A new endpoint starts as good as the best known one.
-        let best = up
+        let best = order[..up]
             .iter()
             .filter_map(|e| table.get(e))
             .map(|t| t.load.latency.at(now))
             .min_by(|a, b| a.estimate().total_cmp(&b.estimate()));
-        for endpoint in &up {
+        for endpoint in &order[..up] {
             table.entry(*endpoint).or_insert_with(|| Tracked {
                 load: Load {
                     pending: 0,
@@ -239,26 +240,27 @@ impl Balancer {
                 health: Health::default(),
             });
         }
-        let candidates: Vec<Candidate> = up
-            .iter()
-            .map(|endpoint| {
-                let load = tracked(&mut table, *endpoint, now).load;
-                Candidate {
-                    id: endpoint_id(endpoint),
-                    load: Load {
-                        pending: load.pending,
-                        latency: load.latency.at(now),
-                    },
-                }
-            })
-            .collect();
-        drop(table);
-        let first = match candidates.is_empty() {
-            true => 0,
-            false => balance::pick(&policy.load_balancer, &candidates, key, turn, dice),
+        let first = match up {
+            0 | 1 => 0,
+            _ => {
+                let candidates: Vec<Candidate> = order[..up]
+                    .iter()
+                    .map(|endpoint| {
+                        let load = tracked(&mut table, *endpoint, now).load;
+                        Candidate {
+                            id: endpoint_id(endpoint),
+                            load: Load {
+                                pending: load.pending,
+                                latency: load.latency.at(now),
+                            },
+                        }
+                    })
+                    .collect();
+                balance::pick(&policy.load_balancer, &candidates, key, turn, dice)
+            }
         };
-        let mut order: Vec<SocketAddr> = up[first..].iter().chain(&up[..first]).copied().collect();
-        order.extend(out);
+        drop(table);
+        order[..up].rotate_left(first);
         Ok(order)
     }
 

@@ -112,8 +112,8 @@ async fn try_within_limit(
     hop: &Hop<'_>,
     request: Request<Body>,
 ) -> (Result<Response<Body>, Reason>, Tried) {
-    // Boxed: the try's future (HTTP/3 or the upstream pool, several KB) is made once on the
-    // heap and never moved, instead of being copied into each enclosing future's state.
+    // Boxed: the try's future is made once on the heap and never moved, instead of being
+    // copied into each enclosing future's state (and the timeout's) at every request.
     let forwarded = Box::pin(forward(state, hop, request));
     let tried = match hop.retries.per_try_timeout {
         Some(limit) => tokio::time::timeout(limit, forwarded).await,
@@ -158,9 +158,10 @@ async fn forward(
                 .balancer
                 .admit(service, state.cluster(), limits)
                 .await?;
-            let response = state
-                .forward_local(service, hop.port, hop.selector, hop.key, request)
-                .await?;
+            // Boxed, as the peer's way below: each way's future is made only when taken,
+            // and this one is no larger than the two ways' common part.
+            let local = state.forward_local(service, hop.port, hop.selector, hop.key, request);
+            let response = Box::pin(local).await?;
             return Ok(response.map(|b| body::guarded(b, admitted)));
         }
         Destination::Peer { peer, service } => (peer, service),
@@ -184,7 +185,7 @@ async fn forward(
         .balancer
         .admit(service, peer, &hop.policy.circuit_breaker)
         .await?;
-    let answer = client.forward(request, service, hop.port).await;
+    let answer = Box::pin(client.forward(request, service, hop.port)).await;
     if let Some(outlier) = &hop.policy.outlier_detection {
         // The cluster failed if its gateway could not serve the request (it answered for
         // itself with a 5xx) or could not be reached; a service's own 5xx is the service's.

@@ -57,12 +57,13 @@ struct IdleConns {
 
 #[derive(Debug)]
 struct Idle {
-    conn: Conn,
+    conn: Box<Conn>,
     since: Instant,
 }
 
 /// One connection: the handle requests are sent through, and the connection's I/O, which
-/// whoever holds it polls.
+/// whoever holds it polls. Boxed wherever it goes: hyper's connection state is large, and it
+/// moves at every request, from the pool to the request's future, its response body and back.
 #[derive(Debug)]
 struct Conn {
     send: SendRequest<Body>,
@@ -107,7 +108,7 @@ impl Pool {
     }
 
     /// The most recently used idle connection to `endpoint` that is still open.
-    fn checkout(&self, endpoint: SocketAddr) -> Option<Conn> {
+    fn checkout(&self, endpoint: SocketAddr) -> Option<Box<Conn>> {
         loop {
             let Idle { mut conn, since } = self
                 .idle
@@ -123,7 +124,7 @@ impl Pool {
         }
     }
 
-    fn checkin(&self, endpoint: SocketAddr, conn: Conn) {
+    fn checkin(&self, endpoint: SocketAddr, conn: Box<Conn>) {
         let now = Instant::now();
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         // Now and then, close what is past its time for every endpoint, including endpoints
@@ -149,7 +150,7 @@ impl Pool {
     }
 }
 
-async fn connect(endpoint: SocketAddr) -> Result<Conn, Error> {
+async fn connect(endpoint: SocketAddr) -> Result<Box<Conn>, Error> {
     let stream = super::upstream::connect(endpoint)
         .await
         .map_err(|e| Error::Connect(e.into()))?;
@@ -157,7 +158,7 @@ async fn connect(endpoint: SocketAddr) -> Result<Conn, Error> {
         .handshake(TokioIo::new(stream))
         .await
         .map_err(|e| Error::Failed(e.into()))?;
-    Ok(Conn { send, io: Some(io) })
+    Ok(Box::new(Conn { send, io: Some(io) }))
 }
 
 impl Conn {
@@ -190,13 +191,13 @@ impl Conn {
 /// to the pool once read to the end.
 struct Driven {
     body: Incoming,
-    conn: Option<Conn>,
+    conn: Option<Box<Conn>>,
     pool: Weak<Pool>,
     endpoint: SocketAddr,
 }
 
 impl Driven {
-    fn body(body: Incoming, conn: Conn, pool: Weak<Pool>, endpoint: SocketAddr) -> Body {
+    fn body(body: Incoming, conn: Box<Conn>, pool: Weak<Pool>, endpoint: SocketAddr) -> Body {
         // hyper's connection is not `Sync`; a body is only polled through `&mut`.
         super::body::unsync(Driven {
             body,

@@ -43,12 +43,13 @@ const BAGGAGE_HEADER: &str = "baggage";
 /// a fault aborted the request (`abort`).
 pub(crate) const FAULT_HEADER: &str = "x-meshfed-fault";
 
-/// The address a local client connected from, as the listener records it on each request.
-#[derive(Clone, Copy, Debug)]
-pub(crate) struct ClientAddr(pub SocketAddr);
-
-/// Routes one request from a local client and returns the response to send back.
-pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Response<Body> {
+/// Routes one request from a local client, connected from `client`, and returns the response
+/// to send back.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    request: Request<Incoming>,
+    client: SocketAddr,
+) -> Response<Body> {
     state.stats.local_requests.fetch_add(1, Ordering::Relaxed);
     // An absolute-form target's authority wins over `Host` (RFC 9112 section 3.2.2).
     let authority = request
@@ -77,8 +78,11 @@ pub(crate) async fn handle(state: Arc<State>, request: Request<Incoming>) -> Res
         let cluster = state.cluster().clone();
         let mut exchange =
             Exchange::begin(&state, Direction::Outbound, cluster, &request, &authority);
-        exchange.client = request.extensions().get::<ClientAddr>().map(|c| c.0);
-        let mut response = match proxy(&state, &authority, request, &mut exchange).await {
+        exchange.client = Some(client);
+        // Boxed: the routing's future is large, and this one, copied into its own box at
+        // every request, need not be.
+        let routed = Box::pin(proxy(&state, &authority, request, client, &mut exchange)).await;
+        let mut response = match routed {
             Ok(response) => {
                 tracing::debug!(status = %response.status(), "forwarded");
                 response
@@ -101,17 +105,18 @@ async fn proxy(
     state: &State,
     authority: &str,
     request: Request<Incoming>,
+    client: SocketAddr,
     exchange: &mut Exchange,
 ) -> Result<Response<Body>, Reason> {
     let (mut parts, incoming) = request.into_parts();
     let policy = state.policy();
-    let client = parts.extensions.get::<ClientAddr>().map(|c| c.0.ip());
-    let trusted = client.is_some_and(|ip| policy.overrides.trusts(ip));
+    let client = client.ip();
+    let trusted = policy.overrides.trusts(client);
     let header_pin = header_pin(&parts, trusted)?;
     if !trusted {
         strip_baggage_pins(&mut parts.headers);
     }
-    let origin = client.and_then(|ip| policy.origin_of(ip));
+    let origin = policy.origin_of(client);
     headers::strip_hop_by_hop(&mut parts.headers);
     headers::strip_untrusted(&mut parts.headers);
     state.via.append(&mut parts.headers, parts.version);
@@ -138,7 +143,7 @@ async fn proxy(
         path: parts.uri.path(),
         query: parts.uri.query(),
         headers: &parts.headers,
-        client,
+        client: Some(client),
     };
     let mut dice = state.dice();
     let decision: Decision<'_> = match &named.pinned {

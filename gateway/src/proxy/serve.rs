@@ -8,6 +8,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -22,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::body::Body;
-use super::local::ClientAddr;
 use crate::workers::Workers;
 
 /// A client must send its whole request head within this time (slowloris).
@@ -67,10 +67,12 @@ pub async fn serve_http<F, Fut>(
     F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
+    let handler = move |request, _client| handler(request);
     serve_http_on(listener, versions, handler, shutdown, grace, None).await;
 }
 
-/// As [`serve_http`], with each connection served on one of `workers`, if given.
+/// As [`serve_http`], with each connection served on one of `workers`, if given, and the
+/// handler told the address each request's client connected from.
 pub(crate) async fn serve_http_on<F, Fut>(
     listener: TcpListener,
     versions: Versions,
@@ -79,7 +81,7 @@ pub(crate) async fn serve_http_on<F, Fut>(
     grace: Duration,
     workers: Option<Arc<Workers>>,
 ) where
-    F: Fn(Request<Incoming>) -> Fut + Clone + Send + Sync + 'static,
+    F: Fn(Request<Incoming>, SocketAddr) -> Fut + Clone + Send + Sync + 'static,
     Fut: Future<Output = Response<Body>> + Send + 'static,
 {
     let mut builder = auto::Builder::new(TokioExecutor::new());
@@ -106,11 +108,10 @@ pub(crate) async fn serve_http_on<F, Fut>(
         // hold the later ones for the client's delayed ACK, 40 ms a request.
         let _ = stream.set_nodelay(true);
         let handler = handler.clone();
-        let service = service_fn(move |mut request: Request<Incoming>| {
-            request.extensions_mut().insert(ClientAddr(remote));
+        let service = service_fn(move |request: Request<Incoming>| {
             // Boxed: the handler's future (a few KB) is made once on the heap, not copied
             // into this future and then into hyper's connection state.
-            let response = Box::pin(handler(request));
+            let response = Box::pin(handler(request, remote));
             async move { Ok::<_, Infallible>(response.await) }
         });
         let (builder, watcher) = (builder.clone(), graceful.watcher());

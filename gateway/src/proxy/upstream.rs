@@ -2,9 +2,11 @@
 //! HTTP/2 (h2c, prior knowledge) with every request multiplexed on one connection per endpoint.
 //!
 //! A request whose endpoint refuses the connection moves on to the next endpoint: that is
-//! safe because nothing of it was sent. The body is handed to hyper through a [`Deferred`]
-//! that takes it out of a shared slot only when hyper first polls it, so after a failed
-//! connect it is still there to go to the next endpoint, streamed, never buffered.
+//! safe because nothing of it was sent. Unless it is the last endpoint to try, the body is
+//! handed to hyper through a [`Deferred`] that takes it out of a shared slot only when hyper
+//! first polls it, so after a failed connect it is still there to go to the next endpoint,
+//! streamed, never buffered. The last try (the only one, for a service with one endpoint)
+//! gets the head and body themselves.
 
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -94,23 +96,34 @@ impl Upstream {
             true => Version::HTTP_2,
             false => Version::HTTP_11,
         };
-        let slot = Arc::new(Mutex::new(Some(body)));
-        for &endpoint in endpoints {
-            let mut request = Request::from_parts(head.clone(), Deferred::new(&slot).boxed());
+        let mut head = Some(head);
+        let mut body = Held::Here(body);
+        for (index, &endpoint) in endpoints.iter().enumerate() {
+            // The last try takes the head and body themselves; an earlier one, copies and a
+            // body it can leave untouched.
+            let last = index + 1 == endpoints.len();
+            let head = match last {
+                true => head.take(),
+                false => head.clone(),
+            };
+            let Some(head) = head else { break };
+            let mut request = Request::from_parts(head, body.lend(last));
             let mut in_flight = balancer.start(endpoint);
             let answer = match multiplexed {
-                true => self.send_http2(endpoint, request, &path).await,
+                // Each way boxed: its future is KBs, made once on the heap instead of copied
+                // into this one and every future above it, at every request.
+                true => Box::pin(self.send_http2(endpoint, request, &path)).await,
                 false => {
                     // Origin form: the `Host` header names the service.
                     *request.uri_mut() = Uri::from(path.clone());
-                    self.http1.send(endpoint, request).await
+                    Box::pin(self.http1.send(endpoint, request)).await
                 }
             };
             let ok = matches!(&answer, Ok(response) if !response.status().is_server_error());
             in_flight.answered(ok, outlier);
             match answer {
                 Ok(response) => return Ok(response.map(|b| body::guarded(b, in_flight))),
-                Err(SendError::Connect(error)) if Deferred::untouched(&slot) => {
+                Err(SendError::Connect(error)) if !last && body.untouched() => {
                     tracing::debug!(%endpoint, %error, "endpoint refused the connection; trying the next");
                 }
                 Err(SendError::Connect(error)) => {
@@ -154,6 +167,51 @@ pub(crate) enum SendError {
     Connect(BoxError),
     /// The connection failed while the request was sent or its response head awaited.
     Failed(BoxError),
+}
+
+/// A request's body across its tries.
+enum Held {
+    /// Not yet sent anywhere.
+    Here(Body),
+    /// Lent to a try through a slot: still there while that try has not polled it.
+    Lent(Arc<Mutex<Option<Body>>>),
+    /// Given to the last try.
+    Gone,
+}
+
+impl Held {
+    /// The body for the next try: the body itself for the `last` one, which no other try
+    /// follows; for an earlier one, a [`Deferred`] that leaves it in place until polled. An
+    /// empty body is made anew for each try instead.
+    fn lend(&mut self, last: bool) -> Body {
+        match std::mem::replace(self, Held::Gone) {
+            Held::Here(body) if http_body::Body::is_end_stream(&body) => {
+                *self = Held::Here(body);
+                body::empty()
+            }
+            Held::Here(body) if last => body,
+            Held::Here(body) => {
+                let slot = Arc::new(Mutex::new(Some(body)));
+                *self = Held::Lent(slot.clone());
+                Deferred::new(&slot).boxed()
+            }
+            Held::Lent(slot) => {
+                let body = Deferred::new(&slot).boxed();
+                *self = Held::Lent(slot);
+                body
+            }
+            Held::Gone => body::empty(),
+        }
+    }
+
+    /// Whether no try has polled the body, so that it can still go to another endpoint.
+    fn untouched(&self) -> bool {
+        match self {
+            Held::Here(_) => true,
+            Held::Lent(slot) => Deferred::untouched(slot),
+            Held::Gone => false,
+        }
+    }
 }
 
 /// A body that stays in a shared slot until it is first polled.
@@ -210,5 +268,93 @@ impl http_body::Body for Deferred {
 
     fn size_hint(&self) -> SizeHint {
         self.peek(|body| body.size_hint(), SizeHint::with_exact(0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+
+    use http_body_util::Full;
+    use hyper::service::service_fn;
+    use hyper_util::rt::TokioIo;
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// An HTTP/1.1 endpoint (hyper's server) that answers each request with the body it got.
+    async fn echo() -> SocketAddr {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let echo = service_fn(|request: Request<hyper::body::Incoming>| async move {
+                    let body = request.into_body().collect().await.map(|b| b.to_bytes());
+                    Ok::<_, Infallible>(Response::new(Full::new(body.unwrap_or_default())))
+                });
+                let connection = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(stream), echo);
+                tokio::spawn(connection);
+            }
+        });
+        address
+    }
+
+    /// An address that refuses connections: a port bound and let go.
+    fn refusing() -> SocketAddr {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        listener.local_addr().expect("address")
+    }
+
+    async fn forward(endpoints: &[SocketAddr], request: Request<Body>) -> Result<Bytes, Reason> {
+        let balancer = Arc::new(Balancer::default());
+        let response = Upstream::new()
+            .forward(request, endpoints, Protocol::Http, &balancer, None)
+            .await?;
+        Ok(response
+            .into_body()
+            .collect()
+            .await
+            .expect("body")
+            .to_bytes())
+    }
+
+    fn post(body: &'static [u8]) -> Request<Body> {
+        Request::post("/echo")
+            .header(http::header::HOST, "echo.test")
+            .body(body::full(Bytes::from_static(body)))
+            .expect("request")
+    }
+
+    /// Refused twice, the body is still whole for the third endpoint: lent untouched to each
+    /// refused try, then given to the last.
+    #[tokio::test]
+    async fn a_refused_connection_moves_on_with_the_body() {
+        let endpoints = [refusing(), refusing(), echo().await];
+        let echoed = forward(&endpoints, post(b"hello")).await;
+        assert_eq!(echoed.expect("answered by the third"), "hello");
+    }
+
+    /// A request without a body is sent to each try as one, with no slot to keep it in.
+    #[tokio::test]
+    async fn a_bodiless_request_moves_on_too() {
+        let endpoints = [refusing(), echo().await];
+        let request = Request::get("/")
+            .header(http::header::HOST, "echo.test")
+            .body(body::empty())
+            .expect("request");
+        let echoed = forward(&endpoints, request).await;
+        assert_eq!(echoed.expect("answered by the second"), "");
+    }
+
+    /// The last endpoint refusing too ends the request, after every endpoint was tried.
+    #[tokio::test]
+    async fn every_endpoint_refusing_is_unavailable() {
+        let endpoints = [refusing(), refusing()];
+        let answer = forward(&endpoints, post(b"hello")).await;
+        assert!(
+            matches!(answer, Err(Reason::UpstreamUnavailable)),
+            "{answer:?}"
+        );
     }
 }
