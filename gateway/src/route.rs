@@ -10,7 +10,7 @@
 //! by locality and outlier detection, or a route's weighted backends).
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use meshfed_discovery::{Label, ServiceKey};
 
@@ -58,6 +58,9 @@ pub struct RouteTable {
     zone: String,
     pinned_zone: String,
     services: BTreeMap<ServiceKey, Backends>,
+    /// Each service by its name (`<svc>.<ns>`), so that a request's name is looked up as it
+    /// comes rather than parsed into a key first.
+    names: HashMap<Box<str>, ServiceKey>,
 }
 
 /// The clusters that export a service, and those of them with a ready endpoint.
@@ -98,7 +101,7 @@ impl RouteTable {
             true => Backend::Local,
             false => Backend::Peer(c.clone()),
         };
-        let services = imports
+        let services: BTreeMap<ServiceKey, Backends> = imports
             .services
             .iter()
             .map(|(key, service)| {
@@ -148,11 +151,16 @@ impl RouteTable {
                 (key.clone(), backends)
             })
             .collect();
+        let names = services
+            .keys()
+            .map(|key| (key.to_string().into_boxed_str(), key.clone()))
+            .collect();
         RouteTable {
             cluster,
             zone: zone.to_owned(),
             pinned_zone: pinned_zone.to_owned(),
             services,
+            names,
         }
     }
 
@@ -164,13 +172,12 @@ impl RouteTable {
             return Err(Reason::MissingAuthority);
         }
         if let Some(rest) = within(&host, &self.zone) {
-            let service: ServiceKey = rest
+            let service = rest
                 .strip_suffix(".svc")
-                .and_then(|s| s.parse().ok())
+                .and_then(|name| self.names.get(name))
                 .ok_or(Reason::UnknownService)?;
-            self.services.get(&service).ok_or(Reason::UnknownService)?;
             return Ok(Named {
-                service,
+                service: service.clone(),
                 pinned: None,
             });
         }

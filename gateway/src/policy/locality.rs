@@ -45,12 +45,12 @@ pub fn shares<'a>(
     let all_ejected = clusters.iter().filter(|c| c.ready > 0).all(|c| c.ejected);
     let usable = |c: &ClusterHealth| c.ready > 0 && (all_ejected || !c.ejected);
     let Some(locality) = locality else {
-        let up: Vec<&ClusterHealth<'a>> = clusters.iter().filter(|c| usable(c)).collect();
-        let each = match up.len() {
+        let each = match clusters.iter().filter(|c| usable(c)).count() {
             0 => return Vec::new(),
             n => WHOLE / n as u32,
         };
-        return up.iter().map(|c| (c.cluster, each)).collect();
+        let up = clusters.iter().filter(|c| usable(c));
+        return up.map(|c| (c.cluster, each)).collect();
     };
     let mut ordered: Vec<&ClusterHealth> = Vec::with_capacity(clusters.len());
     let rank = |c: &ClusterHealth| match c.cluster {
