@@ -106,6 +106,7 @@ impl Upstream {
                 true => head.take(),
                 false => head.clone(),
             };
+            // Taken only by the last try, after which there is no other.
             let Some(head) = head else { break };
             let mut request = Request::from_parts(head, body.lend(last));
             let mut in_flight = balancer.start(endpoint);
@@ -194,6 +195,11 @@ impl Held {
                 let slot = Arc::new(Mutex::new(Some(body)));
                 *self = Held::Lent(slot.clone());
                 Deferred::new(&slot).boxed()
+            }
+            // Only an untouched body goes on to another try: it is still in the slot.
+            Held::Lent(slot) if last => {
+                let taken = slot.lock().unwrap_or_else(|e| e.into_inner()).take();
+                taken.unwrap_or_else(body::empty)
             }
             Held::Lent(slot) => {
                 let body = Deferred::new(&slot).boxed();
