@@ -42,7 +42,7 @@ def main():
         run.start("relay", [bench.RELAY, f"{bench.RELAY_AT[0]}:{bench.RELAY_AT[1]}",
                             "127.0.2.1:15443", "0.01", str(bench.RTT_MS // 2)])
         for round in range(args.rounds):
-            for name, binary, env in builds:
+            for name, binary, env in alternate.in_turn(builds, round):
                 for cluster, config in (("west", "west.yaml"), ("east", "east-lossy.yaml")):
                     run.start(f"meshfed-{cluster}", [binary, "run", "--config", run.path(config)],
                               env={**os.environ, "MESHFED_LOG": "warn", **env})
