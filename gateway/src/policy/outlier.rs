@@ -91,26 +91,9 @@ impl Health {
     }
 }
 
-/// Which of a set may be chosen at `now`: those not ejected, unless that would leave fewer
-/// than `100 - max_ejected_percent` percent of the set (or none), in which case all of them.
-pub fn eligible<'h>(
-    healths: impl IntoIterator<Item = Option<&'h Health>> + Clone,
-    now: Instant,
-    config: &OutlierDetection,
-) -> Vec<bool> {
-    let up: Vec<bool> = healths
-        .into_iter()
-        .map(|h| !h.is_some_and(|h| h.is_ejected(now)))
-        .collect();
-    let kept = up.iter().filter(|u| **u).count();
-    match ejections_hold(up.len(), kept, config) {
-        true => up,
-        false => vec![true; up.len()],
-    }
-}
-
 /// Whether ejections hold in a set of `total` of which `kept` are not ejected: not if that
-/// would leave none, or fewer than `100 - max_ejected_percent` percent of the set.
+/// would leave none, or fewer than `100 - max_ejected_percent` percent of the set; then every
+/// member may be chosen (a panic, as in Envoy).
 pub fn ejections_hold(total: usize, kept: usize, config: &OutlierDetection) -> bool {
     let min_kept = total * usize::from(100 - config.max_ejected_percent.min(100));
     kept > 0 && kept * 100 >= min_kept
@@ -171,22 +154,21 @@ mod tests {
 
     #[test]
     fn no_more_than_the_maximum_share_is_ejected() {
+        // The default lets half of a set be out, never all of it.
         let config = OutlierDetection::default();
-        let now = Instant::now();
-        let out = Health {
-            ejected_until: Some(now + Duration::from_secs(1)),
-            ..Health::default()
+        assert!(ejections_hold(3, 2, &config), "one of three out");
+        assert!(ejections_hold(2, 1, &config), "half may be out");
+        assert!(!ejections_hold(3, 1, &config), "more than half: none out");
+        assert!(!ejections_hold(1, 0, &config), "never none");
+        assert!(ejections_hold(2, 2, &config), "none ejected");
+        let strict = OutlierDetection {
+            max_ejected_percent: 10,
+            ..OutlierDetection::default()
         };
-        let fine = Health::default();
-        let set = |hs: &[&Health]| eligible(hs.iter().map(|h| Some(*h)), now, &config);
-        assert_eq!(set(&[&out, &fine, &fine]), [false, true, true]);
-        assert_eq!(set(&[&out, &fine]), [false, true], "half may be out");
-        assert_eq!(
-            set(&[&out, &out, &fine]),
-            [true, true, true],
-            "more than half: all"
+        assert!(
+            !ejections_hold(4, 3, &strict),
+            "a quarter is more than a tenth"
         );
-        assert_eq!(set(&[&out]), [true], "never none");
-        assert_eq!(eligible([None, None], now, &config), [true, true]);
+        assert!(ejections_hold(10, 9, &strict));
     }
 }
